@@ -1,0 +1,5 @@
+import sys
+
+from uniq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,249 @@
+"""OfflineData: the suite's offline dataset, stored as DSRL-compatible HDF5.
+
+A file holds flat transitions under DSRL's keys (``observations, actions, rewards, costs,
+next_observations, terminals, timeouts``) plus ``is_desirable`` (the hidden label, kept for
+the oracle baseline and for analysis; learners other than BC-safe never read it). File
+attributes carry the env id, seed, provenance and a content checksum.
+
+Trajectories are contiguous rows; a trajectory ends where ``terminals`` or ``timeouts`` is 1.
+Training samples random rows from device-resident tensors (:class:`Sampler`): no DataLoader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+KEYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "costs",
+    "next_observations",
+    "terminals",
+    "timeouts",
+    "is_desirable",
+)
+"""Every key a suite file holds; a DSRL file may lack ``is_desirable`` (then all rows are 1)."""
+
+VECTOR_KEYS = ("observations", "actions", "next_observations")
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be used; the message names the file, the problem and the fix."""
+
+
+@dataclass
+class OfflineData:
+    """Flat transitions, all float32, ``N`` rows (``observations`` is ``[N, obs_dim]``)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    costs: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    is_desirable: np.ndarray
+    attrs: dict = field(default_factory=dict)
+    """env_id, seed, provenance, demonstrator statistics, ... (JSON-serializable values)."""
+
+    def __post_init__(self) -> None:
+        for key in KEYS:
+            setattr(self, key, np.asarray(getattr(self, key), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.observations)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.observations.shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.actions.shape[1]
+
+    # ------------------------------------------------------------------ structure
+    def episode_ends(self) -> np.ndarray:
+        """Exclusive end row of each trajectory (the last trajectory ends at ``len``)."""
+        done = np.flatnonzero((self.terminals > 0) | (self.timeouts > 0)) + 1
+        if len(done) == 0 or done[-1] != len(self):
+            done = np.append(done, len(self))
+        return done
+
+    def episode_starts(self) -> np.ndarray:
+        return np.concatenate([[0], self.episode_ends()[:-1]])
+
+    def episode_slices(self) -> list[slice]:
+        return [slice(s, e) for s, e in zip(self.episode_starts(), self.episode_ends(), strict=True)]
+
+    def num_episodes(self) -> int:
+        return len(self.episode_ends())
+
+    def episode_returns(self) -> np.ndarray:
+        return np.add.reduceat(self.rewards, self.episode_starts()) if len(self) else np.zeros(0)
+
+    def episode_costs(self) -> np.ndarray:
+        return np.add.reduceat(self.costs, self.episode_starts()) if len(self) else np.zeros(0)
+
+    def initial_mask(self) -> np.ndarray:
+        """1.0 on the first row of each trajectory (s_0 samples for (1-gamma) E[V(s_0)] terms)."""
+        mask = np.zeros(len(self), dtype=np.float32)
+        mask[self.episode_starts()] = 1.0
+        return mask
+
+    def select_episodes(self, indices) -> OfflineData:
+        """A new dataset made of the given trajectories, in the given order."""
+        slices = self.episode_slices()
+        rows = np.concatenate([np.arange(len(self))[slices[i]] for i in indices]) if len(indices) else np.zeros(0, int)
+        return self.select_rows(rows)
+
+    def select_rows(self, rows: np.ndarray) -> OfflineData:
+        return OfflineData(**{k: getattr(self, k)[rows] for k in KEYS}, attrs=dict(self.attrs))
+
+    @staticmethod
+    def concatenate(parts: list[OfflineData], attrs: dict | None = None) -> OfflineData:
+        return OfflineData(
+            **{k: np.concatenate([getattr(p, k) for p in parts]) for k in KEYS},
+            attrs=dict(attrs if attrs is not None else parts[0].attrs),
+        )
+
+    def checksum(self) -> str:
+        """SHA-256 over every array's bytes, in KEYS order (identical content, identical sum)."""
+        digest = hashlib.sha256()
+        for key in KEYS:
+            array = np.ascontiguousarray(getattr(self, key))
+            digest.update(key.encode())
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, spec=None, source: str | os.PathLike = "<memory>") -> None:
+        """Raise :class:`DatasetError` on inconsistent lengths, wrong dims or non-finite values.
+
+        ``spec`` is an ``envs.tasks.TaskSpec``; when given, obs/action dims must match it.
+        """
+        n = len(self.observations)
+        if self.observations.ndim != 2 or self.actions.ndim != 2 or self.next_observations.ndim != 2:
+            raise DatasetError(f"{source}: observations, next_observations and actions must be 2-D arrays [N, dim].")
+        for key in KEYS:
+            if len(getattr(self, key)) != n:
+                raise DatasetError(
+                    f"{source}: length mismatch: '{key}' has {len(getattr(self, key))} rows but "
+                    f"'observations' has {n}. Every key must hold one row per transition; regenerate the file."
+                )
+        if self.next_observations.shape[1] != self.obs_dim:
+            raise DatasetError(f"{source}: next_observations has dim {self.next_observations.shape[1]}, observations {self.obs_dim}.")
+        for key in KEYS:
+            bad = ~np.isfinite(getattr(self, key))
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise DatasetError(
+                    f"{source}: '{key}' holds {int(bad.sum())} NaN/inf value(s) (first at row {row}). "
+                    "Clean or regenerate the dataset; the suite does not train on non-finite data."
+                )
+        if spec is not None and (self.obs_dim != spec.obs_dim or self.act_dim != spec.act_dim):
+            raise DatasetError(
+                f"{source}: obs/action dims ({self.obs_dim}, {self.act_dim}) do not match task "
+                f"{spec.name} ({spec.obs_dim}, {spec.act_dim}). Is this dataset from another environment? "
+                "Point the config at a file generated for this task."
+            )
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a temp file in the same folder, then rename (no partial file ever)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        attrs = dict(self.attrs, checksum=self.checksum())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                for key in KEYS:
+                    f.create_dataset(key, data=getattr(self, key))
+                for k, v in attrs.items():
+                    f.attrs[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.attrs = attrs
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, spec=None, verify_checksum: bool = True) -> OfflineData:
+        """Read a suite or DSRL HDF5 file and validate it (against ``spec`` if given)."""
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: no such dataset file. Generate it with the workflow or fix the path.")
+        if not h5py.is_hdf5(path):
+            raise DatasetError(f"{path}: not an HDF5 file (truncated or another format). Regenerate it or point to a DSRL-style .h5/.hdf5 file.")
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [k for k in KEYS if k not in f and k != "is_desirable"]
+                if missing:
+                    raise DatasetError(
+                        f"{path}: missing key(s) {missing}; a dataset needs {list(KEYS[:-1])} "
+                        "(DSRL layout) and optionally 'is_desirable'."
+                    )
+                arrays = {k: f[k][()] for k in KEYS if k in f}
+                attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+        except OSError as err:
+            raise DatasetError(f"{path}: unreadable HDF5 file ({err}). It may be truncated; regenerate it.") from err
+        if "is_desirable" not in arrays:
+            arrays["is_desirable"] = np.ones(len(arrays["observations"]), dtype=np.float32)
+        for key in ("rewards", "costs", "terminals", "timeouts", "is_desirable"):
+            arrays[key] = np.asarray(arrays[key]).reshape(len(arrays[key]), -1)[:, 0] if np.ndim(arrays[key]) > 1 else arrays[key]
+        data = cls(**arrays, attrs=attrs)
+        data.validate(spec, source=path)
+        if verify_checksum and "checksum" in attrs and attrs["checksum"] != data.checksum():
+            raise DatasetError(f"{path}: content does not match its stored checksum; the file is corrupt. Regenerate it.")
+        return data
+
+    # ------------------------------------------------------------------ training
+    def to_tensors(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """Every column as a device tensor; rewards/costs/flags as ``[N]``; plus ``initial``."""
+        out = {k: torch.as_tensor(getattr(self, k), device=device) for k in KEYS}
+        out["initial"] = torch.as_tensor(self.initial_mask(), device=device)
+        return out
+
+
+def _decode_attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class Sampler:
+    """Uniform random batches of rows from device-resident tensors.
+
+    Indices come from a ``torch.Generator`` on the tensors' device, so sampling is
+    reproducible from the seed and its state goes into checkpoints.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], generator: torch.Generator):
+        self.tensors = tensors
+        self.size = len(next(iter(tensors.values())))
+        if self.size == 0:
+            raise DatasetError("cannot sample from an empty dataset; check the split sizes in the config.")
+        self.generator = generator
+        self.device = next(iter(tensors.values())).device
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)
+        return {k: v[idx] for k, v in self.tensors.items()}

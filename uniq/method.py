@@ -1,0 +1,108 @@
+"""The interface every algorithm implements (design.md section 7).
+
+A method file (``uniq/algorithm.py``, ``baselines/*.py``) defines one subclass of
+:class:`Method` with:
+
+- ``name``: the algorithm name used in configs, tables and result paths (e.g. ``"uniq"``);
+- ``Config``: a dataclass whose defaults are the published hyper-parameters;
+- ``batches()``: what the training loop samples for each update, as
+  ``{key: (source, batch_size)}`` with ``source`` one of ``SOURCES``;
+- ``update(batch)``: one gradient step on ``batch = {key: {column: tensor}}``; returns the
+  scalars to log (tensors are fine: the loop converts them only when it logs);
+- ``act(obs)``: actions for evaluation;
+- optionally ``pretrain(data)`` (discriminators, ratio estimators) run once before the loop.
+
+Everything else (seeding, sampling, logging, checkpoints, resume, NaN guard, evaluation)
+lives once in ``uniq/train.py`` and ``uniq/evaluate.py``. ``state_dict`` collects every
+``nn.Module`` and ``torch.optim.Optimizer`` attribute automatically, so a method file only
+holds its networks and losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from uniq.data import Sampler
+
+SOURCES = ("mix", "un", "mix_desirable")
+"""Where a batch can come from: D_MIX, D_UN, and the desirable part of D_MIX (oracle only)."""
+
+
+class ConfigError(ValueError):
+    """A config that names unknown fields or algorithms; the message lists the valid choices."""
+
+
+def build_config(config_cls: type, overrides: dict[str, Any] | None, algo: str = "") -> Any:
+    """``config_cls(**overrides)`` with a clear error listing valid fields for an unknown key."""
+    overrides = dict(overrides or {})
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown hyper-parameter(s) {unknown} for algorithm {algo or config_cls.__qualname__}; "
+            f"valid ones: {', '.join(sorted(fields))}"
+        )
+    return config_cls(**overrides)
+
+
+class Method:
+    """Base class of every algorithm. Subclasses set ``name`` and ``Config``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    uses_hidden_labels: ClassVar[bool] = False
+    """True for oracles (reads ``is_desirable``); tables mark such methods."""
+
+    def __init__(self, cfg: Any, spec, data: dict[str, Sampler], device: torch.device, seed: int):
+        """``data`` maps each source in ``SOURCES`` to a sampler over its device tensors."""
+        self.cfg, self.spec, self.data, self.device, self.seed = cfg, spec, data, torch.device(device), seed
+
+    # -- to implement ---------------------------------------------------------
+    def batches(self) -> dict[str, tuple[str, int]]:
+        raise NotImplementedError
+
+    def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor | float]:
+        raise NotImplementedError
+
+    def policy(self) -> nn.Module:
+        """The module whose ``act(obs, deterministic)`` the evaluation calls."""
+        return self.actor
+
+    # -- optional ---------------------------------------------------------------
+    def pretrain(self) -> dict[str, float]:
+        """One-off work before the loop (e.g. a frozen ratio estimator). Returns scalars to log."""
+        return {}
+
+    # -- provided -------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.policy().act(obs_t, deterministic).cpu().numpy()
+
+    def _stateful(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {
+            k: v for k, v in vars(self).items() if isinstance(v, nn.Module | torch.optim.Optimizer)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every network and optimizer attribute's state, plus any ``extra_state()``."""
+        state = {k: v.state_dict() for k, v in self._stateful().items()}
+        state["__extra__"] = self.extra_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in self._stateful().items():
+            v.load_state_dict(state[k])
+        self.load_extra_state(state.get("__extra__", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Non-module state to checkpoint (e.g. a learned temperature kept as a plain tensor)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
