@@ -83,7 +83,9 @@ class OfflineData:
         return np.concatenate([[0], self.episode_ends()[:-1]])
 
     def episode_slices(self) -> list[slice]:
-        return [slice(s, e) for s, e in zip(self.episode_starts(), self.episode_ends(), strict=True)]
+        return [
+            slice(s, e) for s, e in zip(self.episode_starts(), self.episode_ends(), strict=True)
+        ]
 
     def num_episodes(self) -> int:
         return len(self.episode_ends())
@@ -103,7 +105,11 @@ class OfflineData:
     def select_episodes(self, indices) -> OfflineData:
         """A new dataset made of the given trajectories, in the given order."""
         slices = self.episode_slices()
-        rows = np.concatenate([np.arange(len(self))[slices[i]] for i in indices]) if len(indices) else np.zeros(0, int)
+        rows = (
+            np.concatenate([np.arange(len(self))[slices[i]] for i in indices])
+            if len(indices)
+            else np.zeros(0, int)
+        )
         return self.select_rows(rows)
 
     def select_rows(self, rows: np.ndarray) -> OfflineData:
@@ -133,8 +139,14 @@ class OfflineData:
         ``spec`` is an ``envs.tasks.TaskSpec``; when given, obs/action dims must match it.
         """
         n = len(self.observations)
-        if self.observations.ndim != 2 or self.actions.ndim != 2 or self.next_observations.ndim != 2:
-            raise DatasetError(f"{source}: observations, next_observations and actions must be 2-D arrays [N, dim].")
+        if (
+            self.observations.ndim != 2
+            or self.actions.ndim != 2
+            or self.next_observations.ndim != 2
+        ):
+            raise DatasetError(
+                f"{source}: observations, next_observations and actions must be 2-D arrays [N, dim]."
+            )
         for key in KEYS:
             if len(getattr(self, key)) != n:
                 raise DatasetError(
@@ -142,7 +154,9 @@ class OfflineData:
                     f"'observations' has {n}. Every key must hold one row per transition; regenerate the file."
                 )
         if self.next_observations.shape[1] != self.obs_dim:
-            raise DatasetError(f"{source}: next_observations has dim {self.next_observations.shape[1]}, observations {self.obs_dim}.")
+            raise DatasetError(
+                f"{source}: next_observations has dim {self.next_observations.shape[1]}, observations {self.obs_dim}."
+            )
         for key in KEYS:
             bad = ~np.isfinite(getattr(self, key))
             if bad.any():
@@ -183,9 +197,13 @@ class OfflineData:
         """Read a suite or DSRL HDF5 file and validate it (against ``spec`` if given)."""
         path = Path(path)
         if not path.exists():
-            raise DatasetError(f"{path}: no such dataset file. Generate it with the workflow or fix the path.")
+            raise DatasetError(
+                f"{path}: no such dataset file. Generate it with the workflow or fix the path."
+            )
         if not h5py.is_hdf5(path):
-            raise DatasetError(f"{path}: not an HDF5 file (truncated or another format). Regenerate it or point to a DSRL-style .h5/.hdf5 file.")
+            raise DatasetError(
+                f"{path}: not an HDF5 file (truncated or another format). Regenerate it or point to a DSRL-style .h5/.hdf5 file."
+            )
         try:
             with h5py.File(path, "r") as f:
                 missing = [k for k in KEYS if k not in f and k != "is_desirable"]
@@ -197,15 +215,23 @@ class OfflineData:
                 arrays = {k: f[k][()] for k in KEYS if k in f}
                 attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
         except OSError as err:
-            raise DatasetError(f"{path}: unreadable HDF5 file ({err}). It may be truncated; regenerate it.") from err
+            raise DatasetError(
+                f"{path}: unreadable HDF5 file ({err}). It may be truncated; regenerate it."
+            ) from err
         if "is_desirable" not in arrays:
             arrays["is_desirable"] = np.ones(len(arrays["observations"]), dtype=np.float32)
         for key in ("rewards", "costs", "terminals", "timeouts", "is_desirable"):
-            arrays[key] = np.asarray(arrays[key]).reshape(len(arrays[key]), -1)[:, 0] if np.ndim(arrays[key]) > 1 else arrays[key]
+            arrays[key] = (
+                np.asarray(arrays[key]).reshape(len(arrays[key]), -1)[:, 0]
+                if np.ndim(arrays[key]) > 1
+                else arrays[key]
+            )
         data = cls(**arrays, attrs=attrs)
         data.validate(spec, source=path)
         if verify_checksum and "checksum" in attrs and attrs["checksum"] != data.checksum():
-            raise DatasetError(f"{path}: content does not match its stored checksum; the file is corrupt. Regenerate it.")
+            raise DatasetError(
+                f"{path}: content does not match its stored checksum; the file is corrupt. Regenerate it."
+            )
         return data
 
     # ------------------------------------------------------------------ training
@@ -240,7 +266,9 @@ class Sampler:
         self.tensors = tensors
         self.size = len(next(iter(tensors.values())))
         if self.size == 0:
-            raise DatasetError("cannot sample from an empty dataset; check the split sizes in the config.")
+            raise DatasetError(
+                "cannot sample from an empty dataset; check the split sizes in the config."
+            )
         self.generator = generator
         self.device = next(iter(tensors.values())).device
 

@@ -60,7 +60,13 @@ class Method:
 
     def __init__(self, cfg: Any, spec, data: dict[str, Sampler], device: torch.device, seed: int):
         """``data`` maps each source in ``SOURCES`` to a sampler over its device tensors."""
-        self.cfg, self.spec, self.data, self.device, self.seed = cfg, spec, data, torch.device(device), seed
+        self.cfg, self.spec, self.data, self.device, self.seed = (
+            cfg,
+            spec,
+            data,
+            torch.device(device),
+            seed,
+        )
 
     # -- to implement ---------------------------------------------------------
     def batches(self) -> dict[str, tuple[str, int]]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def mlp(in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0
+) -> nn.Sequential:
     """``depth`` hidden ReLU layers of width ``hidden`` (optional dropout), then a linear output."""
     layers: list[nn.Module] = []
     dim = in_dim
@@ -39,6 +45,15 @@ class TanhGaussianPolicy(nn.Module):
         eps: float = 1e-5,
     ):
         super().__init__()
+        self.init_kwargs = dict(
+            obs_dim=obs_dim,
+            act_dim=act_dim,
+            hidden=hidden,
+            depth=depth,
+            log_std_min=log_std_min,
+            log_std_max=log_std_max,
+            eps=eps,
+        )
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth)
         self.log_std_min, self.log_std_max, self.eps = log_std_min, log_std_max, eps
 
@@ -48,7 +63,9 @@ class TanhGaussianPolicy(nn.Module):
 
     @staticmethod
     def _gaussian_log_prob(u, mean, log_std) -> torch.Tensor:
-        return (-0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return (
+            -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        ).sum(-1)
 
     @staticmethod
     def _tanh_log_det(u: torch.Tensor) -> torch.Tensor:
@@ -84,7 +101,9 @@ class TwinQ(nn.Module):
         self.q1 = mlp(obs_dim + act_dim, 1, hidden, depth)
         self.q2 = mlp(obs_dim + act_dim, 1, hidden, depth)
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([obs, actions], dim=-1)
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
@@ -97,3 +116,44 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) target + tau source."""
     for t, s in zip(target.parameters(), source.parameters(), strict=True):
         t.lerp_(s, tau)
+
+
+def save_policy(policy: TanhGaussianPolicy, path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Write ``policy.pt``: the policy's constructor arguments, weights and ``meta``.
+
+    ``meta`` carries what evaluation copies into eval.json (algo label, task, seed, steps,
+    variant, dataset checksums, git commit, resolved config). Written atomically.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "uniq-bench/tanh-gaussian-policy/1",
+        "kwargs": policy.init_kwargs,
+        "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
+        "meta": meta,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_policy(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[TanhGaussianPolicy, dict[str, Any]]:
+    """Read a ``policy.pt`` written by :func:`save_policy`; returns (policy in eval mode, meta)."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != "uniq-bench/tanh-gaussian-policy/1"
+    ):
+        raise ValueError(
+            f"{path}: not a uniq-bench policy file; train one with `uniq-bench train`."
+        )
+    policy = TanhGaussianPolicy(**payload["kwargs"]).to(device)
+    policy.load_state_dict(payload["state_dict"])
+    return policy.eval(), payload["meta"]
