@@ -1,0 +1,188 @@
+r"""DWBC (Xu et al. 2022) with the undesirable set D_UN as the labeled class.
+
+Original DWBC: a labeled expert set D_E, an unlabeled set D_O, and a discriminator
+d(s, a, log pi(a|s)) ~ P(expert | s, a) trained by positive-unlabeled (PU) learning with
+class prior eta (the expert share of D_O):
+
+    L_d  = eta E_{D_E}[-log d] + E_{D_O}[-log(1 - d)] - eta E_{D_E}[-log(1 - d)]
+    L_pi = alpha E_{D_E}[-log pi] - E_{D_E}[(eta / (d (1 - d)) + 1) (-log pi)]
+           + E_{D_O}[w_O (-log pi)],   w_O = (1/(1 - d) - 1) 1[d >= 0.5] = d/(1 - d) 1[d >= 0.5]
+
+(L_pi as in the authors' released code; w_O is the odds that a D_O sample is expert.)
+
+Here the roles swap: D_UN is the labeled class and D_MIX the unlabeled one, so
+d ~ P(undesirable | s, a), with eta the undesirable share of D_MIX (PU optimum:
+d = eta rho_UN / rho_MIX). L_d keeps its form with D_E -> D_UN, D_O -> D_MIX. In L_pi:
+
+- the two D_E terms clone the labeled class; the labeled class is now what to avoid, so
+  they are dropped (negating them is unbounded: -log pi on D_UN has no minimum). With
+  them goes alpha, which only weighted that term: it has no counterpart here.
+- the D_O term keeps its form, with the odds of the *desirable* class in place of the
+  expert's: d -> 1 - d, so
+
+    L_pi = E_{D_MIX}[w (-log pi(a|s))],   w = (1 - d)/d 1[d <= 0.5]  in {0} U [1, 9]
+
+  (d clipped to [0.1, 0.9]). Samples the discriminator marks undesirable (d > 0.5) get
+  weight 0 and the rest are up-weighted by how desirable d says they are: the policy is
+  BC on D_MIX pushed away from what d marks undesirable.
+
+Published (Xu et al.): two 128-unit input branches (s, a) and log pi, output clipped to
+[0.1, 0.9], log pi clipped to [-20, 10] and scaled to [0, 1], discriminator updated every
+100 steps, eta 0.5, lr 1e-4, policy weight decay 5e-3, batches of 256 from each set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from uniq.method import Method
+from uniq.nets import TanhGaussianPolicy, mlp
+
+
+@dataclass
+class DWBCConfig:
+    batch_size: int = 256
+    """Transitions per step from each of D_UN and D_MIX (published 256)."""
+    eta: float = 0.5
+    """PU class prior: the assumed undesirable share of D_MIX (published 0.5)."""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the policy (published 1e-4)."""
+    actor_weight_decay: float = 5e-3
+    """Adam weight decay of the policy (published 5e-3)."""
+    disc_lr: float = 1e-4
+    """Adam learning rate of the discriminator (published 1e-4)."""
+    disc_update_every: int = 100
+    """The discriminator takes one step every this many updates (published 100)."""
+    disc_hidden: int = 128
+    """Width of each of the two discriminator input branches (published 128)."""
+    d_min: float = 0.1
+    """Lower clip of the discriminator output (published 0.1)."""
+    d_max: float = 0.9
+    """Upper clip of the discriminator output (published 0.9)."""
+    log_pi_min: float = -20.0
+    """Per-dimension log pi is clipped to [log_pi_min, log_pi_max] and scaled to [0, 1]."""
+    log_pi_max: float = 10.0
+    """Upper end of that clip (published 10)."""
+    weight_cutoff: float = 0.5
+    """D_MIX samples with d above this get policy weight 0 (DWBC's 0.5 threshold, mirrored)."""
+    hidden: int = 256
+    """Width of the policy's hidden layers."""
+    depth: int = 2
+    """Hidden layers of the policy."""
+
+
+class Discriminator(nn.Module):
+    """d(s, a, log pi) in [d_min, d_max]: two ReLU branches, (s, a) and log pi, then an MLP."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, d_min: float, d_max: float):
+        super().__init__()
+        self.sa_branch = nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU())
+        self.logp_branch = nn.Sequential(nn.Linear(act_dim, hidden), nn.ReLU())
+        self.head = mlp(2 * hidden, 1, 2 * hidden, depth=1)
+        self.d_min, self.d_max = d_min, d_max
+
+    def forward(self, obs, actions, log_pi_scaled) -> torch.Tensor:
+        h = torch.cat(
+            [self.sa_branch(torch.cat([obs, actions], -1)), self.logp_branch(log_pi_scaled)], -1
+        )
+        # Clipping (not squashing) as published: the loss ignores samples already at a bound.
+        return torch.sigmoid(self.head(h)).squeeze(-1).clamp(self.d_min, self.d_max)
+
+
+def per_dim_log_prob(policy: TanhGaussianPolicy, obs, actions) -> torch.Tensor:
+    """log pi(a_i|s) per action dimension (``[B, act_dim]``); its sum is ``policy.log_prob``."""
+    mean, log_std = policy(obs)
+    u = torch.atanh(actions.clamp(-1 + policy.eps, 1 - policy.eps))
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return gauss - 2 * (math.log(2) - u - F.softplus(-2 * u))
+
+
+def pu_loss(d_un: torch.Tensor, d_mix: torch.Tensor, eta: float) -> torch.Tensor:
+    """L_d = eta E_UN[-log d] + E_MIX[-log(1 - d)] - eta E_UN[-log(1 - d)]."""
+    return (
+        eta * -torch.log(d_un).mean()
+        + -torch.log(1 - d_mix).mean()
+        - eta * -torch.log(1 - d_un).mean()
+    )
+
+
+def desirability_weight(d: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """w = (1 - d)/d 1[d <= cutoff]: odds that a D_MIX sample is desirable, 0 if marked undesirable."""
+    return torch.where(d <= cutoff, (1 - d) / d, torch.zeros_like(d))
+
+
+class DWBC(Method):
+    """Discriminator-weighted BC on D_MIX, the discriminator learning D_UN vs D_MIX (PU)."""
+
+    name = "dwbc"
+    Config = DWBCConfig
+
+    def __init__(self, cfg: DWBCConfig, spec, data, device, seed: int):
+        super().__init__(cfg, spec, data, device, seed)
+        obs_dim, act_dim = spec.obs_dim, spec.act_dim
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth).to(self.device)
+        self.disc = Discriminator(obs_dim, act_dim, cfg.disc_hidden, cfg.d_min, cfg.d_max).to(
+            self.device
+        )
+        self.actor_opt = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay
+        )
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
+        self.step = 0
+
+    def batches(self) -> dict[str, tuple[str, int]]:
+        return {"un": ("un", self.cfg.batch_size), "mix": ("mix", self.cfg.batch_size)}
+
+    def _scaled(self, log_pi: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.cfg.log_pi_min, self.cfg.log_pi_max
+        return (log_pi.detach().clamp(lo, hi) - lo) / (hi - lo)
+
+    def _d(self, part: dict[str, torch.Tensor], log_pi: torch.Tensor) -> torch.Tensor:
+        return self.disc(part["observations"], part["actions"], self._scaled(log_pi))
+
+    @torch.no_grad()
+    def weights(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The policy weight w of each row of a D_MIX batch (for analysis and tests)."""
+        log_pi = per_dim_log_prob(self.actor, part["observations"], part["actions"])
+        return desirability_weight(self._d(part, log_pi), self.cfg.weight_cutoff)
+
+    def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        un, mix = batch["un"], batch["mix"]
+        log_pi_mix = per_dim_log_prob(self.actor, mix["observations"], mix["actions"])
+        with torch.no_grad():
+            log_pi_un = per_dim_log_prob(self.actor, un["observations"], un["actions"])
+
+        update_disc = self.step % self.cfg.disc_update_every == 0
+        with torch.set_grad_enabled(update_disc):  # no discriminator graph on the other steps
+            d_un, d_mix = self._d(un, log_pi_un), self._d(mix, log_pi_mix)
+            disc_loss = pu_loss(d_un, d_mix, self.cfg.eta)
+        if update_disc:
+            self.disc_opt.zero_grad(set_to_none=True)
+            disc_loss.backward()
+            self.disc_opt.step()
+
+        w = desirability_weight(d_mix.detach(), self.cfg.weight_cutoff)
+        actor_loss = (w * -log_pi_mix.sum(-1)).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        self.step += 1
+        return {
+            "actor_loss": actor_loss.detach(),
+            "disc_loss": disc_loss.detach(),
+            "d_un": d_un.detach().mean(),
+            "d_mix": d_mix.detach().mean(),
+            "weight_mean": w.mean(),
+            "weight_zero_frac": (w == 0).float().mean(),
+        }
+
+    def extra_state(self) -> dict:
+        return {"step": self.step}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.step = state.get("step", 0)

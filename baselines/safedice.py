@@ -1,0 +1,232 @@
+r"""SafeDICE (Jang et al. 2023): imitate D_MIX with the undesirable occupancy taken out.
+
+1. Classifier (pretrained, then frozen). c(s, a) separates D_UN ("real", label 1) from D_MIX
+   (label 0) on balanced batches, with a gradient penalty (weight 10):
+
+       L_c = -E_UN[log s] - E_MIX[log(1 - s)] + 10 E_x^[(||grad_x c(x^)|| - 1)^2],
+       s = sigmoid(c),  x^ = u x_UN + (1 - u) x_MIX  and  u x_MIX' + (1 - u) x_MIX (shuffled)
+
+   At the optimum s = d_UN / (d_UN + d_MIX), so d_UN / d_MIX = s / (1 - s).
+
+2. Target occupancy and reward. d* = (d_MIX - alpha d_UN) / (1 - alpha) removes an alpha share
+   of undesirable occupancy from the mix. d* >= 0 on the data iff alpha <= d_MIX/d_UN =
+   (1 - s)/s on every D_MIX row, so
+
+       alpha = min(1, min_{D_MIX} (1 - s)/s) - 1e-5
+
+   (the margin keeps the log below finite, the cap keeps 1 - alpha > 0; as the reference code).
+   The reward is the log-ratio of target to data occupancy:
+
+       r = log(d*/d_MIX) = log((1 - alpha s/(1 - s)) / (1 - alpha))
+         = log((1 - (1 + alpha) s) / ((1 - alpha)(1 - s)))
+
+   which is the formula in the paper and the reference code; r is then standardized with its
+   mean and standard deviation over D_MIX (computed once, after pretraining).
+
+3. Value nu(s), the dual of max_d E_d[r] - KL(d || d_MIX) under the Bellman flow constraints:
+
+       L_nu = logsumexp_batch(A) + (1 - gamma) E_{s0}[nu(s0)] + 1e-6 E_x^[||grad_x nu(x^)||^2],
+       A = r + gamma (1 - done) nu(s') - nu(s)   on D_MIX,
+
+   s0 the first states of D_MIX trajectories, x^ the D_MIX states and interpolations of
+   D_UN/D_MIX states and next states.
+
+4. Policy: weighted BC on D_MIX with w = exp(A - 1) / mean_batch exp(A - 1) (= B softmax(A)):
+
+       L_pi = -E_MIX[w log pi(a|s)].
+
+Published: 2x256 MLPs, batch 512, lr 1e-4 (nu, classifier), 1e-5 (actor), gamma 0.99,
+100k classifier steps, gradient penalties (10, 1e-6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from uniq.method import Method
+from uniq.nets import TanhGaussianPolicy, mlp
+
+
+@dataclass
+class SafeDICEConfig:
+    batch_size: int = 512
+    """Transitions per step from each of D_UN and D_MIX (published 512)."""
+    gamma: float = 0.99
+    """Discount of the occupancy (published 0.99)."""
+    actor_lr: float = 1e-5
+    """Adam learning rate of the policy (published 1e-5)."""
+    nu_lr: float = 1e-4
+    """Adam learning rate of the value nu (published 1e-4)."""
+    classifier_lr: float = 1e-4
+    """Adam learning rate of the classifier (published 1e-4)."""
+    classifier_steps: int = 100_000
+    """Classifier pretraining steps before it is frozen (published 100k; smoke runs use few)."""
+    classifier_gp: float = 10.0
+    """Weight of the classifier's gradient penalty (||grad|| - 1)^2 (published 10)."""
+    nu_gp: float = 1e-6
+    """Weight of nu's gradient penalty ||grad||^2 (published 1e-6)."""
+    alpha_margin: float = 1e-5
+    """alpha = min(1, min (1-s)/s) - alpha_margin keeps the reward finite (reference: 1e-5)."""
+    hidden: int = 256
+    """Width of every MLP's hidden layers (published 256)."""
+    depth: int = 2
+    """Hidden layers of every MLP (published 2)."""
+
+
+def safedice_alpha(s: torch.Tensor, margin: float = 1e-5) -> float:
+    """alpha = min(1, min_i (1 - s_i)/s_i) - margin, the largest alpha keeping d* >= 0 on the rows."""
+    s = s.double()
+    return float(torch.clamp(((1 - s) / s).min(), max=1.0)) - margin
+
+
+def safedice_reward(s: torch.Tensor, alpha: float) -> torch.Tensor:
+    """r = log((1 - (1 + alpha) s) / ((1 - alpha)(1 - s))), computed in float64."""
+    s = s.double()
+    return torch.log((1 - (1 + alpha) * s) / ((1 - alpha) * (1 - s))).to(torch.float32)
+
+
+def gradient_penalty(f, x: torch.Tensor, center: float) -> torch.Tensor:
+    """E[(||grad_x f(x)|| - center)^2] (center 1: WGAN-GP style; center 0: plain norm penalty)."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+    return ((grad.norm(dim=-1) - center) ** 2).mean()
+
+
+class SafeDICE(Method):
+    """SafeDICE: weighted BC on D_MIX with DICE weights from a frozen D_UN-vs-D_MIX classifier."""
+
+    name = "safedice"
+    Config = SafeDICEConfig
+
+    def __init__(self, cfg: SafeDICEConfig, spec, data, device, seed: int):
+        super().__init__(cfg, spec, data, device, seed)
+        obs_dim, act_dim = spec.obs_dim, spec.act_dim
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth).to(self.device)
+        self.classifier = mlp(obs_dim + act_dim, 1, cfg.hidden, cfg.depth).to(self.device)
+        self.nu = mlp(obs_dim, 1, cfg.hidden, cfg.depth).to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.nu_opt = torch.optim.Adam(self.nu.parameters(), lr=cfg.nu_lr)
+        self.classifier_opt = torch.optim.Adam(self.classifier.parameters(), lr=cfg.classifier_lr)
+        mix = data["mix"].tensors
+        self.init_obs = mix["observations"][mix["initial"] > 0]
+        # Set by pretrain() (or restored from a checkpoint): alpha and the reward statistics.
+        self.alpha, self.reward_mean, self.reward_std = 0.0, 0.0, 1.0
+
+    def batches(self) -> dict[str, tuple[str, int]]:
+        return {"un": ("un", self.cfg.batch_size), "mix": ("mix", self.cfg.batch_size)}
+
+    # -- 1-2: classifier, alpha, reward ------------------------------------------------
+    @staticmethod
+    def _sa(part: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([part["observations"], part["actions"]], -1)
+
+    def classifier_step(self, un: dict, mix: dict) -> torch.Tensor:
+        """One step on L_c (see the module docstring); returns the loss."""
+        x_un, x_mix = self._sa(un), self._sa(mix)
+        c_un, c_mix = self.classifier(x_un), self.classifier(x_mix)
+        bce = F.softplus(-c_un).mean() + F.softplus(c_mix).mean()  # -log s, -log(1 - s)
+        u = torch.rand(len(x_mix), 1, device=x_mix.device)
+        shuffled = x_mix[torch.randperm(len(x_mix), device=x_mix.device)]
+        x_hat = torch.cat([u * x_un + (1 - u) * x_mix, u * shuffled + (1 - u) * x_mix])
+        loss = bce + self.cfg.classifier_gp * gradient_penalty(self.classifier, x_hat, 1.0)
+        self.classifier_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.classifier_opt.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def prob_un(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """s = sigmoid(c(s, a)): the classifier's probability that a row comes from D_UN."""
+        return torch.sigmoid(self.classifier(self._sa(part))).squeeze(-1)
+
+    def pretrain(self) -> dict[str, float]:
+        """Train the classifier, freeze it, then fix alpha and the reward statistics over D_MIX."""
+        loss = torch.tensor(float("nan"))
+        for _ in range(self.cfg.classifier_steps):
+            un = self.data["un"].sample(self.cfg.batch_size)
+            mix = self.data["mix"].sample(self.cfg.batch_size)
+            loss = self.classifier_step(un, mix)
+        self.classifier.requires_grad_(False)
+        mix_all = self.data["mix"].tensors
+        s = torch.cat([self.prob_un(chunk) for chunk in _chunks(mix_all, 65536)])
+        self.alpha = safedice_alpha(s, self.cfg.alpha_margin)
+        r = safedice_reward(s, self.alpha)
+        self.reward_mean, self.reward_std = float(r.mean()), float(r.std()) + 1e-8
+        s_un = torch.cat([self.prob_un(chunk) for chunk in _chunks(self.data["un"].tensors, 65536)])
+        return {
+            "classifier_loss": float(loss),
+            "alpha": self.alpha,
+            "reward_mean": self.reward_mean,
+            "reward_std": self.reward_std,
+            "s_mix": float(s.mean()),
+            "s_un": float(s_un.mean()),
+        }
+
+    def reward(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Standardized r of a D_MIX batch."""
+        r = safedice_reward(self.prob_un(mix), self.alpha)
+        return (r - self.reward_mean) / self.reward_std
+
+    # -- 3-4: value and policy ----------------------------------------------------------
+    def _advantage(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A = r + gamma (1 - done) nu(s') - nu(s)."""
+        nu_s = self.nu(mix["observations"]).squeeze(-1)
+        nu_next = self.nu(mix["next_observations"]).squeeze(-1)
+        return self.reward(mix) + self.cfg.gamma * (1 - mix["terminals"]) * nu_next - nu_s
+
+    @torch.no_grad()
+    def weights(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The policy weight w = exp(A - 1)/mean exp(A - 1) of each row of a D_MIX batch."""
+        return len(mix["observations"]) * torch.softmax(self._advantage(mix), 0)
+
+    def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        un, mix = batch["un"], batch["mix"]
+        cfg = self.cfg
+        adv = self._advantage(mix)
+        idx = torch.randint(
+            len(self.init_obs), (cfg.batch_size,), device=self.init_obs.device,
+            generator=self.data["mix"].generator,
+        )  # fmt: skip
+        nu_loss = torch.logsumexp(adv, 0) + (1 - cfg.gamma) * self.nu(self.init_obs[idx]).mean()
+        if cfg.nu_gp > 0:  # the costliest term (double backward); nu_gp = 0 skips it
+            u = torch.rand(len(un["observations"]), 1, device=adv.device)
+            x_hat = torch.cat(
+                [
+                    mix["observations"],
+                    u * un["observations"] + (1 - u) * mix["observations"],
+                    u * un["next_observations"] + (1 - u) * mix["next_observations"],
+                ]
+            )
+            nu_loss = nu_loss + cfg.nu_gp * gradient_penalty(self.nu, x_hat, 0.0)
+        self.nu_opt.zero_grad(set_to_none=True)
+        nu_loss.backward()
+        self.nu_opt.step()
+
+        w = len(adv) * torch.softmax(adv.detach(), 0)  # exp(A - 1) / mean exp(A - 1)
+        actor_loss = -(w * self.actor.log_prob(mix["observations"], mix["actions"])).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        return {
+            "nu_loss": nu_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "advantage": adv.detach().mean(),
+            "weight_max": w.max(),
+        }
+
+    def extra_state(self) -> dict:
+        return {"alpha": self.alpha, "reward_mean": self.reward_mean, "reward_std": self.reward_std}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.alpha = state["alpha"]
+        self.reward_mean, self.reward_std = state["reward_mean"], state["reward_std"]
+        self.classifier.requires_grad_(False)
+
+
+def _chunks(tensors: dict[str, torch.Tensor], size: int):
+    n = len(tensors["observations"])
+    for start in range(0, n, size):
+        yield {k: v[start : start + size] for k, v in tensors.items()}

@@ -1,0 +1,224 @@
+"""Baselines on problems with known answers: BC, DWBC, SafeDICE (baselines/)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.bc import BC, BCSafe
+from baselines.dwbc import DWBC, per_dim_log_prob, pu_loss
+from baselines.safedice import SafeDICE, safedice_alpha, safedice_reward
+from envs.tasks import TaskSpec
+from uniq.data import OfflineData, Sampler
+from uniq.method import build_config
+
+torch.set_num_threads(1)
+
+SPEC = TaskSpec("Synthetic-v0", "navigation", obs_dim=3, act_dim=2)
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
+    ),
+]
+
+
+def synthetic(n_episodes: int, desirable: bool, rng: np.random.Generator, length: int = 50):
+    """Episodes whose first action coordinate is ~ +0.6 (desirable) or ~ -0.6 (undesirable)."""
+    n = n_episodes * length
+    obs = rng.normal(size=(n + n_episodes, SPEC.obs_dim)).astype(np.float32)
+    keep = np.ones(len(obs), bool)
+    keep[np.arange(1, n_episodes + 1) * (length + 1) - 1] = False  # last obs is only a next_obs
+    next_idx = np.flatnonzero(keep) + 1
+    actions = np.stack(
+        [
+            np.full(n, 0.6 if desirable else -0.6) + 0.1 * rng.normal(size=n),
+            np.tanh(0.5 * obs[keep][:, 0]) + 0.1 * rng.normal(size=n),
+        ],
+        1,
+    ).clip(-1, 1)
+    timeouts = np.zeros(n)
+    timeouts[length - 1 :: length] = 1
+    return OfflineData(
+        observations=obs[keep],
+        actions=actions,
+        rewards=np.zeros(n),
+        costs=np.zeros(n),
+        next_observations=obs[next_idx],
+        terminals=np.zeros(n),
+        timeouts=timeouts,
+        is_desirable=np.full(n, float(desirable)),
+    )
+
+
+def make_data(device="cpu", seed=0, n_un=4, n_des=4, n_und=4):
+    """Samplers for D_UN (undesirable), D_MIX (desirable + undesirable) and the oracle part."""
+    rng = np.random.default_rng(seed)
+    un = synthetic(n_un, False, rng)
+    mix = OfflineData.concatenate([synthetic(n_des, True, rng), synthetic(n_und, False, rng)])
+    desirable = mix.select_rows(np.flatnonzero(mix.is_desirable > 0))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    parts = {"un": un, "mix": mix, "mix_desirable": desirable}
+    return {k: Sampler(v.to_tensors(device), gen) for k, v in parts.items()}
+
+
+def run_updates(method, steps: int) -> dict:
+    logs = {}
+    for _ in range(steps):
+        batch = {k: method.data[src].sample(n) for k, (src, n) in method.batches().items()}
+        logs = method.update(batch)
+    return logs
+
+
+# -- BC --------------------------------------------------------------------------------
+def test_bc_recovers_linear_gaussian_expert():
+    """a = tanh(W s + b + 0.1 eps): the MLE of a linear tanh-Gaussian policy is (W, b, 0.1)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    w_true = np.array([[0.8, -0.5, 0.2], [-0.3, 0.4, 0.9]], np.float32)
+    b_true = np.array([0.1, -0.2], np.float32)
+    n = 4000
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    actions = np.tanh(obs @ w_true.T + b_true + 0.1 * rng.normal(size=(n, 2)))
+    z = np.zeros(n)
+    data = OfflineData(obs, actions, z, z, obs, z, z, np.ones(n))
+    gen = torch.Generator().manual_seed(0)
+    samplers = {"mix": Sampler(data.to_tensors(), gen)}
+    cfg = build_config(BC.Config, {"depth": 0, "lr": 2e-2}, "bc-mix")
+    bc = BC(cfg, SPEC, samplers, "cpu", seed=0)
+    run_updates(bc, 600)
+
+    layer = bc.actor.trunk[0]  # depth 0: one linear layer -> (mean, log_std)
+    w_mean, b_mean = layer.weight[:2].detach().numpy(), layer.bias[:2].detach().numpy()
+    np.testing.assert_allclose(w_mean, w_true, atol=0.05)
+    np.testing.assert_allclose(b_mean, b_true, atol=0.05)
+    _, log_std = bc.actor(torch.as_tensor(obs[:256]))
+    assert abs(log_std.mean().item() - math.log(0.1)) < 0.1
+
+
+def test_bc_safe_is_an_oracle_on_the_desirable_part():
+    """BC-safe clones only desirable rows (mean first action ~ +0.6); BC-mix averages (~ 0)."""
+    assert BCSafe.uses_hidden_labels and not BC.uses_hidden_labels
+    assert "hidden labels" in BCSafe.__doc__ or "oracle" in BCSafe.__doc__.lower()
+    torch.manual_seed(0)
+    data = make_data()
+    means = {}
+    for cls in (BC, BCSafe):
+        method = cls(build_config(cls.Config, {"lr": 3e-3, "hidden": 32}), SPEC, data, "cpu", 0)
+        assert method.batches()["demo"][0] == ("mix_desirable" if cls is BCSafe else "mix")
+        run_updates(method, 300)
+        obs = data["mix"].tensors["observations"]
+        means[cls.name] = method.act(obs)[:, 0].mean()
+    assert means["bc-safe"] > 0.45
+    assert abs(means["bc-mix"]) < 0.3
+
+
+# -- DWBC ------------------------------------------------------------------------------
+def test_dwbc_pieces_match_hand_computation():
+    d_un, d_mix = torch.tensor([0.8]), torch.tensor([0.4])
+    expected = 0.5 * -math.log(0.8) - math.log(0.6) - 0.5 * -math.log(0.2)
+    assert pu_loss(d_un, d_mix, 0.5).item() == pytest.approx(expected, abs=1e-6)
+    data = make_data()
+    method = DWBC(DWBC.Config(hidden=16), SPEC, data, "cpu", 0)
+    batch = data["mix"].sample(64)
+    per_dim = per_dim_log_prob(method.actor, batch["observations"], batch["actions"])
+    assert per_dim.shape == (64, SPEC.act_dim)
+    torch.testing.assert_close(
+        per_dim.sum(-1), method.actor.log_prob(batch["observations"], batch["actions"])
+    )
+
+
+def test_dwbc_weights_lower_on_undesirable_samples():
+    torch.manual_seed(0)
+    data = make_data()
+    cfg = build_config(
+        DWBC.Config, {"disc_update_every": 1, "disc_lr": 3e-3, "hidden": 32, "disc_hidden": 32}
+    )
+    method = DWBC(cfg, SPEC, data, "cpu", 0)
+    run_updates(method, 300)
+    mix = data["mix"].tensors
+    w = method.weights(mix)
+    desirable = mix["is_desirable"] > 0
+    assert w[~desirable].mean() < 0.3 * w[desirable].mean()
+
+
+# -- SafeDICE --------------------------------------------------------------------------
+def test_safedice_alpha_matches_hand_computation():
+    # (1 - s)/s = 4, 1, 2/3 -> alpha = 2/3 - margin
+    assert safedice_alpha(torch.tensor([0.2, 0.5, 0.6]), 1e-5) == pytest.approx(2 / 3 - 1e-5)
+    # every (1 - s)/s > 1 -> alpha capped at 1 - margin
+    assert safedice_alpha(torch.tensor([0.1, 0.2]), 1e-5) == pytest.approx(1 - 1e-5)
+
+
+def test_safedice_reward_matches_hand_computation_and_derivation():
+    r = safedice_reward(torch.tensor([0.2, 0.5, 0.0]), 0.5)
+    expected = [math.log(0.7 / 0.4), 0.0, math.log(2.0)]  # (1 - 1.5 s) / (0.5 (1 - s))
+    np.testing.assert_allclose(r.numpy(), expected, atol=1e-6)
+    # r = log(d*/d_MIX) with d* = (d_MIX - alpha d_UN)/(1 - alpha) and s = d_UN/(d_UN + d_MIX)
+    d_un = torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64)
+    d_mix = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    s = d_un / (d_un + d_mix)
+    alpha = safedice_alpha(s, 1e-5)
+    assert alpha == pytest.approx(1 / 3 - 1e-5)  # min d_MIX/d_UN = 0.2/0.6
+    d_star = (d_mix - alpha * d_un) / (1 - alpha)
+    torch.testing.assert_close(
+        safedice_reward(s, alpha).double(), torch.log(d_star / d_mix), rtol=1e-5, atol=1e-5
+    )
+    assert torch.isfinite(safedice_reward(s, alpha)).all()  # the margin keeps the argmin finite
+
+
+def test_safedice_weights_lower_on_undesirable_samples():
+    torch.manual_seed(0)
+    data = make_data()
+    cfg = build_config(
+        SafeDICE.Config,
+        {
+            "classifier_steps": 300,
+            "classifier_lr": 1e-3,
+            "nu_lr": 1e-3,
+            "hidden": 32,
+            "batch_size": 128,
+        },
+    )
+    method = SafeDICE(cfg, SPEC, data, "cpu", 0)
+    info = method.pretrain()
+    assert 0 < info["alpha"] <= 1 and info["s_un"] > info["s_mix"]
+    run_updates(method, 50)
+    mix = data["mix"].tensors
+    w = method.weights(mix)
+    desirable = mix["is_desirable"] > 0
+    # The gradient penalty keeps the classifier smooth, so weights separate by rank more than
+    # by size: nearly every undesirable row weighs less than the median desirable row.
+    assert w[~desirable].mean() < 0.7 * w[desirable].mean()
+    assert (w[~desirable] < w[desirable].median()).float().mean() > 0.9
+
+
+# -- every method: one update on CPU tensors (and CUDA tensors where there is a GPU) ---
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cls", [BC, BCSafe, DWBC, SafeDICE])
+def test_update_step_runs_and_checkpoints(cls, device):
+    torch.manual_seed(0)
+    data = make_data(device)
+    overrides = {"hidden": 16, "batch_size": 32}
+    if cls is SafeDICE:
+        overrides["classifier_steps"] = 2
+    method = cls(build_config(cls.Config, overrides), SPEC, data, device, 0)
+    method.pretrain()
+    before = [p.detach().clone() for p in method.actor.parameters()]
+    logs = run_updates(method, 2)
+    assert logs and all(torch.isfinite(torch.as_tensor(v)).all() for v in logs.values())
+    assert any(
+        not torch.equal(a, p) for a, p in zip(before, method.actor.parameters(), strict=True)
+    )
+    assert method.act(np.zeros((4, SPEC.obs_dim), np.float32)).shape == (4, SPEC.act_dim)
+
+    clone = cls(build_config(cls.Config, overrides), SPEC, data, device, 1)
+    clone.load_state_dict(method.state_dict())
+    obs = data["mix"].tensors["observations"][:8]
+    torch.testing.assert_close(clone.actor(obs)[0], method.actor(obs)[0])
+    assert clone.extra_state() == method.extra_state()

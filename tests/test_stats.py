@@ -1,0 +1,277 @@
+"""uniq/stats.py on synthetic eval.json files whose answers are known."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from uniq import stats
+from uniq.cli import main
+
+REPS = 200
+OFFSETS = (-0.02, -0.01, 0.0, 0.01, 0.02)  # symmetric: mean = median = IQM = the centre
+
+
+def make_eval(
+    root: Path,
+    algo: str,
+    env: str,
+    seed: int,
+    ret: float,
+    cost: float,
+    variant: str = "default",
+    hidden: bool = False,
+    checksums: dict | None = None,
+    params: dict | None = None,
+    drop: tuple[str, ...] = (),
+) -> Path:
+    """One eval.json with normalized return ``ret`` and normalized cost ``cost`` (kappa 25)."""
+    rec = dict(
+        algo=algo,
+        env=env,
+        variant=variant,
+        seed=seed,
+        episodes=10,
+        return_mean=100.0 * ret,
+        return_std=1.0,
+        cost_mean=25.0 * cost,
+        cost_cvar10=30.0 * cost,
+        cost_rate=0.01,
+        return_normalized=ret,
+        cost_normalized=cost,
+        steps=1000,
+        wall_time_s=1.0,
+        git_commit="abc123",
+        dataset_checksums=checksums or {"un": f"u-{env}-{variant}", "mix": f"m-{env}-{variant}"},
+        variant_params=params or {"n_un": 50, "n_mix_desirable": 10, "n_mix_undesirable": 10},
+        uses_hidden_labels=hidden,
+        cost_limit=25.0,
+        return_min=0.0,
+        return_max=100.0,
+    )
+    for key in drop:
+        rec.pop(key)
+    path = root / "runs" / env / variant / algo / f"seed{seed}" / "eval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def make_experiment(root: Path, centres: dict, **kw) -> list[Path]:
+    """centres: {(algo, env): (ret, cost)}; five seeds around each centre."""
+    paths = []
+    for (algo, env), (ret, cost) in centres.items():
+        for seed, off in enumerate(OFFSETS):
+            paths.append(make_eval(root, algo, env, seed, ret + off, cost + off, **kw))
+    return paths
+
+
+CENTRES = {
+    ("uniq", "EnvA"): (0.8, 0.4),
+    ("uniq", "EnvB"): (0.6, 0.6),
+    ("bc-mix", "EnvA"): (0.5, 1.4),
+    ("bc-mix", "EnvB"): (0.3, 1.6),
+}
+
+
+def test_known_means_and_cis(tmp_path):
+    paths = make_experiment(tmp_path, CENTRES)
+    out = tmp_path / "out"
+    written = stats.aggregate(paths, "main", out, reps=REPS)
+    assert set(written) >= {
+        "summary.csv",
+        "aggregate.csv",
+        "poi.csv",
+        "table.md",
+        "table.tex",
+        "table.csv",
+    }
+    assert len(pd.read_csv(out / "summary.csv")) == 20
+    agg = pd.read_csv(out / "aggregate.csv")
+    expect = {
+        ("uniq", "return_normalized"): 0.7,
+        ("uniq", "cost_normalized"): 0.5,
+        ("bc-mix", "return_normalized"): 0.4,
+        ("bc-mix", "cost_normalized"): 1.5,
+    }
+    for (method, metric), value in expect.items():
+        row = agg[(agg.method == method) & (agg.metric == metric) & (agg.statistic == "Mean")].iloc[
+            0
+        ]
+        assert row.value == pytest.approx(value)
+        assert row.ci_low <= value <= row.ci_high
+        assert row.ci_high - row.ci_low < 0.1  # seeds spread only +-0.02
+        assert (row.n_runs, row.n_tasks) == (5, 2)
+    # Per-task table: the mean over seeds is the centre and the CI contains it.
+    table = pd.read_csv(out / "table.csv")
+    row = table[(table.task == "EnvA") & (table.method == "uniq")].iloc[0]
+    assert row.return_normalized == pytest.approx(0.8)
+    assert row.return_mean == pytest.approx(80.0)
+    assert row.return_normalized_ci_low <= 0.8 <= row.return_normalized_ci_high
+    assert not list(out.glob(".*tmp"))  # atomic writes left no temp files
+
+
+def test_bootstrap_is_reproducible_and_leaves_global_rng_alone(tmp_path):
+    paths = make_experiment(tmp_path, CENTRES)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    stats.aggregate(paths, "main", tmp_path / "a", reps=REPS, seed=7)
+    assert np.array_equal(np.random.get_state()[1], before)
+    stats.aggregate(paths, "main", tmp_path / "b", reps=REPS, seed=7)
+    for name in ("aggregate.csv", "poi.csv", "table.csv", "profiles.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+def test_probability_of_improvement(tmp_path):
+    centres = {
+        ("uniq", "EnvA"): (0.5, 0.2),  # uniq: same return as bc-mix, always lower cost
+        ("uniq", "EnvB"): (0.5, 0.3),
+        ("bc-mix", "EnvA"): (0.5, 0.9),
+        ("bc-mix", "EnvB"): (0.5, 1.2),
+        ("dwbc", "EnvA"): (0.5, 0.05),  # dwbc: always lower cost than uniq
+        ("dwbc", "EnvB"): (0.5, 0.1),
+    }
+    stats.aggregate(make_experiment(tmp_path, centres), "main", tmp_path / "o", reps=REPS)
+    poi = pd.read_csv(tmp_path / "o" / "poi.csv").set_index(["baseline", "metric"])
+    assert set(poi.index.get_level_values(0)) == {"bc-mix", "dwbc"}
+    assert poi.loc[("bc-mix", "cost_normalized"), "poi"] == pytest.approx(1.0)
+    assert poi.loc[("dwbc", "cost_normalized"), "poi"] == pytest.approx(0.0)
+    # identical returns -> 0.5, with a CI around it
+    assert poi.loc[("bc-mix", "return_normalized"), "poi"] == pytest.approx(0.5)
+    row = poi.loc[("bc-mix", "return_normalized")]
+    assert row.ci_low <= 0.5 <= row.ci_high
+
+
+def test_poi_matches_rliable():
+    from rliable import metrics as rm
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(5, 3)).astype(float)  # ties included
+    y = rng.integers(0, 4, size=(7, 3)).astype(float)
+    assert stats.poi(x, y) == pytest.approx(rm.probability_of_improvement(x, y))
+    assert stats.poi(x, x) == pytest.approx(0.5)
+    assert stats.poi(x + 10, y) == 1.0 and stats.poi(x, y + 10) == 0.0
+
+
+def test_table_marks_best_unsafe_and_oracle(tmp_path):
+    centres = {
+        ("uniq", "EnvA"): (0.8, 0.5),
+        ("bc-mix", "EnvA"): (0.6, 1.5),  # unsafe
+        ("bc-safe", "EnvA"): (0.95, 0.1),  # oracle: better, but excluded from best
+    }
+    paths = make_experiment(tmp_path, {k: v for k, v in centres.items() if k[0] != "bc-safe"})
+    paths += make_experiment(
+        tmp_path, {("bc-safe", "EnvA"): centres[("bc-safe", "EnvA")]}, hidden=True
+    )
+    out = tmp_path / "o"
+    stats.aggregate(paths, "main", out, reps=REPS)
+    md = {
+        line.split("|")[2].strip(): line
+        for line in (out / "table.md").read_text().splitlines()
+        if line.startswith("| ") and "Method" not in line
+    }
+    # uniq: best return and best cost (bold), safe
+    assert md["uniq"].count("**") == 8 and "‡" not in md["uniq"]
+    assert "**80.0 ± " in md["uniq"] and "**0.50 ± " in md["uniq"]
+    # bc-mix: nothing bold, both cost cells marked unsafe, return cells not
+    assert "**" not in md["bc-mix"] and md["bc-mix"].count("‡") == 2
+    cells = [c.strip() for c in md["bc-mix"].split("|")[3:7]]
+    assert "‡" not in cells[0] + cells[1] and cells[2].endswith("‡") and cells[3].endswith("‡")
+    # the oracle is marked and never bold even though its numbers are the best
+    assert "bc-safe†" in md and "**" not in md["bc-safe†"]
+    tex = (out / "table.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    lines = {line.split("&")[1].strip(): line for line in tex.splitlines() if line.count("&") == 5}
+    assert lines["uniq"].count("\\textbf{") == 4
+    assert "\\textbf" not in lines["bc-mix"] and lines["bc-mix"].count("$^\\ddagger$") == 2
+    assert "bc-safe$^\\dagger$" in lines and "\\textbf" not in lines["bc-safe$^\\dagger$"]
+    table = pd.read_csv(out / "table.csv").set_index("method")
+    assert table.loc["bc-mix", "unsafe"] and not table.loc["uniq", "unsafe"]
+    assert table.loc["bc-safe", "oracle"] and not table.loc["bc-safe", "best_return_normalized"]
+    caption = (out / "table.md").read_text().splitlines()[0]
+    for phrase in ("R_min", "C/κ", "κ = 25", "5 seeds", "10 evaluation episodes", "†", "‡"):
+        assert phrase in caption, phrase
+
+
+def test_method_missing_on_a_task_gives_na_and_restricts_aggregates(tmp_path, caplog):
+    paths = make_experiment(tmp_path, {**CENTRES, ("dwbc", "EnvA"): (0.7, 0.9)})
+    out = tmp_path / "o"
+    with caplog.at_level(logging.WARNING, logger="uniq.stats"):
+        stats.aggregate(paths, "main", out, reps=REPS)
+    assert "left out EnvB" in caplog.text and "dwbc" in caplog.text
+    md = (out / "table.md").read_text()
+    rows = [line for line in md.splitlines() if "| dwbc |" in line]
+    assert len(rows) == 2  # EnvA with numbers, EnvB explicit n/a (not dropped)
+    row = rows[1]
+    assert [c.strip() for c in row.split("|")[3:7]] == ["n/a"] * 4
+    assert "n/a" in (out / "table.tex").read_text()
+    table = pd.read_csv(out / "table.csv")
+    na = table[(table.task == "EnvB") & (table.method == "dwbc")]
+    assert len(na) == 1 and na.n_seeds.iloc[0] == 0 and np.isnan(na.return_normalized.iloc[0])
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert set(agg.method) == {"uniq", "bc-mix", "dwbc"} and (agg.n_tasks == 1).all()
+    uniq_mean = agg[
+        (agg.method == "uniq") & (agg.metric == "return_normalized") & (agg.statistic == "Mean")
+    ]
+    assert uniq_mean.value.iloc[0] == pytest.approx(0.8)  # EnvA only
+    assert "left out: EnvB" in md.splitlines()[0]
+
+
+def test_mixed_dataset_checksums_are_refused(tmp_path):
+    paths = make_experiment(tmp_path, {("uniq", "EnvA"): (0.5, 0.5)})
+    paths.append(
+        make_eval(tmp_path, "bc-mix", "EnvA", 0, 0.5, 0.5, checksums={"un": "OLD", "mix": "m"})
+    )
+    with pytest.raises(stats.StatsError, match="different datasets") as err:
+        stats.aggregate(paths, "main", tmp_path / "o", reps=REPS)
+    assert "OLD" in str(err.value) and "env=EnvA variant=default" in str(err.value)
+    assert not (tmp_path / "o").exists()  # nothing partial written
+
+
+def test_missing_field_names_file_and_field(tmp_path):
+    bad = make_eval(tmp_path, "uniq", "EnvA", 0, 0.5, 0.5, drop=("cost_normalized",))
+    with pytest.raises(stats.StatsError, match="cost_normalized") as err:
+        stats.load_evals([bad])
+    assert str(bad) in str(err.value)
+    twice = make_eval(tmp_path, "uniq", "EnvA", 1, 0.5, 0.5)
+    with pytest.raises(stats.StatsError, match="more than once"):
+        stats.load_evals([twice, twice])
+
+
+def test_sweeps_write_by_x(tmp_path):
+    paths = []
+    for n_un, ret in ((10, 0.3), (50, 0.6)):
+        for env in ("EnvA", "EnvB"):
+            paths += make_experiment(
+                tmp_path,
+                {("uniq", env): (ret, 0.5), ("bc-mix", env): (0.4, 1.2)},
+                variant=f"un{n_un}",
+                params={"n_un": n_un, "n_mix_desirable": 10, "n_mix_undesirable": 30},
+            )
+    out = tmp_path / "o"
+    stats.aggregate(paths, "undesirable_size", out, reps=REPS)
+    bx = pd.read_csv(out / "by_x.csv")
+    got = bx[(bx.method == "uniq") & (bx.metric == "return_normalized") & (bx.statistic == "Mean")]
+    assert dict(zip(got.x, got.value, strict=True)) == pytest.approx({10.0: 0.3, 50.0: 0.6})
+    assert (bx.n_tasks == 2).all()
+    stats.aggregate(paths, "mix_ratio", tmp_path / "m", reps=REPS)
+    assert set(pd.read_csv(tmp_path / "m" / "by_x.csv").x) == {0.25}
+    no_params = make_eval(tmp_path / "x", "uniq", "EnvA", 0, 0.5, 0.5, drop=("variant_params",))
+    with pytest.raises(stats.StatsError, match="variant_params.n_un"):
+        stats.load_evals([no_params], "undesirable_size")
+
+
+def test_cli_aggregate(tmp_path, caplog):
+    paths = make_experiment(tmp_path, CENTRES)
+    out = tmp_path / "res"
+    args = ["aggregate", "--experiment", "main", "--out", str(out), "--reps", "50"]
+    assert main(args + [str(p) for p in paths]) == 0
+    assert (out / "table.tex").exists() and (out / "meta.json").exists()
+    missing = tmp_path / "nope" / "eval.json"
+    assert main(args + [str(missing)]) == 2
+    assert "no such file" in caplog.text
