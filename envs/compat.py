@@ -10,6 +10,14 @@ instance shares an array with another. Nothing outside that import is touched: t
 is removed as soon as the import returns.
 
 Import safety-gymnasium only through :func:`import_safety_gymnasium`.
+
+Noise: importing gymnasium loads its plugin entry points, and gymnasium-robotics 1.2.2 is
+loaded twice (once as ``gymnasium_robotics``, once through its entry point
+``gymnasium_robotics.__init__``). Each load ``print``s (to ``sys.stderr``; it is not a
+``warnings`` warning) a farama-notifications notice that the AdroitHand*Dense-v1 reward
+functions changed. The suite uses no Adroit task, so during the import we capture stderr and
+write back everything except the lines of that one notice. (A plain ``import gymnasium``
+made elsewhere *before* this shim runs would still print it.)
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import contextlib
 import dataclasses
 import functools
 import importlib
+import io
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -42,8 +52,28 @@ def _array_defaults_as_factories() -> Iterator[None]:
         dataclasses._get_field = original  # type: ignore[attr-defined]
 
 
+_ADROIT_NOTICE = "reward functions were updated in v1.2.1 without an environment version update"
+"""A fragment of the gymnasium-robotics notice (farama_notifications) that we drop."""
+
+
+@contextlib.contextmanager
+def _without_adroit_notice() -> Iterator[None]:
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        # Everything else printed to stderr meanwhile (warnings included) is passed on.
+        kept = [
+            line
+            for line in captured.getvalue().splitlines(keepends=True)
+            if _ADROIT_NOTICE not in line
+        ]
+        sys.stderr.write("".join(kept))
+
+
 @functools.cache
 def import_safety_gymnasium() -> ModuleType:
     """Import and return ``safety_gymnasium`` with the Python 3.11 dataclass fix applied."""
-    with _array_defaults_as_factories():
+    with _without_adroit_notice(), _array_defaults_as_factories():
         return importlib.import_module("safety_gymnasium")

@@ -32,15 +32,316 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_tasks)
 
     # == section: evaluate (uniq/evaluate.py) ================================
+    def _evaluate(args: argparse.Namespace) -> int:
+        import json
+
+        import torch
+
+        from uniq.data import DatasetError
+        from uniq.evaluate import evaluate_policy_file
+
+        torch.set_num_threads(1)  # the policy is tiny; env workers want the cores
+        try:
+            record = evaluate_policy_file(
+                args.policy,
+                args.task,
+                args.episodes,
+                args.seed,
+                args.reference,
+                args.num_envs,
+                args.out,
+                progress=not args.no_progress,
+            )
+        except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            logging.getLogger("uniq.evaluate").error("%s", message)
+            return 2
+        if args.out is None:
+            print(json.dumps(record, indent=2, sort_keys=True))
+        return 0
+
+    p = sub.add_parser("evaluate", help="roll out a policy.pt (or random) and write eval.json")
+    p.add_argument("--policy", required=True, help="policy.pt written by `train`, or 'random'")
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (paper: 100)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="episode i uses seed 10_000_000 + 1000*seed + i"
+    )
+    p.add_argument(
+        "--reference",
+        nargs="+",
+        default=[],
+        help="the env's rollouts_*.h5 giving R_min/R_max (without: return_normalized is NaN)",
+    )
+    p.add_argument("--out", help="eval.json to write (default: print the record)")
+    p.add_argument(
+        "--num-envs", type=int, default=8, help="envs stepped side by side (worker processes)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_evaluate)
     # == end section: evaluate ==============================================
 
     # == section: data (envs/demonstrators.py, envs/collect.py, envs/splits.py) =
+    def _demonstrator(args: argparse.Namespace) -> int:
+        import torch
+
+        from envs.demonstrators import DemoConfig, train_demonstrator
+        from uniq.method import ConfigError, build_config
+        from uniq.train import parse_overrides
+
+        torch.set_num_threads(args.threads)
+        try:
+            cfg = build_config(DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator")
+            stats = train_demonstrator(
+                args.task,
+                args.kind,
+                args.steps,
+                args.seed,
+                args.out,
+                args.device,
+                cfg,
+                progress=not args.no_progress,
+            )
+        except (ConfigError, KeyError, ValueError, RuntimeError) as err:
+            logging.getLogger("envs.demonstrators").error("%s", err.args[0] if err.args else err)
+            return 2
+        logging.getLogger("envs.demonstrators").info(
+            "%s: last-10 training episodes return %.1f cost %.1f (lambda %.3f), %.0f s",
+            args.out,
+            stats["train_return_last10"] or float("nan"),
+            stats["train_cost_last10"] or float("nan"),
+            stats["final_lambda"],
+            stats["wall_time_s"],
+        )
+        return 0
+
+    p = sub.add_parser(
+        "demonstrator", help="train a SAC (unsafe) / SAC-Lagrangian (safe) demonstrator"
+    )
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--kind", required=True, choices=["safe", "unsafe"])
+    p.add_argument("--steps", type=int, required=True, help="environment steps (task demo_steps_*)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help=".../demonstrator_{kind}.pt")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of envs.demonstrators.DemoConfig (e.g. hidden=128); repeatable",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_demonstrator)
+
+    def _collect(args: argparse.Namespace) -> int:
+        import torch
+
+        from envs.collect import collect
+        from uniq.data import DatasetError
+
+        torch.set_num_threads(1)
+        try:
+            data = collect(
+                args.task,
+                args.out,
+                args.episodes,
+                args.seed,
+                args.demonstrator,
+                args.scripted,
+                args.num_envs,
+                progress=not args.no_progress,
+            )
+        except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
+            logging.getLogger("envs.collect").error("%s", err.args[0] if err.args else err)
+            return 2
+        a = data.attrs
+        logging.getLogger("envs.collect").info(
+            "%s: %d %s episodes (%s): return %.1f +- %.1f, cost %.1f +- %.1f",
+            args.out,
+            a["episodes"],
+            a["kind"],
+            a["source"],
+            a["return_mean"],
+            a["return_std"],
+            a["cost_mean"],
+            a["cost_std"],
+        )
+        return 0
+
+    p = sub.add_parser(
+        "collect", help="roll a demonstrator / scripted controller out into rollouts_{kind}.h5"
+    )
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--demonstrator", help="demonstrator_{kind}.pt (stochastic actions)")
+    src.add_argument(
+        "--scripted", choices=["safe", "unsafe"], help="scripted navigation controller"
+    )
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
+    p.add_argument("--out", required=True, help=".../rollouts_{kind}.h5")
+    p.add_argument(
+        "--num-envs", type=int, default=1, help="envs stepped side by side (worker processes)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_collect)
+
+    def _split(args: argparse.Namespace) -> int:
+        from envs.splits import SplitError, split_files
+        from uniq.data import DatasetError
+
+        try:
+            un, mix = split_files(
+                args.task,
+                args.safe,
+                args.unsafe,
+                args.n_un,
+                args.n_mix_desirable,
+                args.n_mix_undesirable,
+                args.seed,
+                args.out_dir,
+                args.allow_no_gap,
+            )
+        except (SplitError, DatasetError, KeyError) as err:
+            logging.getLogger("envs.splits").error("%s", err.args[0] if err.args else err)
+            return 2
+        logging.getLogger("envs.splits").info(
+            "%s: un.h5 %d trajectories, mix.h5 %d trajectories",
+            args.out_dir,
+            un.num_episodes(),
+            mix.num_episodes(),
+        )
+        return 0
+
+    p = sub.add_parser("split", help="build a variant's un.h5 and mix.h5 from the rollouts")
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--safe", required=True, help="rollouts_safe.h5")
+    p.add_argument("--unsafe", required=True, help="rollouts_unsafe.h5")
+    p.add_argument("--n-un", type=int, required=True, help="unsafe trajectories in D_UN")
+    p.add_argument("--n-mix-desirable", type=int, required=True, help="safe trajectories in D_MIX")
+    p.add_argument(
+        "--n-mix-undesirable", type=int, required=True, help="unsafe trajectories in D_MIX"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True, help="variant folder receiving un.h5 and mix.h5")
+    p.add_argument(
+        "--allow-no-gap",
+        action="store_true",
+        help="split even if the safe rollouts are not clearly cheaper than the unsafe ones",
+    )
+    p.set_defaults(handler=_split)
     # == end section: data ===================================================
 
     # == section: train (uniq/train.py) =======================================
+    def _train(args: argparse.Namespace) -> int:
+        from uniq.data import DatasetError
+        from uniq.method import ConfigError
+        from uniq.train import TrainingDiverged, parse_overrides, train
+
+        try:
+            train(
+                args.algo,
+                args.task,
+                args.un,
+                args.mix,
+                args.seed,
+                args.steps,
+                args.out,
+                parse_overrides(args.set),
+                label=args.label,
+                variant=args.variant,
+                device=args.device,
+                eval_every=args.eval_every,
+                eval_episodes=args.eval_episodes,
+                reference_paths=args.reference,
+                log_every=args.log_every,
+                checkpoint_every=args.checkpoint_every,
+                threads=args.threads,
+                eval_num_envs=args.eval_num_envs,
+                progress=not args.no_progress,
+            )
+        except (ConfigError, DatasetError, TrainingDiverged) as err:
+            logging.getLogger("uniq.train").error("%s", err)
+            return 2
+        return 0
+
+    p = sub.add_parser("train", help="train one algorithm on (D_UN, D_MIX); resumes if interrupted")
+    p.add_argument("--algo", required=True, help="registered algorithm name (uniq, bc-mix, ...)")
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--un", required=True, help="D_UN file (un.h5)")
+    p.add_argument("--mix", required=True, help="D_MIX file (mix.h5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, required=True, help="gradient updates")
+    p.add_argument("--out", required=True, help="run folder (policy.pt, train_log.csv, ...)")
+    p.add_argument("--label", help="name in results and tables (default: the algorithm name)")
+    p.add_argument("--variant", help="dataset variant name, recorded in the outputs")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyper-parameter of the algorithm's Config (YAML scalar); repeatable",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default $UNIQ_THREADS or 1)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between curve evaluations")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-num-envs", type=int, default=1)
+    p.add_argument("--reference", nargs="+", default=[], help="rollouts_*.h5 for R_min/R_max")
+    p.add_argument("--log-every", type=int, default=1000)
+    p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
     # == end section: train ==================================================
 
     # == section: stats (uniq/stats.py, uniq/plots.py) ========================
+    def _aggregate(args: argparse.Namespace) -> int:
+        from uniq.stats import StatsError, aggregate
+
+        try:
+            aggregate(args.evals, args.experiment, args.out, args.reference, args.reps, args.seed)
+        except StatsError as e:  # bad inputs: a clear message, no traceback
+            logging.getLogger("uniq.stats").error("%s", e)
+            return 2
+        return 0
+
+    def _figures(args: argparse.Namespace) -> int:
+        from uniq.plots import make_figures
+        from uniq.stats import StatsError
+
+        try:
+            make_figures(args.experiment, args.summary, args.out, args.curves, args.reps, args.seed)
+        except StatsError as e:
+            logging.getLogger("uniq.plots").error("%s", e)
+            return 2
+        return 0
+
+    p = sub.add_parser(
+        "aggregate",
+        help="summary, rliable aggregates, probability of improvement and tables of an experiment",
+    )
+    p.add_argument(
+        "--experiment", required=True, help="experiment name (main, undesirable_size, ...)"
+    )
+    p.add_argument("--out", required=True, help="output folder, e.g. results/P/E")
+    p.add_argument("--reference", default="uniq", help="method compared with each baseline (PoI)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="the runs' eval.json files")
+    p.set_defaults(handler=_aggregate)
+
+    p = sub.add_parser(
+        "figures", help="PNG/PDF figures (+ .rst captions) of an aggregated experiment"
+    )
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--summary", required=True, help="folder written by `aggregate`")
+    p.add_argument("--out", required=True, help="figure folder, e.g. figures/P")
+    p.add_argument("--curves", nargs="*", default=[], metavar="CURVE_CSV", help="curve.csv files")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for curve bands")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_figures)
     # == end section: stats ==================================================
 
     return parser

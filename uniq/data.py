@@ -99,7 +99,8 @@ class OfflineData:
     def initial_mask(self) -> np.ndarray:
         """1.0 on the first row of each trajectory (s_0 samples for (1-gamma) E[V(s_0)] terms)."""
         mask = np.zeros(len(self), dtype=np.float32)
-        mask[self.episode_starts()] = 1.0
+        if len(self):  # an empty dataset has no starts (episode_starts() would say [0])
+            mask[self.episode_starts()] = 1.0
         return mask
 
     def select_episodes(self, indices) -> OfflineData:
@@ -110,7 +111,13 @@ class OfflineData:
             if len(indices)
             else np.zeros(0, int)
         )
-        return self.select_rows(rows)
+        out = self.select_rows(rows)
+        # The source's last trajectory may end without a flag (episode_ends() closes it at
+        # len); once reordered it would merge with the next one, so mark it as a timeout.
+        ends = np.cumsum([slices[i].stop - slices[i].start for i in indices]).astype(int) - 1
+        unflagged = ends[(out.terminals[ends] == 0) & (out.timeouts[ends] == 0)]
+        out.timeouts[unflagged] = 1.0
+        return out
 
     def select_rows(self, rows: np.ndarray) -> OfflineData:
         return OfflineData(**{k: getattr(self, k)[rows] for k in KEYS}, attrs=dict(self.attrs))
