@@ -74,14 +74,24 @@ class TanhGaussianPolicy(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log pi(a|s) of given actions in [-1, 1] (shape ``[B]``)."""
-        mean, log_std = self(obs)
+        return self.dist_log_prob(*self(obs), actions)
+
+    def dist_log_prob(
+        self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """``log_prob`` from an already computed ``forward`` (one pass serves several uses)."""
         a = actions.clamp(-1 + self.eps, 1 - self.eps)
         u = torch.atanh(a)
         return self._gaussian_log_prob(u, mean, log_std) - self._tanh_log_det(u)
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized action and its log-prob (for SAC-style targets)."""
-        mean, log_std = self(obs)
+        return self.dist_sample(*self(obs))
+
+    def dist_sample(
+        self, mean: torch.Tensor, log_std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sample`` from an already computed ``forward``."""
         u = mean + log_std.exp() * torch.randn_like(mean)
         return torch.tanh(u), self._gaussian_log_prob(u, mean, log_std) - self._tanh_log_det(u)
 

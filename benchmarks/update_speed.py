@@ -1,0 +1,211 @@
+"""Update steps per second of registered methods vs a minimal twin-Q + tanh-Gaussian actor update.
+
+Every method is built from the registry with its published sizes (UNIQ: critic batch
+256 + 256, actor batch 512, 256x2 MLPs) on synthetic device-resident data with the
+dimensions of SafetyPointGoal1 (obs 60, act 2). Pretraining is shortened (it is timed
+apart, not counted). The methods are timed *interleaved*, in rounds of ``--block`` updates
+(one block of each per round), and the median rate over rounds is reported, so a noisy,
+shared machine slows all of them alike.
+
+The reference, ``minimal``, is the least work an update with these networks does: one
+twin-Q TD step on 512 rows with V(s') = Q_target(s', a'~pi) - alpha log pi, one
+advantage-weighted BC step on 512 rows (one policy pass reused for V(s)), Polyak targets.
+
+    uv run python benchmarks/update_speed.py --threads 2 --steps 200
+    uv run python benchmarks/update_speed.py --algos uniq bc-mix dwbc safedice
+
+Writes a Markdown table to stdout and to ``benchmarks/out/update_speed.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from envs.tasks import TaskSpec  # noqa: E402
+from uniq import registry  # noqa: E402
+from uniq.data import OfflineData  # noqa: E402
+from uniq.method import Method  # noqa: E402
+from uniq.nets import TanhGaussianPolicy, TwinQ, soft_update  # noqa: E402
+from uniq.train import make_sources, seed_everything  # noqa: E402
+
+SHORT_PRETRAIN = {"uniq": {"ratio_steps": 20}, "safedice": {"classifier_steps": 20}}
+"""Pretraining shortened to a few steps: this benchmark times the updates only."""
+AUTHORS_RATE = 27.0
+"""UNIQ reference code: ~27 update steps/s on 2 CPU threads (reported to the suite)."""
+
+
+class Minimal(Method):
+    """Twin-Q TD + advantage-weighted BC, the sizes of UNIQ's update; the speed yardstick."""
+
+    name = ""  # not registered
+
+    def __init__(self, spec, data, device, batch=512, gamma=0.99, alpha=1e-3, tau=0.005):
+        super().__init__(None, spec, data, device, 0)
+        self.batch, self.gamma, self.alpha, self.tau = batch, gamma, alpha, tau
+        self.actor = TanhGaussianPolicy(spec.obs_dim, spec.act_dim).to(device)
+        self.critic = TwinQ(spec.obs_dim, spec.act_dim).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=1e-4)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
+
+    def batches(self):
+        return {"critic": ("mix", self.batch), "actor": ("mix", self.batch)}
+
+    def update(self, batch):
+        c, a = batch["critic"], batch["actor"]
+        mean, log_std = self.actor(a["observations"])
+        with torch.no_grad():
+            a_next, logp_next = self.actor.sample(c["next_observations"])
+            a_pi, logp_pi = self.actor.dist_sample(mean, log_std)
+            n = len(a_next)
+            q = self.critic_target.min_q(
+                torch.cat([c["next_observations"], a["observations"], a["observations"]]),
+                torch.cat([a_next, a_pi, a["actions"]]),
+            )
+            v_next = q[:n] - self.alpha * logp_next
+            v_act = q[n : 2 * n] - self.alpha * logp_pi
+            y = self.gamma * (1 - c["terminals"]) * v_next  # (learners see no rewards)
+            adv = (q[2 * n :] - v_act).clamp(max=10)
+            w = torch.exp(adv - adv.max())
+            w = (w / w.mean()).clamp(max=100)
+        q1, q2 = self.critic(c["observations"], c["actions"])
+        critic_loss = (q1 - y).square().mean() + (q2 - y).square().mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        actor_loss = -(w * self.actor.dist_log_prob(mean, log_std, a["actions"])).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        soft_update(self.critic_target, self.critic, self.tau)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach()}
+
+
+def synthetic(spec: TaskSpec, episodes: int, shift: float, seed: int) -> OfflineData:
+    rng = np.random.default_rng(seed)
+    n = episodes * spec.max_episode_steps
+    obs = rng.normal(shift, 1, (n, spec.obs_dim)).astype(np.float32)
+    return OfflineData(
+        obs,
+        rng.uniform(-1, 1, (n, spec.act_dim)),
+        rng.normal(size=n),
+        np.zeros(n),
+        np.roll(obs, -1, 0),
+        np.zeros(n),
+        (np.arange(n) % spec.max_episode_steps == spec.max_episode_steps - 1),
+        (rng.uniform(size=n) < 0.5),
+    )
+
+
+def build(name: str, spec, device, seed: int = 0):
+    generator = seed_everything(seed, device)
+    un = synthetic(spec, 10, 0.5, 1)
+    mix = synthetic(spec, 40, 0.0, 2)
+    data = make_sources(un, mix, device, generator)
+    if name == "minimal":
+        return Minimal(spec, data, device), 0.0, generator
+    cls = registry.get_method(name)
+    cfg = cls.Config(**SHORT_PRETRAIN.get(name, {}))
+    method = cls(cfg, spec, data, device, seed)
+    t = time.perf_counter()
+    method.pretrain()
+    return method, time.perf_counter() - t, generator
+
+
+def step(method: Method) -> None:
+    batch = {k: method.data[src].sample(n) for k, (src, n) in method.batches().items()}
+    method.update(batch)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(names, device, steps: int, block: int, warmup: int) -> dict[str, dict]:
+    spec = TaskSpec("SafetyPointGoal1-v0", "navigation", obs_dim=60, act_dim=2)
+    methods = {}
+    for name in names:
+        method, pre_s, _ = build(name, spec, device)
+        for _ in range(warmup):
+            step(method)
+        methods[name] = (method, pre_s)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(max(1, steps // block)):
+        for name, (method, _) in methods.items():  # interleaved: same machine conditions
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(block):
+                step(method)
+            sync(device)
+            rates[name].append(block / (time.perf_counter() - t))
+    return {
+        n: {"rate": statistics.median(r), "min": min(r), "max": max(r), "pretrain_s": methods[n][1]}
+        for n, r in rates.items()
+    }
+
+
+def table(results: dict, threads: int, steps: int, block: int) -> str:
+    lines = [
+        f"Update steps/s (median over rounds of {block}; {steps} timed steps each; "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{threads} thread(s)). Authors' UNIQ code: ~{AUTHORS_RATE:g} steps/s on 2 threads.",
+        "",
+        "| device | method | steps/s | range | vs minimal | ms/step |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for device, res in results.items():
+        base = res.get("minimal", {}).get("rate")
+        for name, r in res.items():
+            rel = f"{r['rate'] / base:.2f}x" if base else "-"
+            lines.append(
+                f"| {device} | {name} | {r['rate']:.1f} | {r['min']:.1f}-{r['max']:.1f} | {rel} "
+                f"| {1000 / r['rate']:.2f} |"
+            )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines += ["", f"Peak RSS of the benchmark process: {rss:.0f} MiB."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=["uniq"], help="registered names")
+    parser.add_argument("--steps", type=int, default=200, help="timed updates per method")
+    parser.add_argument("--block", type=int, default=20, help="updates per timed block")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu (+ cuda)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/out/update_speed.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    names = ["minimal"] + [a for a in args.algos if a != "minimal"]
+    results = {
+        d: measure(names, torch.device(d), args.steps, args.block, args.warmup) for d in devices
+    }
+    text = table(results, args.threads, args.steps, args.block)
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"Command: `{' '.join(['python', *sys.argv])}`\n\n{text}")
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

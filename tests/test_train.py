@@ -1,0 +1,328 @@
+"""The training loop: resume, NaN guard, errors, outputs (CPU, tiny nets, one thread)."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from envs.tasks import TaskSpec
+from uniq import registry
+from uniq.algorithm import UNIQ
+from uniq.cli import main as cli_main
+from uniq.data import DatasetError, OfflineData, Sampler
+from uniq.method import ConfigError
+from uniq.nets import load_policy
+from uniq.train import TrainingDiverged, parse_overrides, train
+
+torch.set_num_threads(1)
+
+SPEC = TaskSpec("Tiny-v0", "navigation", obs_dim=3, act_dim=2)
+TINY = dict(
+    hidden=16, batch_mix=16, batch_un=16, actor_batch=32, ratio_batch=32, ratio_steps=20,
+    ratio_eval_every=5,
+)  # fmt: skip
+FAST = dict(device="cpu", progress=False, log_every=10)
+
+
+def random_data(n_episodes: int, shift: float, desirable: float, seed: int, obs_dim=3, T=10):
+    rng = np.random.default_rng(seed)
+    n = n_episodes * T
+    obs = rng.normal(shift, 1, (n, obs_dim)).astype(np.float32)
+    nxt = rng.normal(shift, 1, (n, obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    timeouts = (np.arange(n) % T == T - 1).astype(np.float32)
+    return OfflineData(
+        obs, act, np.zeros(n), np.zeros(n), nxt, np.zeros(n), timeouts, np.full(n, desirable)
+    )
+
+
+@pytest.fixture
+def data(tmp_path):
+    un = random_data(4, 1.0, 0.0, 0)
+    mix = OfflineData.concatenate([random_data(4, 0.0, 1.0, 1), random_data(4, 1.0, 0.0, 2)])
+    mix.attrs.update(n_un=4, n_mix_desirable=4, n_mix_undesirable=4)
+    un.save(tmp_path / "un.h5")
+    mix.save(tmp_path / "mix.h5")
+    return tmp_path / "un.h5", tmp_path / "mix.h5"
+
+
+def checkpoint_params(run_dir):
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    return state["step"], state["method"]
+
+
+def assert_same_state(a, b, path=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{path} differs"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list | tuple):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def log_rows(run_dir):
+    with open(run_dir / "train_log.csv") as f:
+        return [
+            {k: v for k, v in row.items() if k not in ("wall_time_s", "updates_per_s")}
+            for row in csv.DictReader(f)
+        ]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, data, monkeypatch):
+    un, mix = data
+    kw = dict(TINY)
+    fast = dict(FAST, log_every=8)  # the checkpoint at 30 falls inside a log window (24, 32]
+    train("uniq", SPEC, un, mix, 3, 60, tmp_path / "a", kw, checkpoint_every=30, **fast)
+
+    calls = {"n": 0}
+    real_update = UNIQ.update
+
+    def crash_at_45(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 45:
+            raise KeyboardInterrupt  # like a killed job: after the checkpoint at step 30
+        return real_update(self, batch)
+
+    monkeypatch.setattr(UNIQ, "update", crash_at_45)
+    with pytest.raises(KeyboardInterrupt):
+        train("uniq", SPEC, un, mix, 3, 60, tmp_path / "b", kw, checkpoint_every=30, **fast)
+    assert checkpoint_params(tmp_path / "b")[0] == 30
+    assert not (tmp_path / "b/policy.pt").exists()
+    monkeypatch.setattr(UNIQ, "update", real_update)
+
+    pretrain_calls = []
+    monkeypatch.setattr(UNIQ, "pretrain", lambda self: pretrain_calls.append(1) or {})
+    train("uniq", SPEC, un, mix, 3, 60, tmp_path / "b", kw, checkpoint_every=30, **fast)
+    assert pretrain_calls == []  # resumed: the ratio classifiers come from the checkpoint
+
+    step_a, state_a = checkpoint_params(tmp_path / "a")
+    step_b, state_b = checkpoint_params(tmp_path / "b")
+    assert step_a == step_b == 60
+    assert_same_state(state_a, state_b)  # every network and optimizer, bit for bit
+    pa, _ = load_policy(tmp_path / "a/policy.pt")
+    pb, _ = load_policy(tmp_path / "b/policy.pt")
+    assert_same_state(pa.state_dict(), pb.state_dict())
+    assert log_rows(tmp_path / "a") == log_rows(tmp_path / "b")  # no duplicated or lost rows
+    assert [r["step"] for r in log_rows(tmp_path / "b")] == [str(s) for s in [*range(8, 60, 8), 60]]
+
+
+def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, data):
+    un, mix = data
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        train("bc-mix", SPEC, un, mix, seed, 20, tmp_path / name, dict(hidden=16), **FAST)
+    a, b, c = (load_policy(tmp_path / n / "policy.pt")[0].state_dict() for n in "abc")
+    assert_same_state(a, b)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_nan_in_a_batch_stops_training_naming_step_and_loss(tmp_path, data, monkeypatch):
+    un, mix = data
+    real_sample = Sampler.sample
+    calls = {"n": 0}
+
+    def poisoned(self, batch_size):
+        calls["n"] += 1  # UNIQ samples twice per step (mix, un): call 13 is step 7's D_MIX batch
+        out = real_sample(self, batch_size)
+        if calls["n"] == 13:
+            out["observations"] = out["observations"].clone()
+            out["observations"][0, 0] = float("nan")
+        return out
+
+    monkeypatch.setattr(Sampler, "sample", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"critic_loss = nan at step 7\b"):
+        train("uniq", SPEC, un, mix, 0, 20, tmp_path / "run", TINY, checkpoint_every=5, **FAST)
+    run = tmp_path / "run"
+    assert not (run / "policy.pt").exists()
+    assert checkpoint_params(run)[0] == 5  # the last good state is kept for inspection
+    assert not list(run.glob("*.tmp"))
+
+
+def test_method_returning_inf_is_caught_by_name(tmp_path, data, monkeypatch):
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "exploding.py").write_text(
+        textwrap.dedent(
+            """
+            from dataclasses import dataclass
+            import torch
+            from baselines.bc import BC
+
+            @dataclass
+            class Cfg:
+                batch_size: int = 8
+
+            class Exploding(BC):
+                name = "exploding-test"
+                Config = Cfg
+
+                def __init__(self, cfg, spec, data, device, seed):
+                    cfg.hidden, cfg.depth, cfg.lr, cfg.weight_decay = 8, 1, 1e-3, 0.0
+                    super().__init__(cfg, spec, data, device, seed)
+                    self.t = 0
+
+                def update(self, batch):
+                    out = super().update(batch)
+                    self.t += 1
+                    return {**out, "blowup": torch.tensor(float("inf") if self.t == 4 else 1.0)}
+            """
+        )
+    )
+    monkeypatch.setenv("UNIQ_EXTRA_METHODS", str(tmp_path / "methods"))
+    registry.clear_cache()
+    try:
+        assert "exploding-test" in registry.available()
+        un, mix = data
+        with pytest.raises(TrainingDiverged, match=r"blowup = inf at step 4\b"):
+            train("exploding-test", SPEC, un, mix, 0, 10, tmp_path / "run", {}, **FAST)
+    finally:
+        monkeypatch.delenv("UNIQ_EXTRA_METHODS")
+        registry.clear_cache()
+
+
+def test_duplicate_algorithm_names_are_an_error(tmp_path, monkeypatch):
+    (tmp_path / "dup.py").write_text(
+        "from uniq.algorithm import UNIQ\n\nclass Other(UNIQ):\n    name = 'uniq'\n"
+    )
+    monkeypatch.setenv("UNIQ_EXTRA_METHODS", str(tmp_path))
+    registry.clear_cache()
+    try:
+        with pytest.raises(ConfigError, match="defined twice"):
+            registry.available()
+    finally:
+        monkeypatch.delenv("UNIQ_EXTRA_METHODS")
+        registry.clear_cache()
+
+
+def test_learners_never_see_rewards_costs_or_labels(data):
+    from uniq.train import make_sources, seed_everything
+
+    un, mix = (OfflineData.load(p) for p in data)
+    sources = make_sources(un, mix, torch.device("cpu"), seed_everything(0))
+    for name in ("un", "mix", "mix_desirable"):
+        batch = sources[name].sample(4)
+        assert not {"rewards", "costs", "is_desirable"} & set(batch), name
+        assert {"observations", "actions", "next_observations", "terminals", "index"} <= set(batch)
+    assert len(sources["mix_desirable"].tensors["index"]) == 40  # the 4 desirable episodes
+
+
+def test_dataset_of_another_task_is_rejected(tmp_path, data):
+    un, _ = data
+    wrong = random_data(2, 0.0, 1.0, 5, obs_dim=4)
+    wrong.save(tmp_path / "wrong.h5")
+    with pytest.raises(DatasetError, match="do not match task Tiny-v0"):
+        train("uniq", SPEC, un, tmp_path / "wrong.h5", 0, 5, tmp_path / "run", TINY, **FAST)
+
+
+def test_empty_source_fails_only_for_methods_that_use_it(tmp_path, data):
+    _, mix = data
+    empty = random_data(1, 0.0, 0.0, 0).select_rows(np.zeros(0, dtype=int))
+    empty.save(tmp_path / "empty_un.h5")
+    train("bc-mix", SPEC, tmp_path / "empty_un.h5", mix, 0, 5, tmp_path / "bc", {}, **FAST)
+    with pytest.raises(DatasetError, match="D_UN has no rows"):
+        train("uniq", SPEC, tmp_path / "empty_un.h5", mix, 0, 5, tmp_path / "u", TINY, **FAST)
+
+
+def test_unknown_algorithm_lists_known_ones(tmp_path, data):
+    with pytest.raises(ConfigError, match=r"unknown algorithm 'uniqq'.*bc-mix.*uniq"):
+        train("uniqq", SPEC, *data, 0, 5, tmp_path / "run", {}, **FAST)
+
+
+def test_unknown_or_mistyped_hyper_parameter_is_explained(tmp_path, data):
+    with pytest.raises(ConfigError, match=r"\['reward_scale'\].*valid ones: .*reward_factor"):
+        train("uniq", SPEC, *data, 0, 5, tmp_path / "run", {"reward_scale": 1.0}, **FAST)
+    with pytest.raises(ConfigError, match="ratio_form='both'"):
+        train("uniq", SPEC, *data, 0, 5, tmp_path / "run", {"ratio_form": "both"}, **FAST)
+    with pytest.raises(ConfigError, match="ratio_steps='many'.*expected int"):
+        train("uniq", SPEC, *data, 0, 5, tmp_path / "run", {"ratio_steps": "many"}, **FAST)
+
+
+def test_set_values_are_yaml_scalars():
+    assert parse_overrides(["a=1e-4", "b=3", "c=false", "d=state_action", "e=0.5"]) == {
+        "a": 1e-4, "b": 3, "c": False, "d": "state_action", "e": 0.5,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["alpha"])
+
+
+def test_resuming_with_another_config_is_refused(tmp_path, data):
+    train("uniq", SPEC, *data, 0, 5, tmp_path / "run", TINY, **FAST)
+    with pytest.raises(ConfigError, match="different run .*config"):
+        train("uniq", SPEC, *data, 0, 10, tmp_path / "run", dict(TINY, alpha=0.1), **FAST)
+
+
+def test_cli_writes_complete_outputs_and_no_partial_files(tmp_path, data, monkeypatch):
+    # The CLI takes a registered task name; register the tiny spec for this test.
+    monkeypatch.setitem(__import__("envs.tasks").tasks.TASKS, SPEC.name, SPEC)
+    un, mix = data
+    out = tmp_path / "runs" / "uniq" / "seed0"
+    argv = ["train", "--algo", "uniq", "--task", SPEC.name, "--un", str(un), "--mix", str(mix)]
+    argv += ["--seed", "0", "--steps", "25", "--out", str(out), "--label", "uniq-test"]
+    argv += ["--variant", "v1", "--device", "cpu", "--log-every", "10", "--no-progress"]
+    for k, v in TINY.items():
+        argv += ["--set", f"{k}={v}"]
+    assert cli_main(argv) == 0
+
+    policy, meta = load_policy(out / "policy.pt")
+    assert policy.act(torch.zeros(1, 3)).shape == (1, 2)
+    assert meta["algo"] == "uniq-test" and meta["base_algo"] == "uniq"
+    assert meta["task"] == SPEC.name and meta["variant"] == "v1" and meta["steps"] == 25
+    assert meta["variant_params"] == {"n_un": 4, "n_mix_desirable": 4, "n_mix_undesirable": 4}
+    assert set(meta["dataset_checksums"]) == {"un", "mix"} and meta["git_commit"]
+    assert meta["config"]["hidden"] == 16 and meta["uses_hidden_labels"] is False
+    assert [r["step"] for r in log_rows(out)] == ["10", "20", "25"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["config"]["reward_factor"] == 5.0 and config["seed"] == 0
+    assert config["data"]["mix"]["checksum"] == meta["dataset_checksums"]["mix"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "policy.pt", "train_log.csv",
+    ]  # fmt: skip
+
+    # Errors come back as a non-zero exit with the message, not a traceback.
+    bad = argv[:]
+    bad[bad.index("uniq")] = "nope"
+    assert cli_main(bad) == 2
+
+
+def test_periodic_evaluation_writes_curve_and_leaves_training_unchanged(
+    tmp_path, data, monkeypatch
+):
+    from uniq import evaluate
+
+    seen = []
+
+    def fake_rollout(act_fn, task, episodes, seed, num_envs, record, progress):
+        seen.append(seed)
+        actions = act_fn(np.zeros((episodes, 3), np.float32))
+        np.random.rand(3), torch.rand(3)  # an env would use RNGs: training must not notice
+        n = np.arange(episodes, dtype=float)
+        return evaluate.Rollouts(n + actions.sum(), n, np.full(episodes, 10.0))
+
+    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    monkeypatch.setattr(evaluate, "reference_returns", lambda paths: (0.0, 10.0))
+    kw = dict(device="cpu", progress=False, log_every=5)
+    # UNIQ samples actions from torch's global RNG, which the rollout also draws from.
+    train("uniq", SPEC, *data, 0, 12, tmp_path / "plain", TINY, **kw)
+    train(
+        "uniq", SPEC, *data, 0, 12, tmp_path / "curve", TINY, eval_every=5,
+        eval_episodes=2, reference_paths=["ref.h5"], **kw,
+    )  # fmt: skip
+    with open(tmp_path / "curve/curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["5", "10", "12"]
+    assert list(rows[0]) == [
+        "step", "return_mean", "cost_mean", "return_normalized", "cost_normalized", "episodes",
+    ]  # fmt: skip
+    assert float(rows[0]["cost_mean"]) == 0.5 and float(rows[0]["cost_normalized"]) == 0.5 / 25
+    assert seen == [evaluate.eval_seed_base(0)] * 3
+    a = load_policy(tmp_path / "plain/policy.pt")[0].state_dict()
+    b = load_policy(tmp_path / "curve/policy.pt")[0].state_dict()
+    assert_same_state(a, b)

@@ -1,0 +1,175 @@
+"""UNIQ on problems whose answer is known (tiny nets and step counts, one thread)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envs.tasks import TaskSpec
+from uniq.algorithm import UNIQ, UNIQConfig, inverse_square_weight, quantiles, scale_ratio
+from uniq.data import OfflineData
+from uniq.nets import load_policy
+from uniq.train import make_sources, seed_everything, train
+
+torch.set_num_threads(1)
+
+TINY = dict(hidden=32, batch_mix=32, batch_un=32, actor_batch=64, ratio_batch=64)
+
+
+def offline(obs, act, nxt, episode_len: int, desirable: float) -> OfflineData:
+    n = len(obs)
+    timeouts = (np.arange(n) % episode_len == episode_len - 1).astype(np.float32)
+    return OfflineData(
+        obs, act, np.zeros(n), np.zeros(n), nxt, np.zeros(n), timeouts, np.full(n, desirable)
+    )
+
+
+# ---------------------------------------------------------------------------- pieces
+def test_inverse_square_weight_clips_zero_to_the_bound():
+    W = torch.tensor([0.0, -0.0, -0.05, -0.5, -20.0])
+    out = inverse_square_weight(W, 100.0)
+    # 1/0 = +inf -> 100 (not nan); 1/0.05^2 = 400 -> 100; 1/0.25 = 4; 1/400
+    assert torch.equal(out, torch.tensor([100.0, 100.0, 100.0, 4.0, 1 / 400]))
+    assert torch.isfinite(out).all()
+
+
+def test_scale_ratio_maps_quantiles_to_minus_r_and_zero():
+    tau = torch.linspace(0.1, 10.0, 101)
+    q = (0.1, 0.9)
+    w = scale_ratio(tau, q, 5.0)
+    assert w.max() == 0 and w.min() == -5.0
+    assert (w.diff() <= 0).all()  # more undesirable-looking (larger tau) -> lower weight
+    assert (w[:11] == 0).all() and (w[-11:] == -5.0).all()  # clipped tails
+    assert torch.equal(scale_ratio(torch.full((8,), 3.0), q, 5.0), torch.zeros(8))  # constant tau
+
+
+def test_sync_free_quantiles_equal_torch_quantile():
+    x = torch.randn(1000).exp()
+    for q in [(0.1, 0.9), (0.0, 1.0), (0.25, 0.333)]:
+        assert torch.allclose(torch.stack(quantiles(x, q)), torch.quantile(x, torch.tensor(q)))
+    assert quantiles(torch.tensor([2.0]), (0.1, 0.9)) == [2.0, 2.0]
+
+
+# ---------------------------------------------------------------------------- ratio estimator
+@pytest.mark.parametrize("form", ["state", "state_action"])
+def test_ratio_estimator_recovers_gaussian_density_ratio(form):
+    """D_UN states ~ N(1, 1), D_MIX states ~ N(0, 1): tau(x) = exp(x - 1/2) exactly.
+
+    Actions are drawn from the same distribution in both sets, so the (s, a) form must
+    find the same ratio. On x in [-1, 2] the true tau spans [0.22, 4.5], inside the
+    [1/19, 19] range the probability clip allows, with >= 16% of each set's mass beyond
+    the grid ends. Bounds: with 4000 + 4000 samples the log-odds in a 0.1-wide bin of
+    the grid's ends have binomial noise sd ~ 0.1-0.15, and dropout, weight decay and early
+    stopping smooth (bias) the estimate somewhat; we measured mean absolute errors of
+    0.06-0.21 over seeds. So: correlation of log tau with the truth > 0.98 and mean
+    absolute error < 0.3 (a constant estimate has correlation 0 and error 0.75; a ratio in
+    the wrong direction has correlation -1), and E_MIX[tau] within 0.15 of its exact 1.
+    """
+    rng = np.random.default_rng(0)
+    n = 4000
+    x_un, x_mix = rng.normal(1, 1, (n, 1)), rng.normal(0, 1, (n, 1))
+    a_un, a_mix = rng.uniform(-1, 1, (n, 1)), rng.uniform(-1, 1, (n, 1))
+    un = offline(x_un, a_un, x_un, 10, 0.0)
+    mix = offline(x_mix, a_mix, x_mix, 10, 1.0)
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+    gen = seed_everything(0)
+    cfg = UNIQConfig(
+        hidden=32,
+        ratio_batch=256,
+        ratio_steps=400,
+        ratio_lr=3e-3,
+        ratio_eval_every=50,
+        ratio_form=form,
+    )
+    method = UNIQ(cfg, spec, make_sources(un, mix, torch.device("cpu"), gen), "cpu", 0)
+    info = method.pretrain()
+    grid = torch.linspace(-1, 2, 31)[:, None]
+    x = grid if form == "state" else torch.cat([grid, torch.zeros_like(grid)], 1)
+    with torch.no_grad():
+        est = method.occupancy_ratio(x).log()
+    true = grid.squeeze(1) - 0.5
+    corr = np.corrcoef(est.numpy(), true.numpy())[0, 1]
+    assert corr > 0.98, (corr, info)
+    assert (est - true).abs().mean() < 0.3, ((est - true).abs().mean(), info)
+    assert abs(info["ratio_mean_mix"] - 1) < 0.15  # E_MIX[tau] = 1 for the true ratio
+
+
+# ---------------------------------------------------------------------------- known behaviour
+def chain_datasets(tmp_path, seed: int = 0):
+    """1-D chain s' = clip(s + 0.2 a + noise): desirable demos take a = -0.5 (drift left),
+    undesirable a = +0.5 (drift right), from the same start states U(-0.5, 0.5).
+
+    D_UN: 10 undesirable trajectories; D_MIX: 10 desirable + 10 undesirable. Near the start
+    states both actions occur equally often in D_MIX, so BC on D_MIX averages them
+    (mean action ~ 0) while a method that avoids D_UN's behaviour must choose a < 0.
+    """
+    rng = np.random.default_rng(seed)
+
+    def episodes(k, action, desirable, T=20):
+        rows = []
+        for _ in range(k):
+            s = rng.uniform(-0.5, 0.5)
+            for _ in range(T):
+                a = float(np.clip(action + 0.05 * rng.standard_normal(), -1, 1))
+                s2 = float(np.clip(s + 0.2 * a + 0.02 * rng.standard_normal(), -1, 1))
+                rows.append((s, a, s2))
+                s = s2
+        s, a, s2 = (np.array(c, dtype=np.float32)[:, None] for c in zip(*rows, strict=True))
+        return offline(s, a, s2, T, desirable)
+
+    un = episodes(10, 0.5, 0.0)
+    mix = OfflineData.concatenate([episodes(10, -0.5, 1.0), episodes(10, 0.5, 0.0)])
+    un.save(tmp_path / "un.h5")
+    mix.save(tmp_path / "mix.h5")
+    return (
+        TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1),
+        tmp_path / "un.h5",
+        tmp_path / "mix.h5",
+    )
+
+
+def mean_action(policy_path, lo=-0.3, hi=0.3) -> float:
+    policy, _ = load_policy(policy_path)
+    return float(policy.act(torch.linspace(lo, hi, 13)[:, None]).mean())
+
+
+def test_uniq_avoids_the_undesirable_action_where_bc_does_not(tmp_path):
+    spec, un, mix = chain_datasets(tmp_path)
+    kw = dict(device="cpu", log_every=100, progress=False)
+    uniq_cfg = dict(TINY, ratio_steps=300, ratio_eval_every=50)
+    train("uniq", spec, un, mix, 0, 300, tmp_path / "uniq", uniq_cfg, **kw)
+    train("bc-mix", spec, un, mix, 0, 300, tmp_path / "bc", dict(hidden=32, batch_size=64), **kw)
+    a_uniq, a_bc = mean_action(tmp_path / "uniq/policy.pt"), mean_action(tmp_path / "bc/policy.pt")
+    # desirable action -0.5, undesirable +0.5: BC sits near their average 0
+    assert a_uniq < -0.15, (a_uniq, a_bc)
+    assert a_uniq < a_bc - 0.1, (a_uniq, a_bc)
+
+
+def test_without_occupancy_correction_it_still_trains(tmp_path):
+    spec, un, mix = chain_datasets(tmp_path)
+    out = tmp_path / "ablation"
+    cfg = dict(TINY, occupancy_correction=False)
+    meta = train("uniq", spec, un, mix, 0, 60, out, cfg, device="cpu", log_every=20, progress=False)
+    assert meta["pretrain"] == {}  # no classifiers to train
+    log = np.genfromtxt(out / "train_log.csv", delimiter=",", names=True)
+    assert np.isfinite(log["critic_loss"]).all() and np.isfinite(log["actor_loss"]).all()
+    assert log["actor_loss"][-1] != log["actor_loss"][0]
+
+    # The policy moved away from its initialization.
+    seed_everything(0)
+    fresh = UNIQ(UNIQConfig(**cfg), spec, {}, "cpu", 0).actor.state_dict()
+    trained, _ = load_policy(out / "policy.pt")
+    assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in fresh.items())
+
+
+def test_ablation_weights_are_constant_per_source():
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(**dict(TINY, occupancy_correction=False))
+    method = UNIQ(cfg, spec, {}, "cpu", 0)
+    mix = {"observations": torch.zeros(64, 1)}
+    un = {"observations": torch.zeros(32, 1)}
+    W, W_actor = method._weights(mix, un)
+    assert torch.equal(W[:32], torch.zeros(32))
+    assert torch.allclose(W[32:], torch.full((32,), -5.0 * 1.99))  # -R (1 + gamma)
+    assert torch.equal(W_actor, torch.zeros(64))

@@ -1,0 +1,459 @@
+r"""UNIQ (Hoang, Mai, Varakantham, arXiv 2410.08307): offline inverse Q-learning that moves
+the learner's occupancy *away* from the undesirable demonstrations' (design.md section 5).
+
+Data: a small labeled undesirable set D_UN and a large unlabeled D_MIX. Expectations under
+the undesirable occupancy rho_UN use D_UN plus D_MIX reweighted by the occupancy ratio
+tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
+
+1. Ratio estimation (``pretrain``, then frozen). ``ratio_form="state"`` (reference code,
+   default): two state classifiers, c_un(s) = P(UN | s) and c_mix(s) = P(MIX | s), trained
+   independently on the same balanced batches, tau(s) = c_un(s) / c_mix(s).
+   ``ratio_form="state_action"`` (the paper's derivation): one balanced classifier
+   c(s, a) = P(UN | s, a), tau(s, a) = c / (1 - c). Probabilities are clipped to
+   [0.05, 0.95], so tau lies in [1/19, 19].
+   Per batch, tau is clipped to its [10%, 90%] quantiles and min-max scaled to
+   w in [-R, 0] (the most undesirable-looking -> -R), and a transition's weight is
+
+       W(s, a, s') = w(s) + gamma w(s')          (state form)
+       W(s, a)     = (1 + gamma) w(s, a)          (state_action form; same range as above)
+
+   Without occupancy correction (ablation): W = -R (1 + gamma) on D_UN rows, 0 on D_MIX.
+
+2. Critic (twin Q, Polyak targets), over the concatenated D_MIX + D_UN batch B:
+
+       r(s, a)  = Q(s, a) - gamma (1 - done) V(s')          (implicit reward)
+       V(s)     = Q_target(s, a~pi) - alpha log pi(a|s)     (value_form="policy")
+       L_Q = - E_B[W r]                                     (low reward where rho_UN is)
+             + 1/2 E_B[r^2]                                 (chi^2 regularizer)
+             + (1 - gamma) E_B[V(s)]
+
+   computed for each Q head and averaged. V uses the target critic, so it carries no
+   gradient: the last term is constant for the critic and is kept so the logged loss is
+   the objective's value. ``value_form="expectile"``: V is a separate network fitted by
+   expectile (0.7) regression to Q_target(s, a) on B.
+
+3. Actor (tanh-Gaussian), weighted behaviour cloning on D_MIX:
+
+       A      = min(Q_target(s, a) - V(s), 10)
+       weight = min( exp(A - max A) / mean(exp(A - max A)) * clip(1 / W^2, 0, 100), 100 )
+       L_pi   = - E_MIX[ weight * log pi(a|s) ]
+
+   1 / W^2 at W = 0 is +inf and the clip makes it 100 (see :func:`inverse_square_weight`);
+   without occupancy correction the factor is 1 on D_MIX.
+
+Speed: the classifiers are frozen after ``pretrain``, so tau of every dataset row (and of
+its next state) is computed once and gathered by row index. The actor's 512 D_MIX rows
+include the critic's 256 (all rows are i.i.d. uniform draws), so one policy forward
+serves the actor's log-likelihood and V on those states, and every target-critic
+evaluation of an update is one batched call.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from uniq.method import ConfigError, Method
+from uniq.nets import TanhGaussianPolicy, TwinQ, mlp, soft_update
+
+RATIO_FORMS = ("state", "state_action")
+VALUE_FORMS = ("policy", "expectile")
+
+
+@dataclass
+class UNIQConfig:
+    gamma: float = 0.99
+    """Discount factor (reference code 0.99)."""
+    batch_mix: int = 256
+    """D_MIX transitions in each critic batch (reference 256)."""
+    batch_un: int = 256
+    """D_UN transitions in each critic batch (reference 256)."""
+    actor_batch: int = 512
+    """D_MIX transitions in each actor batch (reference 512); the first ``batch_mix`` are the critic's."""
+    hidden: int = 256
+    """Width of every hidden layer (actor, critics, classifiers; reference 256)."""
+    depth: int = 2
+    """Hidden layers of every MLP (reference 2)."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the twin Q (reference 3e-4)."""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the policy (reference 1e-4)."""
+    tau: float = 0.005
+    """Polyak rate of the target critic (reference 0.005)."""
+    alpha: float = 1e-3
+    """Entropy temperature in V(s) = Q_target(s, a~pi) - alpha log pi(a|s) (reference 1e-3)."""
+    reward_factor: float = 5.0
+    """R: ratio weights are scaled to w in [-R, 0] (reference 5)."""
+    occupancy_correction: bool = True
+    """False: ablation using D_UN only for the undesirable expectation (paper's ablation)."""
+    ratio_form: str = "state"
+    """'state': c_un(s)/c_mix(s), two classifiers (reference code); 'state_action': c/(1-c), one classifier on (s, a) (paper)."""
+    ratio_lr: float = 1e-4
+    """Adam learning rate of the classifiers (reference 1e-4)."""
+    ratio_weight_decay: float = 1e-4
+    """Adam weight decay of the classifiers (reference 1e-4)."""
+    ratio_dropout: float = 0.5
+    """Dropout after each hidden layer of the classifiers (reference 0.5)."""
+    ratio_batch: int = 1024
+    """Rows from each of D_UN and D_MIX per classifier step (reference 1024 + 1024)."""
+    ratio_steps: int = 50_000
+    """Maximum classifier steps (reference 50k); early stopping usually ends sooner."""
+    ratio_prob_min: float = 0.05
+    """Lower clip of the classifiers' sigmoid output (reference 0.05)."""
+    ratio_prob_max: float = 0.95
+    """Upper clip of the classifiers' sigmoid output (reference 0.95)."""
+    ratio_holdout: float = 0.1
+    """Share of each dataset's trajectories held out for early stopping (suite choice; 0 = none)."""
+    ratio_eval_every: int = 1000
+    """Classifier steps between held-out evaluations (suite choice)."""
+    ratio_patience: int = 5
+    """Stop after this many evaluations without held-out improvement; keep the best (suite choice)."""
+    ratio_quantile_low: float = 0.1
+    """Per batch, tau is clipped below at this quantile (reference 10th percentile)."""
+    ratio_quantile_high: float = 0.9
+    """Per batch, tau is clipped above at this quantile (reference 90th percentile)."""
+    value_form: str = "policy"
+    """'policy': V(s) = Q_target(s, a~pi) - alpha log pi (reference); 'expectile': separate V network."""
+    expectile: float = 0.7
+    """Expectile of the separate V network (value_form='expectile' only)."""
+    value_lr: float = 3e-4
+    """Adam learning rate of the separate V network (value_form='expectile' only)."""
+    adv_clip: float = 10.0
+    """A = min(Q_target - V, adv_clip) in the actor's weight (reference 10)."""
+    inv_w2_clip: float = 100.0
+    """1/W^2 is clipped to [0, inv_w2_clip] in the actor's weight (reference 100)."""
+    weight_clip: float = 100.0
+    """The actor's per-sample weight is clipped above at this value (reference 100)."""
+    log_std_min: float = -5.0
+    """Lower clamp of the policy's log standard deviation (reference -5)."""
+    log_std_max: float = 2.0
+    """Upper clamp of the policy's log standard deviation (reference 2)."""
+
+    def __post_init__(self) -> None:
+        if self.ratio_form not in RATIO_FORMS:
+            raise ConfigError(f"ratio_form={self.ratio_form!r}; choose one of {RATIO_FORMS}")
+        if self.value_form not in VALUE_FORMS:
+            raise ConfigError(f"value_form={self.value_form!r}; choose one of {VALUE_FORMS}")
+        if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
+            raise ConfigError("need 0 <= ratio_quantile_low < ratio_quantile_high <= 1")
+
+
+def inverse_square_weight(W: torch.Tensor, clip: float) -> torch.Tensor:
+    """clip(1 / W^2, 0, clip). W = 0 gives 1/0 = +inf, which the clip turns into ``clip``."""
+    return W.square().reciprocal().clamp(max=clip)
+
+
+def scale_ratio(tau: torch.Tensor, q: tuple[float, float], reward_factor: float) -> torch.Tensor:
+    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of ``tau``.
+
+    w is in [-R, 0]: 0 for the least and -R for the most undesirable-looking rows. A batch
+    whose quantiles coincide (constant tau) gets w = 0.
+    """
+    lo, hi = quantiles(tau, q)
+    return (tau.clamp(lo, hi) - lo) / (hi - lo).clamp_min(1e-12) * -reward_factor
+
+
+def quantiles(x: torch.Tensor, q: tuple[float, ...]) -> list[torch.Tensor]:
+    """``torch.quantile(x, q)`` (linear interpolation) for a 1-D ``x``, without device syncs:
+    positions are computed from Python numbers, so nothing is read back from a GPU."""
+    s = x.sort().values
+    out = []
+    for qi in q:
+        pos = qi * (len(s) - 1)
+        i = min(int(pos), len(s) - 1)
+        j = min(i + 1, len(s) - 1)
+        out.append(s[i] + (pos - i) * (s[j] - s[i]))
+    return out
+
+
+class UNIQ(Method):
+    """UNIQ: inverse Q-learning away from D_UN, occupancy-corrected with D_MIX."""
+
+    name = "uniq"
+    Config = UNIQConfig
+
+    def __init__(self, cfg: UNIQConfig, spec, data, device, seed: int):
+        super().__init__(cfg, spec, data, device, seed)
+        obs_dim, act_dim, h, d = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth
+        self.actor = TanhGaussianPolicy(
+            obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max
+        ).to(self.device)
+        self.critic = TwinQ(obs_dim, act_dim, h, d).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        if cfg.value_form == "expectile":
+            self.value = mlp(obs_dim, 1, h, d).to(self.device)
+            self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
+        if cfg.occupancy_correction:
+            in_dim = obs_dim + (act_dim if cfg.ratio_form == "state_action" else 0)
+            names = ("c_un", "c_mix") if cfg.ratio_form == "state" else ("c",)
+            for n in names:  # c_un: P(UN | x); c_mix: P(MIX | x); c: P(UN | s, a)
+                setattr(self, n, mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout).to(self.device))
+            self.classifiers = names
+            params = [p for n in names for p in getattr(self, n).parameters()]
+            self.ratio_opt = torch.optim.Adam(
+                params, lr=cfg.ratio_lr, weight_decay=cfg.ratio_weight_decay
+            )
+            self._set_classifiers_frozen(True)
+        self.ratio_q = (cfg.ratio_quantile_low, cfg.ratio_quantile_high)
+        self._tau: dict[str, torch.Tensor] = {}
+        """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a))."""
+
+    def batches(self) -> dict[str, tuple[str, int]]:
+        cfg = self.cfg
+        return {"mix": ("mix", max(cfg.batch_mix, cfg.actor_batch)), "un": ("un", cfg.batch_un)}
+
+    # ------------------------------------------------------------------ ratio estimation
+    def _set_classifiers_frozen(self, frozen: bool) -> None:
+        for n in self.classifiers:
+            getattr(self, n).train(not frozen).requires_grad_(not frozen)
+
+    def _features(self, t: dict[str, torch.Tensor], next_state: bool = False) -> torch.Tensor:
+        if self.cfg.ratio_form == "state_action":
+            return torch.cat([t["observations"], t["actions"]], -1)
+        return t["next_observations" if next_state else "observations"]
+
+    def _probs(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(net(x).squeeze(-1)).clamp(
+            self.cfg.ratio_prob_min, self.cfg.ratio_prob_max
+        )
+
+    def occupancy_ratio(self, x: torch.Tensor) -> torch.Tensor:
+        """tau = rho_UN / rho_MIX of classifier inputs x (states, or (s, a) concatenated)."""
+        if self.cfg.ratio_form == "state":
+            return self._probs(self.c_un, x) / self._probs(self.c_mix, x)
+        c = self._probs(self.c, x)
+        return c / (1 - c)
+
+    def _classifier_loss(self, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
+        """Balanced BCE summed over the classifiers: label UN for c_un and c, MIX for c_mix."""
+        x = torch.cat([x_un, x_mix])
+        is_un = torch.cat([x_un.new_ones(len(x_un)), x_mix.new_zeros(len(x_mix))])
+        loss = 0.0
+        for n in self.classifiers:
+            target = 1 - is_un if n == "c_mix" else is_un
+            p = self._probs(getattr(self, n), x)
+            # mean over each class separately = balanced even when the two sets differ in size
+            bce = F.binary_cross_entropy(p, target, reduction="none")
+            loss = loss + 0.5 * (bce[: len(x_un)].mean() + bce[len(x_un) :].mean())
+        return loss
+
+    def _holdout_split(self, t: dict[str, torch.Tensor], gen: torch.Generator):
+        """(train rows, held-out rows): whole trajectories held out, so no near-duplicate leaks."""
+        n = len(t["observations"])
+        frac = self.cfg.ratio_holdout
+        traj = torch.cumsum(t["initial"], 0).long() - 1  # trajectory id of each row
+        n_traj = int(traj[-1]) + 1
+        rows = torch.arange(n, device=self.device)
+        if frac <= 0 or n < 2:
+            return rows, rows[:0]
+        if n_traj >= 2:
+            n_hold = min(n_traj - 1, max(1, round(frac * n_traj)))
+            held = torch.randperm(n_traj, generator=gen, device=self.device)[:n_hold]
+            mask = torch.isin(traj, held)
+        else:  # a single trajectory: hold out rows instead
+            mask = torch.zeros(n, dtype=torch.bool, device=self.device)
+            mask[
+                torch.randperm(n, generator=gen, device=self.device)[: max(1, round(frac * n))]
+            ] = True
+        return rows[~mask], rows[mask]
+
+    def pretrain(self) -> dict[str, float]:
+        """Train the ratio classifiers (BCE, early stopping on held-out trajectories), freeze them."""
+        if not self.cfg.occupancy_correction:
+            return {}
+        cfg = self.cfg
+        un, mix = self.data["un"].tensors, self.data["mix"].tensors
+        gen = self.data["mix"].generator
+        x_un, x_mix = self._features(un), self._features(mix)
+        (tr_un, ho_un), (tr_mix, ho_mix) = (
+            self._holdout_split(un, gen),
+            self._holdout_split(mix, gen),
+        )
+        cap = 16_384  # held-out rows evaluated per set: bounds the cost of each evaluation
+        ho_un, ho_mix = ho_un[:cap], ho_mix[:cap]
+        early_stopping = len(ho_un) > 0 and len(ho_mix) > 0
+        best, best_state, bad, heldout = float("inf"), None, 0, float("nan")
+        self._set_classifiers_frozen(False)
+        step = 0
+        for step in range(1, cfg.ratio_steps + 1):
+            i_un = tr_un[
+                torch.randint(len(tr_un), (cfg.ratio_batch,), generator=gen, device=self.device)
+            ]
+            i_mix = tr_mix[
+                torch.randint(len(tr_mix), (cfg.ratio_batch,), generator=gen, device=self.device)
+            ]
+            loss = self._classifier_loss(x_un[i_un], x_mix[i_mix])
+            self.ratio_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.ratio_opt.step()
+            if early_stopping and (step % cfg.ratio_eval_every == 0 or step == cfg.ratio_steps):
+                self._set_classifiers_frozen(True)
+                with torch.no_grad():
+                    heldout = float(self._classifier_loss(x_un[ho_un], x_mix[ho_mix]))
+                self._set_classifiers_frozen(False)
+                if heldout < best - 1e-5:
+                    best, bad = heldout, 0
+                    best_state = {
+                        n: copy.deepcopy(getattr(self, n).state_dict()) for n in self.classifiers
+                    }
+                else:
+                    bad += 1
+                    if bad >= cfg.ratio_patience:
+                        break
+        if best_state is not None:
+            for n, state in best_state.items():
+                getattr(self, n).load_state_dict(state)
+        self._set_classifiers_frozen(True)
+        self._cache_ratios()
+        with torch.no_grad():
+            acc = float("nan")
+            if early_stopping:
+                tau_un, tau_mix = (
+                    self.occupancy_ratio(x_un[ho_un]),
+                    self.occupancy_ratio(x_mix[ho_mix]),
+                )
+                acc = 0.5 * float((tau_un > 1).float().mean() + (tau_mix <= 1).float().mean())
+        return {
+            "ratio_steps_run": step,
+            "ratio_train_loss": float(loss.detach()),
+            "ratio_heldout_loss": best if best_state is not None else heldout,
+            "ratio_heldout_balanced_acc": acc,
+            # E_MIX[tau] = 1 for the true ratio: a check of the estimate's calibration
+            "ratio_mean_mix": float(self._tau["mix"][:, 0].mean()),
+            "ratio_mean_un": float(self._tau["un"][:, 0].mean()),
+        }
+
+    @torch.no_grad()
+    def _cache_ratios(self, chunk: int = 65_536) -> None:
+        """tau of every row of D_MIX and D_UN (and of its next state), with frozen classifiers."""
+        for source in ("mix", "un"):
+            t = self.data[source].tensors
+            xs = [self._features(t)] + (
+                [self._features(t, True)] if self.cfg.ratio_form == "state" else []
+            )
+            cols = [
+                torch.cat([self.occupancy_ratio(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+                for x in xs
+            ]
+            self._tau[source] = torch.stack(cols, -1)
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        if self.cfg.occupancy_correction:
+            self._set_classifiers_frozen(True)
+            self._cache_ratios()
+
+    # ------------------------------------------------------------------ weights
+    def _weights(self, mix: dict, un: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W on the critic batch [mix[:batch_mix]; un], W on the actor batch mix[:actor_batch])."""
+        cfg, R, g = self.cfg, self.cfg.reward_factor, self.cfg.gamma
+        m_c, m_a = cfg.batch_mix, cfg.actor_batch
+        if not cfg.occupancy_correction:
+            W_c = torch.cat(
+                [
+                    mix["observations"].new_zeros(m_c),
+                    un["observations"].new_full((len(un["observations"]),), -R * (1 + g)),
+                ]
+            )
+            return W_c, mix["observations"].new_zeros(m_a)
+
+        def transition_weight(tau: torch.Tensor) -> torch.Tensor:
+            w = scale_ratio(tau.flatten(), self.ratio_q, R).view_as(tau)  # one scale for s and s'
+            return w[:, 0] + g * w[:, 1] if tau.shape[1] == 2 else (1 + g) * w[:, 0]
+
+        tau_mix = self._tau["mix"][mix["index"]]
+        tau_c = torch.cat([tau_mix[:m_c], self._tau["un"][un["index"]]])
+        return transition_weight(tau_c), transition_weight(tau_mix[:m_a])
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        cfg, g = self.cfg, self.cfg.gamma
+        mix, un = batch["mix"], batch["un"]
+        m_c, m_a = cfg.batch_mix, cfg.actor_batch
+        s = torch.cat([mix["observations"][:m_c], un["observations"]])
+        a = torch.cat([mix["actions"][:m_c], un["actions"]])
+        s_next = torch.cat([mix["next_observations"][:m_c], un["next_observations"]])
+        not_done = 1 - torch.cat([mix["terminals"][:m_c], un["terminals"]])
+        s_act, a_act = mix["observations"][:m_a], mix["actions"][:m_a]
+
+        # The actor's forward pass on D_MIX (with grad) also gives pi(.|s) for V on those states.
+        mean, log_std = self.actor(mix["observations"])
+        with torch.no_grad():
+            W, W_act = self._weights(mix, un)
+            if cfg.value_form == "policy":
+                V_s, V_next, V_act, Q_act = self._soft_values(mean, log_std, mix, un, s_next)
+            else:
+                v = self.value(torch.cat([s, s_next, s_act])).squeeze(-1)
+                V_s, V_next, V_act = v.split([len(s), len(s_next), m_a])
+                Q_all = self.critic_target.min_q(torch.cat([s, s_act]), torch.cat([a, a_act]))
+                Q_sa, Q_act = Q_all.split([len(s), m_a])
+            target = g * not_done * V_next
+
+        # Critic: L_Q = -E[W r] + 1/2 E[r^2] + (1 - gamma) E[V(s)], per Q head, averaged.
+        r = torch.stack(self.critic(s, a)) - target  # [2 heads, batch]
+        critic_loss = (
+            -(W * r).mean(1)  # low implicit reward where rho_UN is
+            + 0.5 * r.square().mean(1)  # chi^2 regularizer
+        ).mean() + (1 - g) * V_s.mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        out = {}
+        if cfg.value_form == "expectile":
+            u = Q_sa - self.value(s).squeeze(-1)
+            value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean()
+            self.value_opt.zero_grad(set_to_none=True)
+            value_loss.backward()
+            self.value_opt.step()
+            out["value_loss"] = value_loss.detach()
+
+        # Actor: weighted BC on D_MIX.
+        with torch.no_grad():
+            A = (Q_act - V_act).clamp(max=cfg.adv_clip)
+            e = torch.exp(A - A.max())
+            weight = e / e.mean()
+            if cfg.occupancy_correction:
+                weight = weight * inverse_square_weight(W_act, cfg.inv_w2_clip)
+            weight = weight.clamp(max=cfg.weight_clip)
+        log_pi = self.actor.dist_log_prob(mean[:m_a], log_std[:m_a], a_act)
+        actor_loss = -(weight * log_pi).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        soft_update(self.critic_target, self.critic, cfg.tau)
+        r = r[0].detach()
+        out.update(
+            critic_loss=critic_loss.detach(),
+            actor_loss=actor_loss.detach(),
+            v_mean=V_s.mean(),
+            reward_mix=r[:m_c].mean(),  # implicit reward: should end lower on D_UN than on D_MIX
+            reward_un=r[m_c:].mean(),
+            actor_weight_max=weight.max(),
+        )
+        return out
+
+    def _soft_values(self, mean, log_std, mix, un, s_next):
+        """V(s) = Q_target(s, a~pi) - alpha log pi(a|s) on every state an update needs, and
+        Q_target on the actor's data pairs, in one target-critic call.
+
+        Returns V on the critic batch, V on its next states, V and Q_target on the actor batch.
+        """
+        cfg = self.cfg
+        m, m_c, m_a = len(mean), cfg.batch_mix, cfg.actor_batch
+        a_mix, logp_mix = self.actor.dist_sample(mean.detach(), log_std.detach())
+        s_other = torch.cat([un["observations"], s_next])
+        a_other, logp_other = self.actor.sample(s_other)
+        s_all = torch.cat([mix["observations"], s_other, mix["observations"][:m_a]])
+        a_all = torch.cat([a_mix, a_other, mix["actions"][:m_a]])
+        q = self.critic_target.min_q(s_all, a_all)
+        v = q[: m + len(s_other)] - cfg.alpha * torch.cat([logp_mix, logp_other])
+        V_mix, V_un, V_next = v.split([m, len(un["observations"]), len(s_next)])
+        return torch.cat([V_mix[:m_c], V_un]), V_next, V_mix[:m_a], q[m + len(s_other) :]

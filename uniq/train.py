@@ -1,0 +1,657 @@
+"""The one offline training loop every method uses (design.md section 7).
+
+``train`` loads D_UN and D_MIX (validated against the task), puts them on the device,
+builds the method from the registry, runs its ``pretrain`` once, then repeats: sample
+each batch the method asks for (``Method.batches``) from device-resident tensors, call
+``Method.update``. Around that loop it owns, once for all methods:
+
+- seeding (:func:`seed_everything`) and a dedicated ``torch.Generator`` for sampling;
+- logging: mean of each returned scalar every ``log_every`` steps to ``train_log.csv``,
+  with a tqdm bar; optional evaluation every ``eval_every`` steps to ``curve.csv``;
+- a NaN/inf guard: a non-finite returned scalar stops training with the step and key named
+  (checked every step on the CPU; on a GPU every ``CUDA_CHECK_EVERY`` steps, to avoid a
+  device sync per step, still naming the first bad step);
+- atomic checkpoints (method, optimizers, every RNG state, step, log positions) every
+  ``checkpoint_every`` steps, after ``pretrain`` and at the end; a rerun with the same
+  arguments resumes from ``checkpoint.pt`` and ends with the same parameters as an
+  uninterrupted run (same device and thread count);
+- outputs: ``config.yaml`` (resolved config), ``policy.pt`` (:func:`uniq.nets.save_policy`).
+  Logs are written to ``*.csv.part`` while training runs and renamed when it ends, so a
+  file named ``train_log.csv`` is always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import random
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from uniq.data import DatasetError, OfflineData, Sampler
+from uniq.method import SOURCES, ConfigError, Method, build_config
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "UNIQ_THREADS"
+"""Torch CPU threads when ``threads`` is not given (Snakemake passes ``--threads``)."""
+CUDA_CHECK_EVERY = 100
+"""On a GPU the NaN guard reads the logged scalars back every this many steps (one sync)."""
+CHECKPOINT = "checkpoint.pt"
+VARIANT_KEYS = ("n_un", "n_mix_desirable", "n_mix_undesirable")
+META_FROM_CONFIG = (
+    "algo", "base_algo", "task", "variant", "seed", "steps", "git_commit", "variant_params",
+    "uses_hidden_labels",
+)  # fmt: skip
+"""policy.pt meta fields copied from the resolved config (plus wall time, checksums, config)."""
+HIDDEN_COLUMNS = ("rewards", "costs", "is_desirable")
+"""Dataset columns the training loop withholds from every method."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A logged loss became NaN or infinite; the message names the step and the key."""
+
+
+# ---------------------------------------------------------------------------- setup helpers
+def seed_everything(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return the batch-sampling generator.
+
+    The sampling generator lives on ``device`` (indices are drawn where the data is) and
+    gets its own seed derived from ``seed``, so its stream differs from torch's global one.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    sampler_seed = int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(sampler_seed)
+
+
+@contextlib.contextmanager
+def device_scope(device: str) -> Iterator[torch.device]:
+    """The training device for ``--device`` (auto | cpu | cuda | cuda:N), held while training.
+
+    Delegates to the GPU allocator (:func:`uniq.devices.device_for`); the one place to swap
+    device policy.
+    """
+    from uniq.devices import device_for
+
+    with device_for(device) as dev:
+        yield dev
+
+
+def set_threads(threads: int | None = None) -> int:
+    """``torch.set_num_threads``: ``threads``, else ``$UNIQ_THREADS``, else 1."""
+    n = threads if threads is not None else int(os.environ.get(THREADS_ENV, "1") or 1)
+    if n < 1:
+        raise ConfigError(f"threads must be >= 1 (got {n}); pass --threads N or set {THREADS_ENV}")
+    torch.set_num_threads(n)
+    return n
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["lr=1e-4", "occupancy_correction=false"]`` -> dict; values parsed as YAML scalars.
+
+    YAML 1.1 reads ``1e-4`` (no dot) as a string; such strings that parse as numbers
+    become floats.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set alpha=0.001")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        out[key.strip()] = value
+    return out
+
+
+def _coerce(config_cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Ints where a float field is expected become floats; a wrong type fails clearly."""
+    types = {f.name: type(f.default) for f in dataclasses.fields(config_cls)}
+    out = {}
+    for key, value in overrides.items():
+        want = types.get(key)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif want in (int, float, bool, str) and not isinstance(value, want):
+            raise ConfigError(
+                f"hyper-parameter {key}={value!r} has type {type(value).__name__}; "
+                f"expected {want.__name__} (e.g. --set {key}=<{want.__name__}>)"
+            )
+        out[key] = value
+    return out
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the source tree, or "unknown"."""
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
+
+
+# ---------------------------------------------------------------------------- data sources
+class Sources(dict):
+    """source name -> Sampler; asking for a source with no rows fails with what to fix."""
+
+    def __init__(self, samplers: dict[str, Sampler], empty_reasons: dict[str, str]):
+        super().__init__(samplers)
+        self.empty_reasons = empty_reasons
+
+    def __missing__(self, key: str):
+        if key in self.empty_reasons:
+            raise DatasetError(self.empty_reasons[key])
+        raise KeyError(f"unknown data source {key!r}; sources are {SOURCES}")
+
+
+def make_sources(
+    un: OfflineData,
+    mix: OfflineData,
+    device: torch.device,
+    generator: torch.Generator,
+    paths: tuple[str, str] = ("D_UN", "D_MIX"),
+) -> Sources:
+    """Samplers over device tensors for "mix", "un" and "mix_desirable" (hidden-label rows).
+
+    Columns: those of :meth:`OfflineData.to_tensors` minus ``HIDDEN_COLUMNS`` (learners
+    never see rewards, costs or the hidden label; the oracle gets the desirable rows as
+    their own source instead), plus ``index`` (row number within that source), so a method
+    can look up per-row values it computed once (e.g. UNIQ's frozen density ratios).
+    """
+    tensors = {"un": un.to_tensors(device), "mix": mix.to_tensors(device)}
+    desirable = tensors["mix"]["is_desirable"] > 0.5
+    tensors["mix_desirable"] = {k: v[desirable] for k, v in tensors["mix"].items()}
+    for t in tensors.values():  # learners never see these (section 1); also less to gather
+        for key in HIDDEN_COLUMNS:
+            del t[key]
+    reasons = {
+        "un": f"{paths[0]}: D_UN has no rows, but this algorithm samples from it; "
+        "make the split with --n-un > 0.",
+        "mix": f"{paths[1]}: D_MIX has no rows; make the split with more trajectories.",
+        "mix_desirable": f"{paths[1]}: D_MIX has no desirable rows (is_desirable == 1), but "
+        "this algorithm (an oracle) clones them; make the split with --n-mix-desirable > 0.",
+    }
+    samplers, empty = {}, {}
+    for name, t in tensors.items():
+        n = len(t["observations"])
+        t["index"] = torch.arange(n, device=device)
+        if n:
+            samplers[name] = Sampler(t, generator)
+        else:
+            empty[name] = reasons[name]
+    return Sources(samplers, empty)
+
+
+def _checksum(data: OfflineData) -> str:
+    return str(data.attrs.get("checksum") or data.checksum())
+
+
+def _variant_params(un: OfflineData, mix: OfflineData) -> dict[str, int]:
+    """From the split files' attrs; counted from the data when a file lacks them."""
+    counted = {
+        "n_un": un.num_episodes() if len(un) else 0,
+        "n_mix_desirable": _count_episodes(mix, desirable=True),
+        "n_mix_undesirable": _count_episodes(mix, desirable=False),
+    }
+    return {
+        k: int(mix.attrs.get(k, un.attrs.get(k, counted[k])))
+        for k in VARIANT_KEYS  # split attrs win; counts fill in for other files
+    }
+
+
+def _count_episodes(data: OfflineData, desirable: bool) -> int:
+    if not len(data):
+        return 0
+    starts = data.episode_starts()
+    return int(((data.is_desirable[starts] > 0.5) == desirable).sum())
+
+
+# ---------------------------------------------------------------------------- file helpers
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
+
+    _atomic_write(path, write)
+
+
+class _Csv:
+    """An append-only CSV written as ``NAME.part`` and renamed to ``NAME`` by ``finish``."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None, offset: int | None = None):
+        self.path, self.part, self.columns = path, path.with_name(path.name + ".part"), columns
+        if offset is None:  # fresh run
+            self.part.unlink(missing_ok=True)
+        else:  # resume: cut what was written after the checkpoint
+            if not self.part.exists() and path.exists():
+                os.replace(path, self.part)
+            size = self.part.stat().st_size if self.part.exists() else 0
+            if size < offset:
+                raise ConfigError(
+                    f"{self.part} is shorter than the checkpoint says ({size} < {offset} bytes); "
+                    f"it was edited or deleted. Delete {path.parent / CHECKPOINT} to restart."
+                )
+            if self.part.exists():
+                os.truncate(self.part, offset)
+        self.file = open(self.part, "a")
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            self.file.write(",".join(self.columns) + "\n")
+        self.file.write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
+        self.file.flush()
+
+    def offset(self) -> int:
+        self.file.flush()
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def finish(self) -> None:
+        self.file.close()
+        os.replace(self.part, self.path)
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.6g}" if isinstance(x, float) else str(x)
+
+
+# ---------------------------------------------------------------------------- metrics
+class _Metrics:
+    """Per-step scalars from ``update``: checked for NaN/inf and averaged for the log.
+
+    Values stay on the device until ``flush`` reads all pending steps back in one copy.
+    """
+
+    def __init__(self, device: torch.device, state: dict | None = None):
+        self.device = device
+        self.pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
+        self.sums: dict[str, float] = dict((state or {}).get("sums", {}))
+        self.counts: dict[str, int] = dict((state or {}).get("counts", {}))
+
+    def add(self, step: int, out: dict[str, Any]) -> None:
+        values = [
+            v.detach().float().reshape(())
+            if isinstance(v, torch.Tensor)
+            else torch.tensor(float(v), device=self.device)
+            for v in out.values()
+        ]
+        if values:
+            self.pending.append((step, tuple(out), torch.stack(values)))
+
+    def flush(self, algo: str) -> None:
+        if not self.pending:
+            return
+        flat = torch.cat([v for _, _, v in self.pending]).cpu().tolist()
+        i = 0
+        for step, keys, _ in self.pending:
+            for key in keys:
+                x = flat[i]
+                i += 1
+                if not math.isfinite(x):
+                    self.pending.clear()
+                    raise TrainingDiverged(
+                        f"training diverged: {algo} returned {key} = {x} at step {step}. "
+                        "Outputs were not written; the last good checkpoint (if any) is kept. "
+                        "Check the datasets and lower the learning rates (--set ...)."
+                    )
+                self.sums[key] = self.sums.get(key, 0.0) + x
+                self.counts[key] = self.counts.get(key, 0) + 1
+        self.pending.clear()
+
+    def means(self) -> dict[str, float]:
+        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        self.sums.clear()
+        self.counts.clear()
+        return out
+
+    def state(self) -> dict:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "sampler": generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.set_state(state["sampler"])
+
+
+@contextlib.contextmanager
+def _rng_preserved(generator: torch.Generator) -> Iterator[None]:
+    """Evaluation inside training must not shift the training's random streams."""
+    state = _rng_state(generator)
+    try:
+        yield
+    finally:
+        _set_rng_state(state, generator)
+
+
+# ---------------------------------------------------------------------------- evaluation hook
+def _evaluate(
+    method: Method, spec, step: int, episodes: int, seed: int, num_envs: int, reference
+) -> dict:
+    """One curve.csv row: the current policy, deterministic, on the evaluation episodes of
+    ``seed`` (the same episodes the final ``uniq-bench evaluate`` uses)."""
+    from uniq import evaluate  # lazy: pulls in the environments
+
+    policy = method.policy()
+    was_training = policy.training
+    policy.eval()
+    try:
+        act_fn = evaluate.policy_act_fn(policy, str(method.device))
+        res = evaluate.rollout(
+            act_fn, spec, episodes, evaluate.eval_seed_base(seed), num_envs, False, False
+        )
+    finally:
+        policy.train(was_training)
+    r_min, r_max = reference if reference else (None, None)
+    m = evaluate.episode_metrics(
+        res.episode_returns, res.episode_costs, res.episode_lengths, spec.cost_limit, r_min, r_max
+    )
+    return {
+        "step": step,
+        **{k: m[k] for k in ("return_mean", "cost_mean", "return_normalized", "cost_normalized")},
+        "episodes": episodes,
+    }
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(
+    algo: str,
+    task,
+    un_path: str | os.PathLike,
+    mix_path: str | os.PathLike,
+    seed: int,
+    steps: int,
+    out_dir: str | os.PathLike,
+    overrides: dict[str, Any] | None = None,
+    label: str | None = None,
+    variant: str | None = None,
+    device: str = "auto",
+    eval_every: int = 0,
+    eval_episodes: int = 10,
+    reference_paths: Sequence[str | os.PathLike] = (),
+    log_every: int = 1000,
+    checkpoint_every: int = 10_000,
+    threads: int | None = None,
+    eval_num_envs: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``algo`` on (D_UN, D_MIX) for ``steps`` updates into ``out_dir``; returns policy meta.
+
+    ``task`` is a task name or an ``envs.tasks.TaskSpec``. ``overrides`` are method config
+    fields (``--set``). Resumes from ``out_dir/checkpoint.pt`` when present.
+    """
+    from uniq import registry
+    from uniq.nets import save_policy
+
+    if steps < 0 or log_every < 1 or checkpoint_every < 1 or eval_every < 0:
+        raise ConfigError("need steps >= 0, log_every >= 1, checkpoint_every >= 1, eval_every >= 0")
+    spec = task if hasattr(task, "obs_dim") else _get_task(task)
+    method_cls = registry.get_method(algo)
+    cfg = build_config(method_cls.Config, _coerce(method_cls.Config, overrides or {}), algo)
+    label = label or method_cls.name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_threads = set_threads(threads)
+
+    un = OfflineData.load(un_path, spec)
+    mix = OfflineData.load(mix_path, spec)
+    checksums = {"un": _checksum(un), "mix": _checksum(mix)}
+    variant_params = _variant_params(un, mix)
+    method_config = dataclasses.asdict(cfg)
+    identity = {  # what a checkpoint must match to be resumed (steps may grow)
+        "base_algo": method_cls.name,
+        "task": spec.name,
+        "seed": seed,
+        "config": method_config,
+        "dataset_checksums": checksums,
+    }
+    ckpt_path = out / CHECKPOINT
+    ckpt = (
+        torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt_path.exists()
+        else None
+    )
+    if ckpt is not None:
+        _check_resumable(ckpt, identity, steps, ckpt_path)
+
+    reference = None
+    if eval_every and reference_paths:  # fail before training, not at the first evaluation
+        from uniq.evaluate import reference_returns
+
+        reference = reference_returns(list(reference_paths))
+
+    with device_scope(device) as dev:
+        resolved = {
+            "algo": label,
+            "base_algo": method_cls.name,
+            "task": spec.name,
+            "variant": variant,
+            "seed": seed,
+            "steps": steps,
+            "device": str(dev),
+            "threads": n_threads,
+            "data": {
+                name: {"path": str(path), "checksum": checksums[name], "rows": len(d)}
+                for name, path, d in (("un", un_path, un), ("mix", mix_path, mix))
+            },
+            "variant_params": variant_params,
+            "config": method_config,
+            "uses_hidden_labels": method_cls.uses_hidden_labels,
+            "loop": dict(
+                log_every=log_every,
+                checkpoint_every=checkpoint_every,
+                eval_every=eval_every,
+                eval_episodes=eval_episodes,
+                reference_paths=[str(p) for p in reference_paths],
+            ),
+            "git_commit": git_commit(),
+        }
+        _write_yaml(out / "config.yaml", resolved)
+
+        generator = seed_everything(seed, dev)
+        sources = make_sources(un, mix, dev, generator, (str(un_path), str(mix_path)))
+        method = method_cls(cfg, spec, sources, dev, seed)
+        wanted = _batches(method)
+
+        def save_checkpoint(step: int, wall: float) -> None:
+            metrics.flush(label)  # never checkpoint past a non-finite loss
+            state = {
+                "identity": identity,
+                "step": step,
+                "method": method.state_dict(),
+                "rng": _rng_state(generator),
+                "pretrain": pretrain_log,
+                "wall_time_s": wall,
+                "metrics": metrics.state(),
+                "log": {"columns": log_csv.columns, "offset": log_csv.offset()},
+                "curve": {"columns": curve_csv.columns, "offset": curve_csv.offset()}
+                if curve_csv
+                else None,
+            }
+            _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+
+        if ckpt is None:
+            step, wall_before = 0, 0.0
+            metrics = _Metrics(dev)
+            log_csv = _Csv(out / "train_log.csv")
+            curve_csv = _Csv(out / "curve.csv") if eval_every else None
+            t0 = time.perf_counter()
+            pretrain_log = {k: _scalar(v) for k, v in method.pretrain().items()}
+            if pretrain_log:
+                log.info("pretrain: %s", ", ".join(f"{k}={v:.4g}" for k, v in pretrain_log.items()))
+            save_checkpoint(0, time.perf_counter() - t0)
+            wall_before = time.perf_counter() - t0
+        else:
+            method.load_state_dict(ckpt["method"])
+            _set_rng_state(ckpt["rng"], generator)
+            step, wall_before, pretrain_log = ckpt["step"], ckpt["wall_time_s"], ckpt["pretrain"]
+            metrics = _Metrics(dev, ckpt["metrics"])
+            log_csv = _Csv(out / "train_log.csv", ckpt["log"]["columns"], ckpt["log"]["offset"])
+            c = ckpt.get("curve")
+            curve_csv = (
+                _Csv(out / "curve.csv", c["columns"] if c else None, c["offset"] if c else 0)
+                if eval_every
+                else None
+            )
+            log.info("resuming %s from %s at step %d", label, ckpt_path, step)
+
+        check_every = 1 if dev.type == "cpu" else CUDA_CHECK_EVERY
+        t_start, t_window, window_start_step = time.perf_counter(), time.perf_counter(), step
+        bar = _progress_bar(steps, step, label, progress)
+        try:
+            while step < steps:
+                batch = {key: sources[src].sample(n) for key, (src, n) in wanted.items()}
+                step += 1
+                metrics.add(step, method.update(batch))
+                if step % check_every == 0:
+                    metrics.flush(label)
+                if step % log_every == 0 or step == steps:
+                    metrics.flush(label)
+                    now = time.perf_counter()
+                    row = {"step": step, **metrics.means()}
+                    row["wall_time_s"] = wall_before + now - t_start
+                    row["updates_per_s"] = (step - window_start_step) / max(now - t_window, 1e-9)
+                    log_csv.write(row)
+                    t_window, window_start_step = now, step
+                    bar.set_postfix(
+                        {k: f"{v:.3g}" for k, v in list(row.items())[1:4]}, refresh=False
+                    )
+                if eval_every and (step % eval_every == 0 or step == steps):
+                    with _rng_preserved(generator):
+                        curve_csv.write(
+                            _evaluate(
+                                method,
+                                spec,
+                                step,
+                                eval_episodes,
+                                seed,
+                                eval_num_envs,
+                                reference,
+                            )
+                        )
+                if step % checkpoint_every == 0 and step < steps:
+                    save_checkpoint(step, wall_before + time.perf_counter() - t_start)
+                bar.update(1)
+            wall = wall_before + time.perf_counter() - t_start
+            save_checkpoint(step, wall)
+        except BaseException:
+            log_csv.close()
+            if curve_csv:
+                curve_csv.close()
+            raise
+        finally:
+            bar.close()
+        log_csv.finish()
+        if curve_csv:
+            curve_csv.finish()
+
+        meta = {k: resolved[k] for k in META_FROM_CONFIG}
+        meta.update(
+            wall_time_s=wall,
+            dataset_checksums=checksums,
+            config=method_config,
+            pretrain=pretrain_log,
+        )
+        policy = method.policy()
+        save_policy(policy, out / "policy.pt", meta)
+        log.info("trained %s (%d steps, %.1f s) -> %s", label, steps, wall, out / "policy.pt")
+        return meta
+
+
+def _get_task(name: str):
+    from envs.tasks import get_task
+
+    try:
+        return get_task(name)
+    except KeyError as err:
+        raise ConfigError(err.args[0]) from None
+
+
+def _batches(method: Method) -> dict[str, tuple[str, int]]:
+    wanted = method.batches()
+    for key, (source, n) in wanted.items():
+        if source not in SOURCES or int(n) < 1:
+            raise ConfigError(
+                f"{type(method).__name__}.batches() asks for {key}: ({source!r}, {n}); "
+                f"sources are {SOURCES} and sizes must be >= 1"
+            )
+    return wanted
+
+
+def _check_resumable(ckpt: dict, identity: dict, steps: int, path: Path) -> None:
+    old = ckpt.get("identity", {})
+    diff = sorted(k for k in identity if old.get(k) != identity[k])
+    if diff:
+        raise ConfigError(
+            f"{path} was written by a different run (differs in: {', '.join(diff)}). "
+            "Delete it to start over, or choose another --out."
+        )
+    if ckpt["step"] > steps:
+        raise ConfigError(
+            f"{path} is at step {ckpt['step']} > --steps {steps}; delete it to retrain for fewer steps."
+        )
+
+
+def _scalar(v: Any) -> float:
+    return float(v.item() if isinstance(v, torch.Tensor) else v)
+
+
+def _progress_bar(total: int, initial: int, label: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=label,
+        disable=not enabled,
+        mininterval=2.0,
+        dynamic_ncols=True,
+    )
