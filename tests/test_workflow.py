@@ -1,0 +1,335 @@
+"""The Snakemake workflow: its DAG, lint, config validation, and the smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from uniq import workflow as W
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+CONFIGS = REPO / "config"
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` with this interpreter's environment (so `uniq-bench` is on PATH)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("UNIQ_GPU_LOCK_DIR", str(cwd / ".gpu_locks"))
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The ``Job stats`` table of a dry run, rule -> count."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule, computed from the config independently of uniq/workflow.py."""
+    default_seeds = config["train"]["seeds"]
+    runs, datasets = set(), set()
+    for block in config["experiments"].values():
+        for env in block.get("tasks") or config["tasks"]:
+            for variant in block["variants"]:
+                datasets.add((env, variant))
+                for algo in block["algorithms"]:
+                    for seed in block.get("seeds") or default_seeds:
+                        runs.add((env, variant, algo, seed))
+    rl_tasks = [t for t, spec in config["tasks"].items() if spec.get("data") != "scripted"]
+    counts = {
+        "demonstrator": 2 * len(rl_tasks),
+        "rollouts": 2 * len(config["tasks"]),
+        "dataset": len(datasets),
+        "train": len(runs),
+        "evaluate": len(runs),
+        "aggregate": len(config["experiments"]),
+        "all": 1,
+    }
+    counts.update({f"figures_{exp}": 1 for exp in config["experiments"]})
+    counts = {rule: n for rule, n in counts.items() if n}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def test_paper_dry_run_lists_every_job_once(tmp_path):
+    config = load("config.yaml")
+    result = snakemake(
+        "-n", "--quiet", "rules", "--configfile", str(CONFIGS / "config.yaml"),
+        "--directory", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts == expected_counts(config)
+    # A run shared by two experiments is trained once: main's default split is also the
+    # |D_UN| = 100 point of undesirable_size, so there are fewer runs than selections.
+    selections = sum(len(W.experiment_runs(config, exp)) for exp in config["experiments"])
+    assert counts["train"] < selections
+
+
+def test_profile_config_replaces_the_paper_config(tmp_path):
+    # Snakemake merges --configfile into the Snakefile's default config; the Snakefile loads
+    # the paper config only when none is given, so the smoke DAG has only the smoke tasks.
+    result = snakemake(
+        "-n", "--quiet", "rules", "--configfile", str(CONFIGS / "smoke.yaml"),
+        "--directory", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert job_counts(result.stdout + result.stderr) == expected_counts(load("smoke.yaml"))
+
+
+# Snakemake asks for a conda env or container per rule; this project pins its software with
+# uv (pyproject.toml + uv.lock) and every rule runs in that environment, so this one lint
+# does not apply. Every other lint is a failure.
+ALLOWED_LINTS = {"Specify a conda environment or container for each rule."}
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint")
+    text = result.stdout + result.stderr
+    titles = set(re.findall(r"^\s+\* (.+?):?$", text, flags=re.MULTILINE))
+    titles = {t.rstrip(":") for t in titles}
+    assert titles <= ALLOWED_LINTS, text
+    assert "Lints for snakefile" not in text, text
+
+
+# ---------------------------------------------------------------- config validation
+
+
+def smoke_with(edit) -> dict:
+    config = load("smoke.yaml")
+    edit(config)
+    return config
+
+
+BAD_CONFIGS = {
+    "unknown task": (
+        lambda c: c["tasks"].update({"SafetyPointGoal9-v0": {"data": "scripted"}}),
+        ["SafetyPointGoal9-v0", "valid tasks", "SafetyPointGoal1-v0", "SafetyCarButton1-v0"],
+    ),
+    "unknown algorithm": (
+        lambda c: c["algorithms"].update({"gail": {}}),
+        ["'gail'", "valid algorithms", "uniq", "safedice", "dwbc"],
+    ),
+    "unknown alias method": (
+        lambda c: c["algorithms"].update({"x": {"method": "uniqq"}}),
+        ["algorithms.x.method", "'uniqq'", "uniq"],
+    ),
+    "unknown hyper-parameter": (
+        lambda c: c["algorithms"]["uniq"]["set"].update({"occupancy_corection": False}),
+        ["occupancy_corection", "occupancy_correction"],
+    ),
+    "unknown variant": (
+        lambda c: c["experiments"]["main"].update({"variants": ["huge"]}),
+        ["experiments.main.variants", "huge", "default", "mix50"],
+    ),
+    "experiment algorithm not configured": (
+        lambda c: c["experiments"]["main"]["algorithms"].append("bc"),
+        ["experiments.main.algorithms", "'bc'", "bc-mix"],
+    ),
+    "scripted velocity task": (
+        lambda c: c["tasks"]["SafetyHalfCheetahVelocity-v1"].update({"data": "scripted"}),
+        ["SafetyHalfCheetahVelocity-v1", "navigation tasks only", "data: demonstrator"],
+    ),
+    "too few rollouts": (
+        lambda c: c["rollouts"].update({"episodes": 3}),
+        ["rollouts.episodes", "6 unsafe"],
+    ),
+}
+
+SCHEMA_ERRORS = {
+    "unknown top-level key": (lambda c: c.update({"trian": {}}), "trian"),
+    "unknown nested key": (lambda c: c["train"].update({"step": 5}), "step"),
+    "unknown experiment": (
+        lambda c: c["experiments"].update({"mains": c["experiments"]["main"]}),
+        "mains",
+    ),
+    "bad data source": (
+        lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"data": "d4rl"}),
+        "d4rl",
+    ),
+}
+
+
+def _validated(config: dict) -> dict:
+    validate(config, str(CONFIGS / "schema.yaml"))
+    return config
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_check_names_the_valid_choices(case):
+    edit, words = BAD_CONFIGS[case]
+    config = _validated(smoke_with(edit))
+    with pytest.raises(W.WorkflowConfigError) as err:
+        W.check(config)
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_ERRORS))
+def test_schema_rejects_unknown_keys(case):
+    edit, word = SCHEMA_ERRORS[case]
+    with pytest.raises(Exception, match=re.escape(word)):
+        _validated(smoke_with(edit))
+
+
+def test_shipped_configs_pass_and_aliases_become_cli_flags():
+    for name in ("config.yaml", "quick.yaml", "smoke.yaml"):
+        W.check(_validated(load(name)))
+    config = load("config.yaml")
+    assert W.train_args(config, "uniq-nocorr") == (
+        "--algo uniq --label uniq-nocorr --set occupancy_correction=false"
+    )
+    assert W.train_args(config, "dwbc") == "--algo dwbc --label dwbc"
+    # Enough rollouts for the largest split: mix80 draws 1600 safe, default 100 + 1600 unsafe.
+    env = "SafetyPointGoal1-v0"
+    assert W.rollout_episodes(config, env, "safe") == 1600
+    assert W.rollout_episodes(config, env, "unsafe") == 1700
+
+
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        (lambda c: c["tasks"].update({"SafetyPointGoal9-v0": {}}), ["valid tasks"]),
+        (lambda c: c["train"].update({"step": 5}), ["step", "Additional properties"]),
+    ],
+    ids=["unknown task", "unknown key"],
+)
+def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(smoke_with(edit)))
+    result = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    for word in words:
+        assert word in text, text
+    assert "Job stats" not in text and not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- the smoke run, end to end
+
+EXTERNAL_RULES = """
+# A method trained outside the suite: its script writes an eval.json in the result contract.
+rule external_mymethod:
+    input:
+        reference=lambda w: rollouts(w.env),
+    output:
+        f"results/{P}/runs/{{env}}/{{variant}}/mymethod/seed{{seed}}/eval.json",
+    params:
+        split=lambda w: json.dumps(W.variant_params(config, w.variant)),
+        episodes=config["evaluate"]["episodes"],
+    log:
+        f"logs/{P}/external/{{env}}_{{variant}}_mymethod_seed{{seed}}.log",
+    shell:
+        "python my_method.py --env {wildcards.env} --variant {wildcards.variant}"
+        " --seed {wildcards.seed} --episodes {params.episodes} --split '{params.split}'"
+        " --reference {input.reference} --out {output} > {log} 2>&1"
+"""
+
+MY_METHOD = '''
+"""A stand-in for someone else's method: a uniformly random policy, scored by the suite."""
+import argparse, json, os, subprocess, tempfile
+
+p = argparse.ArgumentParser()
+for flag in ("--env", "--variant", "--seed", "--episodes", "--split", "--out"):
+    p.add_argument(flag, required=True)
+p.add_argument("--reference", nargs="+", required=True)
+a = p.parse_args()
+tmp = a.out + ".tmp.json"
+subprocess.run(
+    ["uniq-bench", "evaluate", "--policy", "random", "--task", a.env, "--episodes", a.episodes,
+     "--seed", a.seed, "--num-envs", "1", "--no-progress", "--reference", *a.reference,
+     "--out", tmp],
+    check=True,
+)
+record = json.load(open(tmp))
+record.update(algo="mymethod", variant=a.variant, seed=int(a.seed),
+              variant_params=json.loads(a.split))
+with open(tmp, "w") as f:
+    json.dump(record, f)
+os.replace(tmp, a.out)
+'''
+
+
+@pytest.mark.slow
+def test_smoke_workflow_end_to_end(tmp_path):
+    config = load("smoke.yaml")
+    config["external_results"] = {"mymethod": {"experiments": ["main"]}}
+    config["external_rules"] = ["external.smk"]
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "external.smk").write_text("import json\n" + EXTERNAL_RULES)
+    (tmp_path / "my_method.py").write_text(textwrap.dedent(MY_METHOD))
+
+    start = time.monotonic()
+    result = snakemake(
+        "--cores", "2", "--configfile", str(tmp_path / "smoke.yaml"),
+        "--directory", str(tmp_path), "--show-failed-logs", "all",
+        cwd=tmp_path, timeout=1800,
+    )  # fmt: skip
+    wall = time.monotonic() - start
+    print(f"smoke workflow wall time: {wall:.0f} s")
+    assert result.returncode == 0, result.stderr[-6000:]
+
+    root = tmp_path / "results" / "smoke"
+    runs = W.all_runs(config)
+    for run in runs:
+        record = json.loads(
+            (
+                root / "runs" / run.env / run.variant / run.algo / f"seed{run.seed}" / "eval.json"
+            ).read_text()
+        )
+        assert (record["env"], record["variant"], record["algo"], record["seed"]) == tuple(run)
+    external = W.external_runs(config, "main")
+    assert external and all(
+        (root / "runs" / r.env / r.variant / "mymethod" / f"seed{r.seed}" / "eval.json").exists()
+        for r in external
+    )
+    for exp in config["experiments"]:
+        for name in ("summary.csv", "table.md", "table.tex", "table.csv"):
+            assert (root / exp / name).stat().st_size > 0, (exp, name)
+        assert list((tmp_path / "figures" / "smoke").glob(f"{exp}_*.pdf"))
+    summary = (root / "main" / "summary.csv").read_text()
+    assert "mymethod" in summary and "uniq" in summary
+    # Every rule wrote a benchmark file (resources measured per job).
+    assert len(list((tmp_path / "logs" / "smoke" / "benchmarks").rglob("*.tsv"))) >= len(runs)
+
+    # Nothing left to do: a second run is a no-op.
+    again = snakemake(
+        "-n",
+        "--configfile",
+        str(tmp_path / "smoke.yaml"),
+        "--directory",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)

@@ -1,0 +1,244 @@
+"""The workflow's plan: what a (schema-validated) config asks the Snakefile to build.
+
+The Snakefile stays rules only; everything it derives from the config lives here, where it is
+tested without Snakemake:
+
+- :func:`check` cross-checks names the JSON schema cannot know (tasks against
+  ``envs.tasks.TASKS``, methods against ``uniq.registry``, ``--set`` keys against each
+  method's ``Config``, variants and algorithms an experiment names) and fails with the valid
+  choices, before any job runs;
+- runs are keyed by ``(env, variant, algo, seed)``, not by experiment: experiments that share
+  a run (``main``'s default split is also ``undesirable_size``'s |D_UN| = 100) select the same
+  files, so it is trained once;
+- the rollouts of an env hold enough trajectories for the largest split any experiment
+  draws from them (``rollouts.episodes: auto``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from typing import Any, NamedTuple
+
+KINDS = ("safe", "unsafe")
+"""Demonstrator / rollout kinds: safe (SAC-Lagrangian or scripted safe), unsafe."""
+
+
+class WorkflowConfigError(ValueError):
+    """A config naming something unknown; the message names the key and the valid choices."""
+
+
+class Run(NamedTuple):
+    env: str
+    variant: str
+    algo: str
+    seed: int
+
+
+def _choices(names) -> str:
+    return ", ".join(sorted(names))
+
+
+def known_methods() -> dict[str, type]:
+    """Registered method classes by name (UNIQ, baselines/, ``UNIQ_EXTRA_METHODS``)."""
+    from uniq import registry
+
+    return registry.available()
+
+
+def method_of(config: dict, algo: str) -> str:
+    """The registered method an algorithm entry runs (its ``method``, else its own name)."""
+    return config["algorithms"][algo].get("method") or algo
+
+
+def check(config: dict) -> None:
+    """Fail with the valid names on anything the config names but the suite does not know."""
+    from envs.tasks import TASKS
+
+    unknown = sorted(set(config["tasks"]) - set(TASKS))
+    if unknown:
+        raise WorkflowConfigError(
+            f"config `tasks`: unknown task(s) {unknown}; valid tasks: {_choices(TASKS)} "
+            "(envs/tasks.py registers new ones)"
+        )
+    scripted = [t for t, e in config["tasks"].items() if e.get("data") == "scripted"]
+    bad = [t for t in scripted if TASKS[t].family != "navigation"]
+    if bad:
+        navigation = [t for t, spec in TASKS.items() if spec.family == "navigation"]
+        raise WorkflowConfigError(
+            f"config `tasks`: {bad} cannot use `data: scripted` (scripted controllers exist for "
+            f"the navigation tasks only: {_choices(navigation)}); use `data: demonstrator`"
+        )
+    methods = known_methods()
+    for algo, entry in config["algorithms"].items():
+        method = method_of(config, algo)
+        if method not in methods:
+            where = f"algorithms.{algo}.method" if entry.get("method") else "algorithms"
+            raise WorkflowConfigError(
+                f"config `{where}`: unknown algorithm {method!r}; valid algorithms: "
+                f"{_choices(methods)} (or give an alias `{algo}: {{method: <one of them>, set: ...}}`)"
+            )
+        fields = {f.name for f in dataclasses.fields(methods[method].Config)}
+        bad = sorted(set(entry.get("set", {})) - fields)
+        if bad:
+            raise WorkflowConfigError(
+                f"config `algorithms.{algo}.set`: unknown hyper-parameter(s) {bad} of {method}; "
+                f"valid ones: {_choices(fields)}"
+            )
+    external = config.get("external_results", {})
+    clash = sorted(set(external) & set(config["algorithms"]))
+    if clash:
+        raise WorkflowConfigError(
+            f"config `external_results`: {clash} also in `algorithms`; an external method "
+            "needs a name of its own"
+        )
+    variants = config["datasets"]["variants"]
+    for exp, block in config["experiments"].items():
+        checks = [
+            ("tasks", block.get("tasks", []), config["tasks"]),
+            ("variants", block["variants"], variants),
+            ("algorithms", block["algorithms"], config["algorithms"]),
+        ]
+        for key, names, valid in checks:
+            missing = sorted(set(names) - set(valid))
+            if missing:
+                raise WorkflowConfigError(
+                    f"config `experiments.{exp}.{key}`: unknown {missing}; valid: {_choices(valid)}"
+                )
+    for algo, block in external.items():
+        missing = sorted(set(block["experiments"]) - set(config["experiments"]))
+        if missing:
+            raise WorkflowConfigError(
+                f"config `external_results.{algo}.experiments`: unknown {missing}; "
+                f"valid: {_choices(config['experiments'])}"
+            )
+    for env in config["tasks"]:
+        for kind in KINDS:
+            rollout_episodes(config, env, kind)  # raises when a fixed count is too small
+
+
+def experiment_tasks(config: dict, exp: str) -> list[str]:
+    block = config["experiments"][exp]
+    return list(block.get("tasks") or config["tasks"])
+
+
+def experiment_seeds(config: dict, exp: str) -> list[int]:
+    return list(config["experiments"][exp].get("seeds") or config["train"]["seeds"])
+
+
+def experiment_runs(config: dict, exp: str) -> list[Run]:
+    """The suite's runs an experiment aggregates (external methods excluded)."""
+    block = config["experiments"][exp]
+    return [
+        Run(env, variant, algo, seed)
+        for env in experiment_tasks(config, exp)
+        for variant in block["variants"]
+        for algo in block["algorithms"]
+        for seed in experiment_seeds(config, exp)
+    ]
+
+
+def external_runs(config: dict, exp: str) -> list[Run]:
+    """The runs of external methods (``external_results``) that join an experiment."""
+    block = config["experiments"][exp]
+    return [
+        Run(env, variant, algo, seed)
+        for algo, ext in config.get("external_results", {}).items()
+        if exp in ext["experiments"]
+        for env in experiment_tasks(config, exp)
+        for variant in block["variants"]
+        for seed in experiment_seeds(config, exp)
+    ]
+
+
+def all_runs(config: dict) -> list[Run]:
+    """Every distinct suite run over all experiments (each trained once)."""
+    return sorted({run for exp in config["experiments"] for run in experiment_runs(config, exp)})
+
+
+def env_variants(config: dict, env: str) -> list[str]:
+    """Variants some experiment draws on ``env`` (its datasets are built for these only)."""
+    return sorted(
+        {
+            variant
+            for exp, block in config["experiments"].items()
+            if env in experiment_tasks(config, exp)
+            for variant in block["variants"]
+        }
+    )
+
+
+def variant_params(config: dict, variant: str) -> dict[str, int]:
+    return dict(config["datasets"]["variants"][variant])
+
+
+def episodes_needed(config: dict, env: str, kind: str) -> int:
+    """Trajectories of ``kind`` the largest split on ``env`` draws (disjoint within a split).
+
+    safe: ``n_mix_desirable``; unsafe: ``n_un + n_mix_undesirable``; max over the variants.
+    """
+    need = 0
+    for variant in env_variants(config, env):
+        p = variant_params(config, variant)
+        n = p["n_mix_desirable"] if kind == "safe" else p["n_un"] + p["n_mix_undesirable"]
+        need = max(need, n)
+    return need
+
+
+def rollout_episodes(config: dict, env: str, kind: str) -> int:
+    """``rollouts.episodes`` (checked against the largest split), or exactly that need."""
+    need = episodes_needed(config, env, kind)
+    asked = config["rollouts"]["episodes"]
+    if asked == "auto":
+        return max(need, 1)
+    if asked < need:
+        raise WorkflowConfigError(
+            f"config `rollouts.episodes` = {asked} is fewer than the {need} {kind} trajectories "
+            f"the largest split of {env} needs; raise it or set it to auto"
+        )
+    return asked
+
+
+def data_source(config: dict, env: str) -> str:
+    """``demonstrator`` (RL demonstrators, then rollouts) or ``scripted``."""
+    return config["tasks"][env]["data"]
+
+
+def demo_steps(config: dict, env: str) -> int:
+    """The task's ``demo_steps``, else envs/tasks.py's budget for ``demonstrator.budget``."""
+    from envs.tasks import get_task
+
+    steps = config["tasks"][env].get("demo_steps")
+    if steps:
+        return int(steps)
+    spec = get_task(env)
+    budget = config["demonstrator"]["budget"]
+    return spec.demo_steps_paper if budget == "paper" else spec.demo_steps_quick
+
+
+def kind_offset(kind: str) -> int:
+    """Seed offset of a kind, so safe and unsafe jobs never share a random stream."""
+    return KINDS.index(kind)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def train_args(config: dict, algo: str) -> str:
+    """``--algo METHOD --label ALGO [--set k=v ...]`` for an algorithm entry (shell-quoted)."""
+    entry = config["algorithms"][algo]
+    args = ["--algo", method_of(config, algo), "--label", algo]
+    for key, value in entry.get("set", {}).items():
+        args += ["--set", f"{key}={_format_value(value)}"]
+    return shlex.join(args)
+
+
+def name_regex(names) -> str:
+    """A wildcard constraint matching exactly ``names``."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
