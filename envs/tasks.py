@@ -39,9 +39,22 @@ class TaskSpec:
     cost_limit: float = 25.0
     """kappa: the safe demonstrator's per-episode cost limit and the cost normalizer."""
     demo_steps_quick: int = 50_000
-    """Environment steps for each RL demonstrator in the quick (CPU) profile."""
+    """Environment steps for each RL demonstrator in the quick (CPU) profile.
+
+    Chosen per task as the smallest budget whose demonstrators show the gap (unsafe cost
+    and return clearly above the safe ones) on one CPU thread; see the task list. The quick
+    profile uses scripted controllers (envs/scripted.py) for the navigation tasks, where RL
+    needs the paper budget, so this number matters only for the velocity tasks there.
+    """
     demo_steps_paper: int = 1_000_000
-    """Environment steps for each RL demonstrator in the paper profile (GPU machine)."""
+    """Environment steps for each RL demonstrator in the paper profile (GPU machine).
+
+    1M steps for every task: the usual off-policy budget on Safety-Gymnasium's level-1
+    navigation and velocity tasks (SAC converges on the velocity tasks well before; the
+    navigation tasks need on the order of 1M). Not tuned per task: check each
+    demonstrator's ``*.log.csv`` (return plateaued, safe cost near or below ``cost_limit``)
+    and raise it in the config if needed; ``uniq-bench split`` refuses data without a gap.
+    """
 
     def with_overrides(self, **overrides) -> TaskSpec:
         """A copy with some fields replaced (config files override e.g. ``cost_limit``)."""
@@ -58,7 +71,15 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("SafetyCarGoal1-v0", "navigation", obs_dim=72, act_dim=2),
         TaskSpec("SafetyPointButton1-v0", "navigation", obs_dim=76, act_dim=2),
         TaskSpec("SafetyCarButton1-v0", "navigation", obs_dim=88, act_dim=2),
-        TaskSpec("SafetyHalfCheetahVelocity-v1", "velocity", obs_dim=17, act_dim=6),
+        # Quick budget measured (hidden=128, batch_size=128, one CPU thread, ~20 min per
+        # demonstrator): at 40k steps the SAC-Lagrangian run is still as fast as SAC (no gap).
+        TaskSpec(
+            "SafetyHalfCheetahVelocity-v1",
+            "velocity",
+            obs_dim=17,
+            act_dim=6,
+            demo_steps_quick=80_000,
+        ),
         TaskSpec("SafetyAntVelocity-v1", "velocity", obs_dim=27, act_dim=8),
     ]
 }
