@@ -83,6 +83,7 @@ rule demonstrator:
     params:
         steps=lambda w: W.demo_steps(config, w.env),
         seed=lambda w: config["demonstrator"]["seed"] + W.kind_offset(w.kind),
+        hparams=W.demonstrator_args(config),
     log:
         f"{LOGS}/demonstrator/{{env}}_{{kind}}.log",
     benchmark:
@@ -92,8 +93,8 @@ rule demonstrator:
         gpu=1,
     shell:
         "uniq-bench demonstrator --task {wildcards.env} --kind {wildcards.kind} --steps {params.steps}"
-        " --seed {params.seed} --threads {threads} --device auto --no-progress --out {output}"
-        " > {log} 2>&1"
+        " --seed {params.seed} {params.hparams} --threads {threads} --device auto --no-progress"
+        " --out {output} > {log} 2>&1"
 
 
 rule rollouts:

@@ -86,22 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         import torch
 
         from envs.demonstrators import DemoConfig, train_demonstrator
+        from uniq.devices import device_for
         from uniq.method import ConfigError, build_config
         from uniq.train import parse_overrides
 
         torch.set_num_threads(args.threads)
         try:
             cfg = build_config(DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator")
-            stats = train_demonstrator(
-                args.task,
-                args.kind,
-                args.steps,
-                args.seed,
-                args.out,
-                args.device,
-                cfg,
-                progress=not args.no_progress,
-            )
+            with device_for(args.device) as device:  # the GPU slot allocator, as for training
+                stats = train_demonstrator(
+                    args.task,
+                    args.kind,
+                    args.steps,
+                    args.seed,
+                    args.out,
+                    str(device),
+                    cfg,
+                    progress=not args.no_progress,
+                )
         except (ConfigError, KeyError, ValueError, RuntimeError) as err:
             logging.getLogger("envs.demonstrators").error("%s", err.args[0] if err.args else err)
             return 2

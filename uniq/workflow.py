@@ -86,6 +86,14 @@ def check(config: dict) -> None:
                 f"config `algorithms.{algo}.set`: unknown hyper-parameter(s) {bad} of {method}; "
                 f"valid ones: {_choices(fields)}"
             )
+    from envs.demonstrators import DemoConfig
+
+    fields = {f.name for f in dataclasses.fields(DemoConfig)}
+    bad = sorted(set(config["demonstrator"].get("set", {})) - fields)
+    if bad:
+        raise WorkflowConfigError(
+            f"config `demonstrator.set`: unknown hyper-parameter(s) {bad}; valid ones: {_choices(fields)}"
+        )
     external = config.get("external_results", {})
     clash = sorted(set(external) & set(config["algorithms"]))
     if clash:
@@ -230,13 +238,20 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _set_args(overrides: dict[str, Any]) -> list[str]:
+    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_format_value(v)}")]
+
+
 def train_args(config: dict, algo: str) -> str:
     """``--algo METHOD --label ALGO [--set k=v ...]`` for an algorithm entry (shell-quoted)."""
     entry = config["algorithms"][algo]
     args = ["--algo", method_of(config, algo), "--label", algo]
-    for key, value in entry.get("set", {}).items():
-        args += ["--set", f"{key}={_format_value(value)}"]
-    return shlex.join(args)
+    return shlex.join(args + _set_args(entry.get("set", {})))
+
+
+def demonstrator_args(config: dict) -> str:
+    """``[--set k=v ...]`` for the demonstrators' hyper-parameters (``demonstrator.set``)."""
+    return shlex.join(_set_args(config["demonstrator"].get("set", {})))
 
 
 def name_regex(names) -> str:
