@@ -192,7 +192,12 @@ class OfflineData:
                 for key in KEYS:
                     f.create_dataset(key, data=getattr(self, key))
                 for k, v in attrs.items():
-                    f.attrs[k] = v if isinstance(v, str | int | float | bool) else json.dumps(v)
+                    v = v.item() if isinstance(v, np.generic) else v  # np.int64 from counts
+                    f.attrs[k] = (
+                        v
+                        if isinstance(v, str | int | float | bool)
+                        else json.dumps(v, default=_json_default)
+                    )
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -247,6 +252,13 @@ class OfflineData:
         out = {k: torch.as_tensor(getattr(self, k), device=device) for k in KEYS}
         out["initial"] = torch.as_tensor(self.initial_mask(), device=device)
         return out
+
+
+def _json_default(value):
+    """NumPy scalars and arrays inside list/dict attributes, as plain JSON values."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"attribute value {value!r} ({type(value).__name__}) is not JSON-serializable")
 
 
 def _decode_attr(value):

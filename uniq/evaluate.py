@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import subprocess
 import tempfile
 import time
@@ -370,7 +371,16 @@ def evaluate_policy_file(
                 f"{policy_path}: no such policy file; train one with `uniq-bench train` "
                 "or pass --policy random."
             )
-        policy, meta = load_policy(policy_path, "cpu")
+        try:
+            policy, meta = load_policy(policy_path, "cpu")
+        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+            # torch.load's own errors (zip/pickle internals) do not say what to do.
+            raise ValueError(
+                f"{policy_path}: unreadable policy file ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it is truncated or "
+                "not a policy.pt. Delete it and rerun `uniq-bench train` (it resumes from the "
+                "run's checkpoint.pt)."
+            ) from None
         _check_policy_fits(policy_path, policy, meta, spec)
         act_fn = policy_act_fn(policy)
     started = time.perf_counter()

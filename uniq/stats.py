@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import warnings
 import zlib
@@ -107,6 +108,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_outputs(out_dir: Path, outputs: dict[str, str]) -> dict[str, Path]:
+    """Write every file to a staging folder inside ``out_dir``, then rename each into place.
+
+    A failure while writing (full disk, interrupt) leaves the previous outputs as they were,
+    never a new summary.csv beside an old table.md; only the renames are not one step.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".aggregate.", dir=out_dir))
+    try:
+        for name, text in outputs.items():
+            atomic_write_text(stage / name, text)
+        for name in outputs:
+            os.replace(stage / name, out_dir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {name: out_dir / name for name in outputs}
 
 
 def _csv(df: pd.DataFrame) -> str:
@@ -700,11 +719,7 @@ def aggregate(
         table_caption=caption,
     )
     outputs["meta.json"] = json.dumps(meta, indent=2) + "\n"
-    out_dir = Path(out_dir)
-    written = {}
-    for name, text in outputs.items():
-        atomic_write_text(out_dir / name, text)
-        written[name] = out_dir / name
+    written = write_outputs(Path(out_dir), outputs)
     log.info(
         "aggregate %s: %d runs, %d tasks -> %s", experiment, len(df), len(meta["tasks"]), out_dir
     )

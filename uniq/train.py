@@ -15,9 +15,12 @@ each batch the method asks for (``Method.batches``) from device-resident tensors
   ``checkpoint_every`` steps, after ``pretrain`` and at the end; a rerun with the same
   arguments resumes from ``checkpoint.pt`` and ends with the same parameters as an
   uninterrupted run (same device and thread count);
-- outputs: ``config.yaml`` (resolved config), ``policy.pt`` (:func:`uniq.nets.save_policy`).
-  Logs are written to ``*.csv.part`` while training runs and renamed when it ends, so a
-  file named ``train_log.csv`` is always complete.
+- outputs: ``config.yaml`` (resolved config), ``policy.pt`` (:func:`uniq.nets.save_policy`),
+  written when training ends, so a failed or killed run leaves neither (nor overwrites
+  those of an earlier run in the folder). Logs are written to ``*.csv.part`` while training
+  runs and renamed last, after ``policy.pt``: a file named ``train_log.csv`` is always
+  complete, and a run killed before that rename still resumes when a workflow manager
+  deletes its declared outputs before rerunning it.
 """
 
 from __future__ import annotations
@@ -82,11 +85,21 @@ def device_scope(device: str) -> Iterator[torch.device]:
     """The training device for ``--device`` (auto | cpu | cuda | cuda:N), held while training.
 
     Delegates to the GPU allocator (:func:`uniq.devices.device_for`); the one place to swap
-    device policy.
+    device policy. A device that cannot be used (no GPU free with ``cuda``, a malformed
+    name, ``cuda:N`` without a driver) raises :class:`ConfigError` here, before any output
+    is written, rather than a traceback halfway through.
     """
-    from uniq.devices import device_for
+    from uniq.devices import NoGpuError, device_for
 
-    with device_for(device) as dev:
+    with contextlib.ExitStack() as stack:
+        try:
+            dev = stack.enter_context(device_for(device))
+            torch.empty(1, device=dev)  # touch it: CUDA errors surface on first use
+        except (NoGpuError, RuntimeError, AssertionError) as err:
+            raise ConfigError(
+                f"--device {device}: cannot use it ({str(err).splitlines()[0]}). "
+                "Use --device auto (GPU if free, else CPU) or --device cpu."
+            ) from None
         yield dev
 
 
@@ -162,6 +175,11 @@ class Sources(dict):
         if key in self.empty_reasons:
             raise DatasetError(self.empty_reasons[key])
         raise KeyError(f"unknown data source {key!r}; sources are {SOURCES}")
+
+    def require(self, names) -> None:
+        """Raise the DatasetError of the first of ``names`` that has no rows."""
+        for name in names:
+            self[name]
 
 
 def make_sources(
@@ -454,6 +472,9 @@ def train(
         "dataset_checksums": checksums,
     }
     ckpt_path = out / CHECKPOINT
+    for name in (CHECKPOINT, "policy.pt", "config.yaml"):  # a kill mid-write leaves these
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     ckpt = (
         torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt_path.exists()
@@ -494,12 +515,11 @@ def train(
             ),
             "git_commit": git_commit(),
         }
-        _write_yaml(out / "config.yaml", resolved)
-
         generator = seed_everything(seed, dev)
         sources = make_sources(un, mix, dev, generator, (str(un_path), str(mix_path)))
         method = method_cls(cfg, spec, sources, dev, seed)
         wanted = _batches(method)
+        sources.require(src for src, _ in wanted.values())  # before any log file exists
 
         def save_checkpoint(step: int, wall: float) -> None:
             metrics.flush(label)  # never checkpoint past a non-finite loss
@@ -589,9 +609,6 @@ def train(
             raise
         finally:
             bar.close()
-        log_csv.finish()
-        if curve_csv:
-            curve_csv.finish()
 
         meta = {k: resolved[k] for k in META_FROM_CONFIG}
         meta.update(
@@ -600,8 +617,12 @@ def train(
             config=method_config,
             pretrain=pretrain_log,
         )
-        policy = method.policy()
-        save_policy(policy, out / "policy.pt", meta)
+        _write_yaml(out / "config.yaml", resolved)
+        save_policy(method.policy(), out / "policy.pt", meta)
+        # Renamed last: until then the .part files and the checkpoint let a rerun resume.
+        log_csv.finish()
+        if curve_csv:
+            curve_csv.finish()
         log.info("trained %s (%d steps, %.1f s) -> %s", label, steps, wall, out / "policy.pt")
         return meta
 
