@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
+
+from uniq.atomic import atomic_path
 
 KEYS = (
     "observations",
@@ -182,26 +183,17 @@ class OfflineData:
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temp file in the same folder, then rename (no partial file ever)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         attrs = dict(self.attrs, checksum=self.checksum())
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                for key in KEYS:
-                    f.create_dataset(key, data=getattr(self, key))
-                for k, v in attrs.items():
-                    v = v.item() if isinstance(v, np.generic) else v  # np.int64 from counts
-                    f.attrs[k] = (
-                        v
-                        if isinstance(v, str | int | float | bool)
-                        else json.dumps(v, default=_json_default)
-                    )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            for key in KEYS:
+                f.create_dataset(key, data=getattr(self, key))
+            for k, v in attrs.items():
+                v = v.item() if isinstance(v, np.generic) else v  # np.int64 from counts
+                f.attrs[k] = (
+                    v
+                    if isinstance(v, str | int | float | bool)
+                    else json.dumps(v, default=_json_default)
+                )
         self.attrs = attrs
 
     @classmethod

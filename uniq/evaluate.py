@@ -17,8 +17,6 @@ import logging
 import math
 import os
 import pickle
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
+from uniq.atomic import atomic_write_text, git_commit
 from uniq.data import OfflineData
 
 log = logging.getLogger(__name__)
@@ -406,31 +405,6 @@ def _check_policy_fits(path, policy, meta: dict, spec: TaskSpec) -> None:
         )
 
 
-def git_commit() -> str:
-    """The suite's current git commit (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def write_json_atomic(path: str | os.PathLike, record: dict) -> None:
     """Write ``record`` as JSON through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")

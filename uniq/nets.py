@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from uniq.atomic import atomic_path
 
 
 def mlp(
@@ -142,14 +143,8 @@ def save_policy(policy: TanhGaussianPolicy, path: str | os.PathLike, meta: dict[
         "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
         "meta": meta,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_policy(

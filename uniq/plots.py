@@ -35,7 +35,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-from uniq.stats import SWEEPS, StatsError, atomic_write_bytes, atomic_write_text, method_order
+from uniq.atomic import atomic_write_bytes, atomic_write_text
+from uniq.stats import SWEEPS, StatsError, method_order
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,6 @@ import logging
 import math
 import os
 import random
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 
+from uniq.atomic import atomic_path, git_commit
 from uniq.data import DatasetError, OfflineData, Sampler
 from uniq.method import SOURCES, ConfigError, Method, build_config
 
@@ -148,21 +147,6 @@ def _coerce(config_cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the source tree, or "unknown"."""
-    try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else "unknown"
-
-
 # ---------------------------------------------------------------------------- data sources
 class Sources(dict):
     """source name -> Sampler; asking for a source with no rows fails with what to fix."""
@@ -247,14 +231,8 @@ def _count_episodes(data: OfflineData, desirable: bool) -> int:
 # ---------------------------------------------------------------------------- file helpers
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_yaml(path: Path, data: dict) -> None:
