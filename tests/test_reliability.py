@@ -230,13 +230,14 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted_run(tmp_path, short_epi
     assert a["wall_time_s"] > 0 and a["steps"] == steps
 
 
-@pytest.mark.parametrize("crash_in", ["save_policy", "log_rename"])
+@pytest.mark.parametrize("crash_in", ["save_policy", "log_rename", "after_finish"])
 def test_crash_while_writing_outputs_resumes_after_snakemake_deletes_them(
     tmp_path, monkeypatch, crash_in
 ):
-    """A kill after the last checkpoint but before every output is in place: Snakemake
-    deletes the job's declared outputs (policy.pt, train_log.csv, config.yaml) and reruns
-    it; the rerun must resume and finish with the uninterrupted run's results."""
+    """A kill after the last checkpoint but before every output is in place, or after the
+    job finished but before Snakemake recorded it (``after_finish``): Snakemake deletes the
+    job's declared outputs (policy.pt, train_log.csv, config.yaml) and reruns it; the rerun
+    must resume and finish with the uninterrupted run's results."""
     import uniq.nets
     import uniq.train
 
@@ -251,13 +252,16 @@ def test_crash_while_writing_outputs_resumes_after_snakemake_deletes_them(
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # as if killed here
 
-    if crash_in == "save_policy":
-        monkeypatch.setattr(uniq.nets, "save_policy", crash)
+    if crash_in == "after_finish":
+        assert main(argv(tmp_path / "run")) == 0
     else:
-        monkeypatch.setattr(uniq.train._Csv, "finish", crash)
-    with pytest.raises(KeyboardInterrupt):
-        main(argv(tmp_path / "run"))
-    monkeypatch.undo()
+        if crash_in == "save_policy":
+            monkeypatch.setattr(uniq.nets, "save_policy", crash)
+        else:
+            monkeypatch.setattr(uniq.train._Csv, "finish", crash)
+        with pytest.raises(KeyboardInterrupt):
+            main(argv(tmp_path / "run"))
+        monkeypatch.undo()
     for name in ("policy.pt", "train_log.csv", "config.yaml"):
         (tmp_path / "run" / name).unlink(missing_ok=True)  # what Snakemake does before a rerun
 

@@ -11,7 +11,7 @@ each batch the method asks for (``Method.batches``) from device-resident tensors
 - a NaN/inf guard: a non-finite returned scalar stops training with the step and key named
   (checked every step on the CPU; on a GPU every ``CUDA_CHECK_EVERY`` steps, to avoid a
   device sync per step, still naming the first bad step);
-- atomic checkpoints (method, optimizers, every RNG state, step, log positions) every
+- atomic checkpoints (method, optimizers, every RNG state, step, the logs so far) every
   ``checkpoint_every`` steps, after ``pretrain`` and at the end; a rerun with the same
   arguments resumes from ``checkpoint.pt`` and ends with the same parameters as an
   uninterrupted run (same device and thread count);
@@ -19,8 +19,9 @@ each batch the method asks for (``Method.batches``) from device-resident tensors
   written when training ends, so a failed or killed run leaves neither (nor overwrites
   those of an earlier run in the folder). Logs are written to ``*.csv.part`` while training
   runs and renamed last, after ``policy.pt``: a file named ``train_log.csv`` is always
-  complete, and a run killed before that rename still resumes when a workflow manager
-  deletes its declared outputs before rerunning it.
+  complete. The checkpoint holds the logs written so far, so a run killed at any point
+  (even after it finished, before a workflow manager recorded it) resumes when the manager
+  deletes its declared outputs and reruns it.
 """
 
 from __future__ import annotations
@@ -244,23 +245,16 @@ def _write_yaml(path: Path, data: dict) -> None:
 
 
 class _Csv:
-    """An append-only CSV written as ``NAME.part`` and renamed to ``NAME`` by ``finish``."""
+    """An append-only CSV written as ``NAME.part`` and renamed to ``NAME`` by ``finish``.
 
-    def __init__(self, path: Path, columns: list[str] | None = None, offset: int | None = None):
+    The checkpoint stores the text written so far (``text()``, a few hundred KB at most), and a
+    resume starts the ``.part`` file again from it: what a crash, or a workflow manager deleting
+    the outputs of an incomplete job, did to the files after the checkpoint cannot matter.
+    """
+
+    def __init__(self, path: Path, columns: list[str] | None = None, text: str = ""):
         self.path, self.part, self.columns = path, path.with_name(path.name + ".part"), columns
-        if offset is None:  # fresh run
-            self.part.unlink(missing_ok=True)
-        else:  # resume: cut what was written after the checkpoint
-            if not self.part.exists() and path.exists():
-                os.replace(path, self.part)
-            size = self.part.stat().st_size if self.part.exists() else 0
-            if size < offset:
-                raise ConfigError(
-                    f"{self.part} is shorter than the checkpoint says ({size} < {offset} bytes); "
-                    f"it was edited or deleted. Delete {path.parent / CHECKPOINT} to restart."
-                )
-            if self.part.exists():
-                os.truncate(self.part, offset)
+        self.part.write_text(text)
         self.file = open(self.part, "a")
 
     def write(self, row: dict[str, Any]) -> None:
@@ -270,9 +264,9 @@ class _Csv:
         self.file.write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
         self.file.flush()
 
-    def offset(self) -> int:
+    def text(self) -> str:
         self.file.flush()
-        return self.file.tell()
+        return self.part.read_text()
 
     def close(self) -> None:
         self.file.close()
@@ -509,8 +503,8 @@ def train(
                 "pretrain": pretrain_log,
                 "wall_time_s": wall,
                 "metrics": metrics.state(),
-                "log": {"columns": log_csv.columns, "offset": log_csv.offset()},
-                "curve": {"columns": curve_csv.columns, "offset": curve_csv.offset()}
+                "log": {"columns": log_csv.columns, "text": log_csv.text()},
+                "curve": {"columns": curve_csv.columns, "text": curve_csv.text()}
                 if curve_csv
                 else None,
             }
@@ -532,10 +526,10 @@ def train(
             _set_rng_state(ckpt["rng"], generator)
             step, wall_before, pretrain_log = ckpt["step"], ckpt["wall_time_s"], ckpt["pretrain"]
             metrics = _Metrics(dev, ckpt["metrics"])
-            log_csv = _Csv(out / "train_log.csv", ckpt["log"]["columns"], ckpt["log"]["offset"])
+            log_csv = _Csv(out / "train_log.csv", ckpt["log"]["columns"], ckpt["log"]["text"])
             c = ckpt.get("curve")
             curve_csv = (
-                _Csv(out / "curve.csv", c["columns"] if c else None, c["offset"] if c else 0)
+                _Csv(out / "curve.csv", c["columns"] if c else None, c["text"] if c else "")
                 if eval_every
                 else None
             )
