@@ -116,6 +116,12 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _interval(ax, y: float, low: float, high: float, value: float, color) -> None:
+    """One row of an interval plot: the CI as a thick bar, the point estimate as a tick."""
+    ax.plot([low, high], [y, y], color=color, lw=3.5, alpha=0.45, solid_capstyle="butt")
+    ax.plot([value], [y], "|", color=color, ms=7, mew=1.5)
+
+
 def _threshold(ax, vertical: bool) -> None:
     """Dashed line at normalized cost 1 (the cost limit)."""
     kw = dict(color="0.25", ls="--", lw=0.8, zorder=0)
@@ -163,16 +169,7 @@ def plot_aggregate(agg: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
                 if m not in sub.index:
                     continue
                 r = sub.loc[m]
-                y = n - 1 - k
-                ax.plot(
-                    [r["ci_low"], r["ci_high"]],
-                    [y, y],
-                    color=method_color(m),
-                    lw=3.5,
-                    alpha=0.45,
-                    solid_capstyle="butt",
-                )
-                ax.plot([r["value"]], [y], "|", color=method_color(m), ms=7, mew=1.5)
+                _interval(ax, n - 1 - k, r["ci_low"], r["ci_high"], r["value"], method_color(m))
             if metric == "cost_normalized":
                 _threshold(ax, vertical=True)
             ax.set_title(stat, loc="left", pad=2)
@@ -240,17 +237,8 @@ def plot_poi(poi: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
     for ax, metric in zip(axes, ("return_normalized", "cost_normalized"), strict=True):
         sub = poi[poi["metric"] == metric].set_index("baseline")
         for k, b in enumerate(bases):
-            y = n - 1 - k
             r = sub.loc[b]
-            ax.plot(
-                [r["ci_low"], r["ci_high"]],
-                [y, y],
-                color=method_color(b),
-                lw=3.5,
-                alpha=0.45,
-                solid_capstyle="butt",
-            )
-            ax.plot([r["poi"]], [y], "|", color=method_color(b), ms=7, mew=1.5)
+            _interval(ax, n - 1 - k, r["ci_low"], r["ci_high"], r["poi"], method_color(b))
         ax.axvline(0.5, color="0.25", ls="--", lw=0.8, zorder=0)
         ax.set_xlim(0, 1)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "", "0.5", "", "1"])  # no "1.0 0.0" clash
