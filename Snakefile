@@ -216,7 +216,13 @@ rule aggregate:
         ),
     output:
         summary=f"results/{P}/{{exp}}/summary.csv",
-        tables=multiext(f"results/{P}/{{exp}}/table", ".md", ".tex", ".csv"),
+        tables=multiext(f"results/{P}/{{exp}}/table", ".md", ".tex"),
+        table_csv=report(
+            f"results/{P}/{{exp}}/table.csv",
+            caption="report/table.rst",
+            category="{exp}",
+            labels={"experiment": "{exp}", "content": "table"},
+        ),
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         reference=config["aggregate"]["reference"],
@@ -244,11 +250,15 @@ for _exp in EXPERIMENTS:
                 else []
             ),
         output:
-            report(
-                figure_files(_exp, ("png",)),
-                category=_exp,
-                labels={"experiment": _exp, "format": "png"},
-            ),
+            [
+                report(
+                    png,
+                    caption=f"report/{png.rsplit('_', 1)[-1].removesuffix('.png')}.rst",
+                    category=_exp,
+                    labels={"experiment": _exp, "figure": png.rsplit("/", 1)[-1]},
+                )
+                for png in figure_files(_exp, ("png",))
+            ],
             figure_files(_exp, ("pdf",)),
         params:
             exp=_exp,

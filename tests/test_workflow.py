@@ -332,4 +332,15 @@ def test_smoke_workflow_end_to_end(tmp_path):
         cwd=tmp_path,
     )
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # The report gathers every figure and table, each with its caption.
+    report = snakemake(
+        "--configfile", str(tmp_path / "smoke.yaml"), "--directory", str(tmp_path),
+        "--report", str(tmp_path / "report.html"), cwd=tmp_path,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for exp in config["experiments"]:
+        assert f"{exp}_" in html and f"results/smoke/{exp}/table.csv" in html, exp
+    assert "Probability of improvement of UNIQ" in html  # a caption from report/
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
