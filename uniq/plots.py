@@ -116,6 +116,12 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _band(ax, x, y, low, high, color, fmt: str = "-", **line_kw) -> None:
+    """A curve with its CI as a shaded band."""
+    ax.plot(x, y, fmt, color=color, lw=1.0, **line_kw)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
 def _interval(ax, y: float, low: float, high: float, value: float, color) -> None:
     """One row of an interval plot: the CI as a thick bar, the point estimate as a tick."""
     ax.plot([low, high], [y, y], color=color, lw=3.5, alpha=0.45, solid_capstyle="butt")
@@ -203,10 +209,7 @@ def plot_profiles(prof: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
         sub = prof[prof["metric"] == metric]
         for m in methods:
             s = sub[sub["method"] == m]
-            ax.plot(s["tau"], s["fraction"], color=method_color(m), lw=1.0)
-            ax.fill_between(
-                s["tau"], s["ci_low"], s["ci_high"], color=method_color(m), alpha=0.2, lw=0
-            )
+            _band(ax, s["tau"], s["fraction"], s["ci_low"], s["ci_high"], method_color(m))
         if metric == "cost_normalized":
             _threshold(ax, vertical=True)
         ax.set_xlabel(f"τ ({METRIC_LABEL[metric].lower()})")
@@ -277,10 +280,7 @@ def plot_sweep(bx: pd.DataFrame, meta: dict, statistic: str = "IQM") -> tuple[Fi
         sub = bx[(bx["metric"] == metric) & (bx["statistic"] == statistic)]
         for m in methods:
             s = sub[sub["method"] == m].sort_values("x")
-            ax.plot(s["x"], s["value"], "o-", color=method_color(m), ms=2.5, lw=1.0)
-            ax.fill_between(
-                s["x"], s["ci_low"], s["ci_high"], color=method_color(m), alpha=0.2, lw=0
-            )
+            _band(ax, s["x"], s["value"], s["ci_low"], s["ci_high"], method_color(m), "o-", ms=2.5)
         if metric == "cost_normalized":
             _threshold(ax, vertical=False)
         if log_x:
@@ -449,10 +449,7 @@ def plot_curves(bands: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
             sub = bands[(bands["task"] == task) & (bands["metric"] == metric)]
             for m in methods:
                 s = sub[sub["algo"] == m]
-                ax.plot(s["step"], s["mean"], color=method_color(m), lw=1.0)
-                ax.fill_between(
-                    s["step"], s["ci_low"], s["ci_high"], color=method_color(m), alpha=0.2, lw=0
-                )
+                _band(ax, s["step"], s["mean"], s["ci_low"], s["ci_high"], method_color(m))
             if metric == "cost_normalized":
                 _threshold(ax, vertical=False)
             ax.set_title(f"{_short_task(task)}", loc="left", pad=2)
