@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import yaml
 
-from uniq.atomic import atomic_path, git_commit
+from uniq.atomic import atomic_path, atomic_write_text, git_commit
 from uniq.data import DatasetError, OfflineData, Sampler
 from uniq.method import SOURCES, ConfigError, Method, build_config
 
@@ -230,18 +230,8 @@ def _count_episodes(data: OfflineData, desirable: bool) -> int:
 
 
 # ---------------------------------------------------------------------------- file helpers
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def _write_yaml(path: Path, data: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            yaml.safe_dump(data, f, sort_keys=False)
-
-    _atomic_write(path, write)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 class _Csv:
@@ -508,7 +498,8 @@ def train(
                 if curve_csv
                 else None,
             }
-            _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(state, tmp)
 
         if ckpt is None:
             step, wall_before = 0, 0.0
