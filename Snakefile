@@ -117,7 +117,7 @@ rule rollouts:
         f"{LOGS}/rollouts/{{env}}_{{kind}}.log",
     benchmark:
         f"{LOGS}/benchmarks/rollouts/{{env}}_{{kind}}.tsv"
-    threads: config["rollouts"]["num_envs"]
+    threads: 1  # envs are vectorized in one single-threaded process (workers: UNIQ_ENV_WORKERS)
     shell:
         "uniq-bench collect --task {wildcards.env} {params.source} --episodes {params.episodes}"
         " --seed {params.seed} --num-envs {params.num_envs} --no-progress --out {output}"
@@ -202,7 +202,7 @@ rule evaluate:
         f"{LOGS}/evaluate/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
     benchmark:
         f"{LOGS}/benchmarks/evaluate/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
-    threads: config["evaluate"]["num_envs"]
+    threads: 1  # envs are vectorized in one single-threaded process (workers: UNIQ_ENV_WORKERS)
     shell:
         "uniq-bench evaluate --policy {input.policy} --task {wildcards.env}"
         " --episodes {params.episodes} --seed {params.seed} --num-envs {params.num_envs}"
