@@ -28,9 +28,10 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
              + (1 - gamma) E_B[V(s)]
 
    computed for each Q head and averaged. V uses the target critic, so it carries no
-   gradient: the last term is constant for the critic and is kept so the logged loss is
-   the objective's value. ``value_form="expectile"``: V is a separate network fitted by
-   expectile (0.7) regression to Q_target(s, a) on B.
+   gradient: the last term is constant for the critic. It is computed every
+   ``value_log_every`` updates, for the log only (``v_mean``, ``critic_objective``); the
+   logged ``critic_loss`` is the part with a gradient. ``value_form="expectile"``: V is a
+   separate network fitted by expectile (0.7) regression to Q_target(s, a) on B.
 
 3. Actor (tanh-Gaussian), weighted behaviour cloning on D_MIX:
 
@@ -132,12 +133,17 @@ class UNIQConfig:
     """Lower clamp of the policy's log standard deviation (reference -5)."""
     log_std_max: float = 2.0
     """Upper clamp of the policy's log standard deviation (reference 2)."""
+    value_log_every: int = 10
+    """Updates between evaluations of the constant (1 - gamma) E_B[V(s)] for the log (suite choice;
+    every update would cost ~9% of the step and change no gradient)."""
 
     def __post_init__(self) -> None:
         if self.ratio_form not in RATIO_FORMS:
             raise ConfigError(f"ratio_form={self.ratio_form!r}; choose one of {RATIO_FORMS}")
         if self.value_form not in VALUE_FORMS:
             raise ConfigError(f"value_form={self.value_form!r}; choose one of {VALUE_FORMS}")
+        if self.value_log_every < 1:
+            raise ConfigError(f"value_log_every={self.value_log_every}; need >= 1")
         if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
             raise ConfigError("need 0 <= ratio_quantile_low < ratio_quantile_high <= 1")
 
@@ -203,6 +209,7 @@ class UNIQ(Method):
         self.ratio_q = (cfg.ratio_quantile_low, cfg.ratio_quantile_high)
         self._tau: dict[str, torch.Tensor] = {}
         """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a))."""
+        self._updates = 0  # decides when E[V(s)] is logged; checkpointed (it changes RNG use)
 
     def batches(self) -> dict[str, tuple[str, int]]:
         cfg = self.cfg
@@ -343,6 +350,12 @@ class UNIQ(Method):
             ]
             self._tau[source] = torch.stack(cols, -1)
 
+    def extra_state(self) -> dict:
+        return {"updates": self._updates}
+
+    def load_extra_state(self, state: dict) -> None:
+        self._updates = state.get("updates", 0)
+
     def load_state_dict(self, state) -> None:
         super().load_state_dict(state)
         if self.cfg.occupancy_correction:
@@ -376,6 +389,8 @@ class UNIQ(Method):
         cfg, g = self.cfg, self.cfg.gamma
         mix, un = batch["mix"], batch["un"]
         m_c, m_a = cfg.batch_mix, cfg.actor_batch
+        log_value = self._updates % cfg.value_log_every == 0
+        self._updates += 1
         s = torch.cat([mix["observations"][:m_c], un["observations"]])
         a = torch.cat([mix["actions"][:m_c], un["actions"]])
         s_next = torch.cat([mix["next_observations"][:m_c], un["next_observations"]])
@@ -387,7 +402,9 @@ class UNIQ(Method):
         with torch.no_grad():
             W, W_act = self._weights(mix, un)
             if cfg.value_form == "policy":
-                V_s, V_next, V_act, Q_act = self._soft_values(mean, log_std, mix, un, s_next)
+                V_s, V_next, V_act, Q_act = self._soft_values(
+                    mean, log_std, mix, un, s_next, log_value
+                )
             else:
                 v = self.value(torch.cat([s, s_next, s_act])).squeeze(-1)
                 V_s, V_next, V_act = v.split([len(s), len(s_next), m_a])
@@ -395,17 +412,21 @@ class UNIQ(Method):
                 Q_sa, Q_act = Q_all.split([len(s), m_a])
             target = g * not_done * V_next
 
-        # Critic: L_Q = -E[W r] + 1/2 E[r^2] + (1 - gamma) E[V(s)], per Q head, averaged.
+        # Critic: L_Q = -E[W r] + 1/2 E[r^2] (+ the constant (1 - gamma) E[V(s)]), per Q head.
         r = torch.stack(self.critic(s, a)) - target  # [2 heads, batch]
         critic_loss = (
             -(W * r).mean(1)  # low implicit reward where rho_UN is
             + 0.5 * r.square().mean(1)  # chi^2 regularizer
-        ).mean() + (1 - g) * V_s.mean()
+        ).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
 
         out = {}
+        if V_s is not None:
+            out.update(
+                v_mean=V_s.mean(), critic_objective=critic_loss.detach() + (1 - g) * V_s.mean()
+            )
         if cfg.value_form == "expectile":
             u = Q_sa - self.value(s).squeeze(-1)
             value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean()
@@ -433,27 +454,29 @@ class UNIQ(Method):
         out.update(
             critic_loss=critic_loss.detach(),
             actor_loss=actor_loss.detach(),
-            v_mean=V_s.mean(),
             reward_mix=r[:m_c].mean(),  # implicit reward: should end lower on D_UN than on D_MIX
             reward_un=r[m_c:].mean(),
             actor_weight_max=weight.max(),
         )
         return out
 
-    def _soft_values(self, mean, log_std, mix, un, s_next):
+    def _soft_values(self, mean, log_std, mix, un, s_next, with_v_s: bool):
         """V(s) = Q_target(s, a~pi) - alpha log pi(a|s) on every state an update needs, and
         Q_target on the actor's data pairs, in one target-critic call.
 
-        Returns V on the critic batch, V on its next states, V and Q_target on the actor batch.
+        Returns V on the critic batch (None unless ``with_v_s``: only the log reads it), V on
+        its next states, V and Q_target on the actor batch.
         """
         cfg = self.cfg
         m, m_c, m_a = len(mean), cfg.batch_mix, cfg.actor_batch
         a_mix, logp_mix = self.actor.dist_sample(mean.detach(), log_std.detach())
-        s_other = torch.cat([un["observations"], s_next])
+        s_un = un["observations"] if with_v_s else un["observations"][:0]
+        s_other = torch.cat([s_un, s_next])
         a_other, logp_other = self.actor.sample(s_other)
         s_all = torch.cat([mix["observations"], s_other, mix["observations"][:m_a]])
         a_all = torch.cat([a_mix, a_other, mix["actions"][:m_a]])
         q = self.critic_target.min_q(s_all, a_all)
         v = q[: m + len(s_other)] - cfg.alpha * torch.cat([logp_mix, logp_other])
-        V_mix, V_un, V_next = v.split([m, len(un["observations"]), len(s_next)])
-        return torch.cat([V_mix[:m_c], V_un]), V_next, V_mix[:m_a], q[m + len(s_other) :]
+        V_mix, V_un, V_next = v.split([m, len(s_un), len(s_next)])
+        V_s = torch.cat([V_mix[:m_c], V_un]) if with_v_s else None
+        return V_s, V_next, V_mix[:m_a], q[m + len(s_other) :]
