@@ -54,6 +54,19 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert back.checksum() == data.attrs["checksum"]
 
 
+def test_json_looking_strings_round_trip_and_legacy_files_still_decode(tmp_path):
+    data = make_data()
+    data.attrs.update(note="[not, json]", listing="[1, 2]", table={"a": [1, 2]})
+    data.save(tmp_path / "d.h5")
+    back = OfflineData.load(tmp_path / "d.h5").attrs
+    assert back["listing"] == "[1, 2]" and back["note"] == "[not, json]"
+    assert back["table"] == {"a": [1, 2]} and back["source"] == {"kind": "safe"}
+    with h5py.File(tmp_path / "d.h5", "a") as f:  # a file from before the key list existed
+        del f.attrs["uniq_json_attrs"]
+    legacy = OfflineData.load(tmp_path / "d.h5").attrs
+    assert legacy["table"] == {"a": [1, 2]} and legacy["listing"] == [1, 2]
+
+
 def test_missing_key_is_named(tmp_path):
     arrays = raw_arrays(make_data())
     del arrays["costs"]

@@ -589,3 +589,24 @@ def test_every_result_records_commit_config_and_dataset_checksums(pipeline):
     }  # fmt: skip
     # aggregate refusing runs of different dataset checksums for one split:
     # tests/test_stats.py::test_mixed_dataset_checksums_are_refused and the CLI check above.
+
+
+def test_git_commit_flags_uncommitted_code_but_not_workflow_outputs(tmp_path):
+    from uniq.atomic import git_commit
+
+    assert git_commit(tmp_path) == "unknown"  # not a checkout
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "uniq").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "uniq/code.py").write_text("x = 1\n")
+    (tmp_path / "results/table.md").write_text("| a |\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = git("rev-parse", "HEAD").stdout.decode().strip()
+    assert git_commit(tmp_path / "uniq") == sha
+    (tmp_path / "results/table.md").write_text("| b |\n")  # a rerun rewrote a committed table
+    (tmp_path / "uniq/new.py").write_text("")  # untracked
+    assert git_commit(tmp_path / "uniq") == sha
+    (tmp_path / "uniq/code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "uniq") == sha + "-dirty"

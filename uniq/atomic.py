@@ -41,16 +41,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the suite's source tree, or ``"unknown"`` outside a checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
+GENERATED_PATHS = ("results", "figures", "logs")
+"""Folders the workflow writes into: edits there do not make a code checkout dirty."""
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The commit of the suite's source tree (``root``: default, this package's checkout).
+
+    ``"<sha>-dirty"`` when tracked files outside the workflow's outputs differ from that
+    commit, so a result computed with uncommitted code says so; ``"unknown"`` outside a
+    git checkout.
+    """
+    cwd = Path(root) if root is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    exclude = [f":(top,exclude){p}" for p in GENERATED_PATHS]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *exclude)
+    dirty = status is not None and status.returncode == 0 and status.stdout.strip() != ""
+    return head.stdout.strip() + ("-dirty" if dirty else "")

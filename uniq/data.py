@@ -36,6 +36,8 @@ KEYS = (
 """Every key a suite file holds; a DSRL file may lack ``is_desirable`` (then all rows are 1)."""
 
 VECTOR_KEYS = ("observations", "actions", "next_observations")
+JSON_KEYS_ATTR = "uniq_json_attrs"
+"""HDF5 attribute listing the attributes ``save`` stored as JSON text (lists, dicts)."""
 
 
 class DatasetError(ValueError):
@@ -184,16 +186,21 @@ class OfflineData:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: a temp file in the same folder, then rename (no partial file ever)."""
         attrs = dict(self.attrs, checksum=self.checksum())
+        if JSON_KEYS_ATTR in attrs:
+            raise ValueError(f"{JSON_KEYS_ATTR!r} is reserved; rename that attribute")
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for key in KEYS:
                 f.create_dataset(key, data=getattr(self, key))
+            encoded = []
             for k, v in attrs.items():
                 v = v.item() if isinstance(v, np.generic) else v  # np.int64 from counts
-                f.attrs[k] = (
-                    v
-                    if isinstance(v, str | int | float | bool)
-                    else json.dumps(v, default=_json_default)
-                )
+                if not isinstance(v, str | int | float | bool):
+                    v = json.dumps(v, default=_json_default)
+                    encoded.append(k)
+                f.attrs[k] = v
+            # Which strings are JSON we wrote: a string attribute that merely looks like JSON
+            # comes back as the same string.
+            f.attrs[JSON_KEYS_ATTR] = json.dumps(encoded)
         self.attrs = attrs
 
     @classmethod
@@ -217,7 +224,7 @@ class OfflineData:
                         "(DSRL layout) and optionally 'is_desirable'."
                     )
                 arrays = {k: f[k][()] for k in KEYS if k in f}
-                attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+                attrs = _decode_attrs(dict(f.attrs))
         except OSError as err:
             raise DatasetError(
                 f"{path}: unreadable HDF5 file ({err}). It may be truncated; regenerate it."
@@ -253,17 +260,27 @@ def _json_default(value):
     raise TypeError(f"attribute value {value!r} ({type(value).__name__}) is not JSON-serializable")
 
 
-def _decode_attr(value):
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _decode_attrs(raw: dict) -> dict:
+    """HDF5 attributes as Python values; JSON-decodes exactly the keys ``save`` encoded.
+
+    Files written before the key list existed (or by other tools) have no list: there a
+    string that parses as a JSON list or object is decoded, the best guess available.
+    """
+    out = {}
+    for k, v in raw.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    listed = out.pop(JSON_KEYS_ATTR, None)
+    if listed is not None:
+        return {k: json.loads(v) if k in json.loads(listed) else v for k, v in out.items()}
+    for k, v in out.items():
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                out[k] = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+    return out
 
 
 class Sampler:
