@@ -163,6 +163,7 @@ rule train:
     params:
         algo=lambda w: W.train_args(config, w.algo),
         steps=config["train"]["steps"],
+        checkpoint_every=config["train"]["checkpoint_every"],
         out_dir=lambda w, output: os.path.dirname(output.policy),
         curve=lambda w, input: (
             f"--eval-every {config['train']['eval_every']}"
@@ -182,7 +183,8 @@ rule train:
     shell:
         "uniq-bench train {params.algo} --task {wildcards.env} --variant {wildcards.variant}"
         " --un {input.un} --mix {input.mix} --seed {wildcards.seed} --steps {params.steps}"
-        " {params.curve} --threads {threads} --device auto --no-progress --out {params.out_dir}"
+        " {params.curve} --checkpoint-every {params.checkpoint_every} --threads {threads}"
+        " --device auto --no-progress --out {params.out_dir}"
         " > {log} 2>&1"
 
 

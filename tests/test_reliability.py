@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,6 +229,98 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted_run(tmp_path, short_epi
     a, b = (json.loads((run / "eval.json").read_text()) for run in (killed, clean))
     assert same_record(a, b), (a, b)
     assert a["wall_time_s"] > 0 and a["steps"] == steps
+
+
+KILL_CONFIG = {
+    "profile": "smoke",
+    "tasks": {"SafetyPointGoal1-v0": {"data": "scripted"}},
+    "rollouts": {"episodes": "auto", "num_envs": 1},
+    "datasets": {
+        "variants": {"default": {"n_un": 1, "n_mix_desirable": 1, "n_mix_undesirable": 2}}
+    },
+    "algorithms": {"uniq": {"set": {**UNIQ_TINY, "hidden": 32}}},
+    "train": {"steps": 1200, "seeds": [0], "checkpoint_every": 300},
+    "evaluate": {"episodes": 1, "num_envs": 1},
+    "aggregate": {"reps": 20},
+    "experiments": {"main": {"variants": ["default"], "algorithms": ["uniq"]}},
+}
+KILL_RUN = "results/smoke/runs/SafetyPointGoal1-v0/default/uniq/seed0"
+
+
+def _snakemake(folder: Path, *args: str, wait: bool = True):
+    """``snakemake ARGS`` in ``folder`` with this repository's Snakefile, one core."""
+    env = dict(
+        os.environ, UNIQ_THREADS="1", OMP_NUM_THREADS="1", UNIQ_GPU_LOCK_DIR=str(folder / "locks")
+    )
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    argv = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--cores",
+        "1",
+    ]
+    argv += ["--configfile", str(folder / "config.yaml"), "--directory", str(folder), *args]
+    if not wait:  # its own process group, so one killpg takes snakemake and its job
+        return subprocess.Popen(
+            argv,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path):
+    """The whole workflow process group SIGKILLed mid-training (a node lost, an OOM kill);
+    then `snakemake --unlock` and `snakemake --rerun-incomplete`, as the README says. The
+    rerun must resume from the checkpoint and end with the uninterrupted run's parameters
+    and eval.json."""
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed.mkdir()
+    (killed / "config.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
+    data = "results/smoke/data/SafetyPointGoal1-v0"
+    _snakemake(killed, f"{data}/default/un.h5", f"{data}/default/mix.h5")  # datasets once
+    shutil.copytree(killed, clean)
+    target = f"{KILL_RUN}/eval.json"
+    _snakemake(clean, target)  # the reference
+
+    proc = _snakemake(killed, target, wait=False)
+    ckpt = killed / KILL_RUN / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    def written() -> int:  # the checkpoint's version: 0 absent, then its mtime
+        return ckpt.stat().st_mtime_ns if ckpt.exists() else 0
+
+    while not written() and proc.poll() is None:  # the first, after pretraining (step 0)
+        assert time.monotonic() < deadline, "training made no checkpoint"
+        time.sleep(0.05)
+    first = written()
+    while written() == first and proc.poll() is None:  # the second, mid-run
+        assert time.monotonic() < deadline, "training made no second checkpoint"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the workflow ended before the kill"
+    left = {p.name for p in (killed / KILL_RUN).iterdir()}
+    assert not left & {"policy.pt", "train_log.csv", "config.yaml", "eval.json"}, left
+    step = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < step < KILL_CONFIG["train"]["steps"]
+
+    _snakemake(killed, "--unlock")
+    _snakemake(killed, "--rerun-incomplete", target)
+    log = (killed / "logs/smoke/train/SafetyPointGoal1-v0/default/uniq/seed0.log").read_text()
+    assert re.search(r"from \S*checkpoint\.pt at step \d+", log), log[-2000:]
+    assert same_params(killed / KILL_RUN / "policy.pt", clean / KILL_RUN / "policy.pt")
+    assert log_rows(killed / KILL_RUN / "train_log.csv") == log_rows(
+        clean / KILL_RUN / "train_log.csv"
+    )
+    a, b = (json.loads((run / KILL_RUN / "eval.json").read_text()) for run in (killed, clean))
+    assert same_record(a, b), (a, b)
 
 
 @pytest.mark.parametrize("crash_in", ["save_policy", "log_rename", "after_finish"])
