@@ -88,6 +88,7 @@ rule demonstrator:
         f"{LOGS}/demonstrator/{{env}}_{{kind}}.log",
     benchmark:
         f"{LOGS}/benchmarks/demonstrator/{{env}}_{{kind}}.tsv"
+    priority: 10  # the longest jobs, and most of the DAG waits on them: start them first
     threads: 1
     resources:
         gpu=1,
