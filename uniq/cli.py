@@ -298,6 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_train)
     # == end section: train ==================================================
 
+    def _diagnose(args: argparse.Namespace) -> int:
+        from uniq.diagnostics import diagnose, format_report, write
+
+        try:
+            report = diagnose(args.run, args.rows, args.seed)
+        except (FileNotFoundError, ValueError) as e:
+            logging.getLogger("uniq.diagnostics").error("%s", e)
+            return 2
+        print(format_report(report), end="")
+        if args.out:
+            write(report, args.out)
+        return 0
+
+    p = sub.add_parser(
+        "diagnose",
+        help="a UNIQ run's ratios, implicit reward and advantage on D_UN and on D_MIX's desirable "
+        "and undesirable rows (hidden labels used for the diagnosis only)",
+    )
+    p.add_argument("run", help="a UNIQ run folder (with checkpoint.pt and config.yaml)")
+    p.add_argument("--rows", type=int, default=20_000, help="rows sampled per group")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.set_defaults(handler=_diagnose)
+
     # == section: stats (uniq/stats.py, uniq/plots.py) ========================
     def _aggregate(args: argparse.Namespace) -> int:
         from uniq.stats import StatsError, aggregate

@@ -1,0 +1,157 @@
+"""What a trained UNIQ run learned, split by the hidden labels the learner never saw.
+
+For a finished (or checkpointed) UNIQ run folder, rebuilds the method from its
+``checkpoint.pt`` and the datasets named in its ``config.yaml``, then reports on three
+groups of transitions: D_UN, the desirable part of D_MIX and its undesirable part:
+
+- the occupancy ratio tau(s) = rho_UN / rho_MIX (should be high on D_UN and on undesirable
+  D_MIX rows, low on desirable ones);
+- the implicit reward r(s, a) = Q(s, a) - gamma (1 - done) V(s') (should be low where the
+  undesirable demonstrations go);
+- the advantage Q_target(s, a) - V(s) that weights the actor (should favour desirable rows).
+
+Each as a mean per group and as AUC(desirable D_MIX vs the other group): the probability that
+a random desirable row scores higher (reward, advantage) or lower (tau) than a random row of
+the other group; 0.5 is no separation. This tells a budget problem (little separation
+anywhere) from an estimator problem (tau does not separate) from a learning one (tau does,
+the reward does not)::
+
+    uniq-bench diagnose results/quick/runs/SafetyHalfCheetahVelocity-v1/default/uniq/seed0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from scipy.stats import rankdata
+
+from uniq.data import OfflineData
+from uniq.train import CHECKPOINT, make_sources
+
+GROUPS = ("un", "mix_desirable", "mix_undesirable")
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a random ``pos`` value > a random ``neg`` value), ties counted half (Mann-Whitney)."""
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+@torch.no_grad()
+def _scores(method, rows: dict[str, torch.Tensor], chunk: int = 8192) -> dict[str, np.ndarray]:
+    cfg = method.cfg
+    out: dict[str, list] = {"tau": [], "reward": [], "advantage": []}
+    for i in range(0, len(rows["observations"]), chunk):
+        t = {k: v[i : i + chunk] for k, v in rows.items()}
+        s, a, s2 = t["observations"], t["actions"], t["next_observations"]
+        if cfg.occupancy_correction:
+            out["tau"].append(method.occupancy_ratio(method._features(t)))
+        a2, logp2 = method.actor.sample(s2)
+        v_next = method.critic_target.min_q(s2, a2) - cfg.alpha * logp2
+        q = torch.stack(method.critic(s, a)).mean(0)
+        out["reward"].append(q - cfg.gamma * (1 - t["terminals"]) * v_next)
+        a_pi, logp = method.actor.sample(s)
+        v = method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
+        out["advantage"].append(method.critic_target.min_q(s, a) - v)
+    return {k: torch.cat(v).cpu().numpy() for k, v in out.items() if v}
+
+
+def diagnose(
+    run_dir: str | os.PathLike, max_rows: int = 20_000, seed: int = 0, spec=None
+) -> dict[str, Any]:
+    """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks.
+
+    ``spec``: the task (default: the registered task named in the run's config).
+    """
+    from uniq import registry
+    from uniq.method import build_config
+
+    run = Path(run_dir)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    ckpt = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    cls = registry.get_method(config["base_algo"])
+    if cls.name != "uniq":
+        raise ValueError(f"{run}: a {cls.name} run; diagnose reads UNIQ's critic and ratios")
+    if spec is None:
+        from envs.tasks import get_task
+
+        spec = get_task(config["task"])
+    un = OfflineData.load(config["data"]["un"]["path"], spec)
+    mix = OfflineData.load(config["data"]["mix"]["path"], spec)
+    device = torch.device("cpu")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the policy samples inside V
+    method = cls(
+        build_config(cls.Config, config["config"]),
+        spec,
+        make_sources(un, mix, device, gen),
+        device,
+        0,
+    )
+    method.load_state_dict(ckpt["method"])
+    method.actor.eval()
+
+    rng = np.random.default_rng(seed)
+    groups = {
+        "un": np.arange(len(un)),
+        "mix_desirable": np.flatnonzero(mix.is_desirable > 0.5),
+        "mix_undesirable": np.flatnonzero(mix.is_desirable <= 0.5),
+    }
+    scores = {}
+    for name, idx in groups.items():
+        src = un if name == "un" else mix
+        idx = rng.choice(idx, min(max_rows, len(idx)), replace=False) if len(idx) else idx
+        rows = {k: torch.as_tensor(getattr(src, k)[idx]) for k in
+                ("observations", "actions", "next_observations", "terminals")}  # fmt: skip
+        scores[name] = _scores(method, rows)
+    report: dict[str, Any] = {
+        "run": str(run),
+        "step": ckpt["step"],
+        "rows": {},
+        "mean": {},
+        "auc": {},
+    }
+    for name in GROUPS:
+        report["rows"][name] = int(len(next(iter(scores[name].values()))))
+    for key in scores["un"]:
+        report["mean"][key] = {g: float(np.mean(scores[g][key])) for g in GROUPS}
+        good = scores["mix_desirable"][key]
+        sign = -1 if key == "tau" else 1  # desirable rows should have low tau, high reward
+        report["auc"][key] = {
+            f"desirable>{g}": auc(sign * good, sign * scores[g][key])
+            for g in ("un", "mix_undesirable")
+        }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['run']} (step {report['step']}; rows per group {report['rows']})",
+        "",
+        "| quantity | D_UN | D_MIX desirable | D_MIX undesirable | AUC desirable vs D_UN | AUC desirable vs undesirable |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, means in report["mean"].items():
+        a = report["auc"][key]
+        lines.append(
+            f"| {key} | {means['un']:.3g} | {means['mix_desirable']:.3g} | "
+            f"{means['mix_undesirable']:.3g} | {a['desirable>un']:.3f} | "
+            f"{a['desirable>mix_undesirable']:.3f} |"
+        )
+    lines.append("")
+    lines.append("AUC: P(a desirable row has lower tau / higher reward or advantage); 0.5 = none.")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], path: str | os.PathLike) -> None:
+    from uniq.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
