@@ -293,6 +293,7 @@ def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path):
     proc = _snakemake(killed, target, wait=False)
     ckpt = killed / KILL_RUN / "checkpoint.pt"
     deadline = time.monotonic() + 300
+
     def written() -> int:  # the checkpoint's version: 0 absent, then its mtime
         return ckpt.stat().st_mtime_ns if ckpt.exists() else 0
 
