@@ -22,6 +22,11 @@ each batch the method asks for (``Method.batches``) from device-resident tensors
   complete. The checkpoint holds the logs written so far, so a run killed at any point
   (even after it finished, before a workflow manager recorded it) resumes when the manager
   deletes its declared outputs and reruns it.
+- seeds batched (``seed`` a list, ``train.batch_seeds`` in the workflow): one method with a
+  leading member dimension trains every seed (``Method.supports_members``); each seed is
+  built and pretrained as its separate run would be, gets its own folder with the files above
+  (its own log and curve columns, its own policy), and the job keeps one checkpoint in a
+  sibling folder (:func:`seed_dirs`).
 """
 
 from __future__ import annotations
