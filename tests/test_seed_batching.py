@@ -312,3 +312,35 @@ def test_method_that_cannot_batch_trains_its_seeds_one_after_another(tmp_path, d
             load_policy(tmp_path / f"s{seed}/policy.pt")[0].state_dict(),
             load_policy(tmp_path / f"alone{seed}/policy.pt")[0].state_dict(),
         )
+
+
+def test_batched_run_evaluates_each_member_on_its_seeds_episodes(tmp_path, data, monkeypatch):
+    from uniq import evaluate
+
+    seen = []
+
+    def fake_rollout(act_fn, task, episodes, seed, num_envs, record, progress):
+        seen.append(seed)
+        actions = act_fn(np.zeros((episodes, 3), np.float32))
+        np.random.rand(3), torch.rand(3)  # an env would use RNGs: training must not notice
+        n = np.arange(episodes, dtype=float)
+        return evaluate.Rollouts(n + actions.sum(), n, np.full(episodes, 10.0))
+
+    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    monkeypatch.setattr(evaluate, "reference_returns", lambda paths: (0.0, 10.0))
+    kw = dict(device="cpu", progress=False, log_every=5)
+    train("uniq", SPEC, *data, [0, 1], 12, tmp_path / "plain/s{seed}", TINY, **kw)
+    train(
+        "uniq", SPEC, *data, [0, 1], 12, tmp_path / "curve/s{seed}", TINY, eval_every=5,
+        eval_episodes=2, reference_paths=["ref.h5"], **kw,
+    )  # fmt: skip
+    base = [evaluate.eval_seed_base(s) for s in (0, 1)]
+    assert seen == base * 3  # steps 5, 10, 12: each member on its own seed's episodes
+    curves = []
+    for seed in (0, 1):
+        rows = (tmp_path / f"curve/s{seed}/curve.csv").read_text().splitlines()
+        assert [r.split(",")[0] for r in rows[1:]] == ["5", "10", "12"]
+        curves.append(rows)
+        a = load_policy(tmp_path / f"plain/s{seed}/policy.pt")[0].state_dict()
+        assert_same_state(a, load_policy(tmp_path / f"curve/s{seed}/policy.pt")[0].state_dict())
+    assert curves[0] != curves[1]  # each member's own policy was evaluated
