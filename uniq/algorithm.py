@@ -220,6 +220,8 @@ class UNIQ(Method):
         """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a));
         [K, N, ...] when batched (each member's classifiers)."""
         self._updates = 0  # decides when E[V(s)] is logged; checkpointed (it changes RNG use)
+        if members is not None:  # member k's rows of a [K, N, ...] table: table[_members, index]
+            self._members = torch.arange(members, device=self.device).unsqueeze(-1)
 
     def batches(self) -> dict[str, tuple[str, int]]:
         cfg = self.cfg
@@ -378,9 +380,7 @@ class UNIQ(Method):
     def _gather_tau(self, source: str, index: torch.Tensor) -> torch.Tensor:
         """tau of the sampled rows (each member's own tau and rows when batched)."""
         tau = self._tau[source]
-        if self.members is None:
-            return tau[index]
-        return tau[torch.arange(self.members, device=index.device).unsqueeze(-1), index]
+        return tau[index] if self.members is None else tau[self._members, index]
 
     def extra_state(self) -> dict:
         return {"updates": self._updates}
