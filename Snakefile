@@ -149,44 +149,96 @@ rule dataset:
         " --out-dir {params.out_dir} {params.no_gap} > {log} 2>&1"
 
 
-rule train:
-    input:
-        un=f"{DATA}/{{env}}/{{variant}}/un.h5",
-        mix=f"{DATA}/{{env}}/{{variant}}/mix.h5",
-        reference=lambda w: rollouts(w.env) if config["train"]["eval_every"] else [],
-    output:
-        # checkpoint.pt is left undeclared on purpose: Snakemake deletes a job's declared
-        # outputs before rerunning it, and train resumes from the checkpoint.
-        policy=f"{RUN}/policy.pt",
-        log=f"{RUN}/train_log.csv",
-        config=f"{RUN}/config.yaml",
-        curve=f"{RUN}/curve.csv" if config["train"]["eval_every"] else [],
-    params:
-        algo=lambda w: W.train_args(config, w.algo),
-        steps=config["train"]["steps"],
-        checkpoint_every=config["train"]["checkpoint_every"],
-        out_dir=lambda w, output: os.path.dirname(output.policy),
-        curve=lambda w, input: (
-            f"--eval-every {config['train']['eval_every']}"
-            f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
-            if config["train"]["eval_every"]
-            else ""
-        ),
-    wildcard_constraints:
-        algo=W.name_regex(config["algorithms"]),
-    log:
-        f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
-    benchmark:
-        f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
-    threads: config["train"]["threads"]
-    resources:
-        gpu=1,
-    shell:
-        "uniq-bench train {params.algo} --task {wildcards.env} --variant {wildcards.variant}"
-        " --un {input.un} --mix {input.mix} --seed {wildcards.seed} --steps {params.steps}"
-        " {params.curve} --checkpoint-every {params.checkpoint_every} --threads {threads}"
-        " --device auto --no-progress --out {params.out_dir}"
-        " > {log} 2>&1"
+if not config["train"]["batch_seeds"]:
+
+    rule train:
+        input:
+            un=f"{DATA}/{{env}}/{{variant}}/un.h5",
+            mix=f"{DATA}/{{env}}/{{variant}}/mix.h5",
+            reference=lambda w: rollouts(w.env) if config["train"]["eval_every"] else [],
+        output:
+            # checkpoint.pt is left undeclared on purpose: Snakemake deletes a job's declared
+            # outputs before rerunning it, and train resumes from the checkpoint.
+            policy=f"{RUN}/policy.pt",
+            log=f"{RUN}/train_log.csv",
+            config=f"{RUN}/config.yaml",
+            curve=f"{RUN}/curve.csv" if config["train"]["eval_every"] else [],
+        params:
+            algo=lambda w: W.train_args(config, w.algo),
+            steps=config["train"]["steps"],
+            checkpoint_every=config["train"]["checkpoint_every"],
+            out_dir=lambda w, output: os.path.dirname(output.policy),
+            curve=lambda w, input: (
+                f"--eval-every {config['train']['eval_every']}"
+                f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
+                if config["train"]["eval_every"]
+                else ""
+            ),
+        wildcard_constraints:
+            algo=W.name_regex(config["algorithms"]),
+        log:
+            f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
+        benchmark:
+            f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
+        threads: config["train"]["threads"]
+        resources:
+            gpu=1,
+        shell:
+            "uniq-bench train {params.algo} --task {wildcards.env} --variant {wildcards.variant}"
+            " --un {input.un} --mix {input.mix} --seed {wildcards.seed} --steps {params.steps}"
+            " {params.curve} --checkpoint-every {params.checkpoint_every} --threads {threads}"
+            " --device auto --no-progress --out {params.out_dir}"
+            " > {log} 2>&1"
+
+else:
+    # One job per (env, variant, algo) trains every seed as one batched-over-seeds network
+    # (`uniq-bench train --seed S1 S2 ...`); each seed's files are those of a separate run.
+    # Snakemake outputs cannot depend on the wildcards, so every job trains W.all_seeds.
+    SEEDS = W.all_seeds(config)
+    GROUP = f"{RUNS}/{{env}}/{{variant}}/{{algo}}"
+
+    def seed_files(name):
+        return [f"{GROUP}/seed{seed}/{name}" for seed in SEEDS]
+
+    rule train:
+        input:
+            un=f"{DATA}/{{env}}/{{variant}}/un.h5",
+            mix=f"{DATA}/{{env}}/{{variant}}/mix.h5",
+            reference=lambda w: rollouts(w.env) if config["train"]["eval_every"] else [],
+        output:
+            # The job's checkpoint.pt (in seed<S1_S2_...>/) is left undeclared on purpose, as
+            # in the one-seed rule: a rerun resumes from it.
+            policy=seed_files("policy.pt"),
+            log=seed_files("train_log.csv"),
+            config=seed_files("config.yaml"),
+            curve=seed_files("curve.csv") if config["train"]["eval_every"] else [],
+        params:
+            algo=lambda w: W.train_args(config, w.algo),
+            seeds=" ".join(map(str, SEEDS)),
+            steps=config["train"]["steps"],
+            checkpoint_every=config["train"]["checkpoint_every"],
+            out_pattern=lambda w: f"{RUNS}/{w.env}/{w.variant}/{w.algo}/seed{{seed}}",
+            curve=lambda w, input: (
+                f"--eval-every {config['train']['eval_every']}"
+                f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
+                if config["train"]["eval_every"]
+                else ""
+            ),
+        wildcard_constraints:
+            algo=W.name_regex(config["algorithms"]),
+        log:
+            f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seeds.log",
+        benchmark:
+            f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seeds.tsv"
+        threads: config["train"]["threads"]
+        resources:
+            gpu=1,
+        shell:
+            "uniq-bench train {params.algo} --task {wildcards.env} --variant {wildcards.variant}"
+            " --un {input.un} --mix {input.mix} --seed {params.seeds} --steps {params.steps}"
+            " {params.curve} --checkpoint-every {params.checkpoint_every} --threads {threads}"
+            " --device auto --no-progress --out '{params.out_pattern}'"
+            " > {log} 2>&1"
 
 
 rule evaluate:

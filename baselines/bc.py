@@ -38,14 +38,15 @@ class BC(Method):
 
     name = "bc-mix"
     Config = BCConfig
+    supports_members = True
     source = "mix"
     """Which dataset is cloned (see ``uniq.method.SOURCES``)."""
 
-    def __init__(self, cfg: BCConfig, spec, data, device, seed: int):
-        super().__init__(cfg, spec, data, device, seed)
-        self.actor = TanhGaussianPolicy(spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth).to(
-            self.device
-        )
+    def __init__(self, cfg: BCConfig, spec, data, device, seed: int, members: int | None = None):
+        super().__init__(cfg, spec, data, device, seed, members)
+        self.actor = TanhGaussianPolicy(
+            spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members=members
+        ).to(self.device)
         self.actor_opt = torch.optim.Adam(
             self.actor.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
@@ -55,9 +56,9 @@ class BC(Method):
 
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         demo = batch["demo"]
-        loss = -self.actor.log_prob(demo["observations"], demo["actions"]).mean()
+        loss = -self.actor.log_prob(demo["observations"], demo["actions"]).mean(-1)  # per member
         self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()  # sum over members: each gets its own gradient
         self.actor_opt.step()
         return {"actor_loss": loss.detach()}
 

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from uniq.method import Method
-from uniq.nets import TanhGaussianPolicy, mlp
+from uniq.nets import TanhGaussianPolicy, linear, mlp
 
 
 @dataclass
@@ -79,11 +79,19 @@ class DWBCConfig:
 class Discriminator(nn.Module):
     """d(s, a, log pi) in [d_min, d_max]: two ReLU branches, (s, a) and log pi, then an MLP."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, d_min: float, d_max: float):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int,
+        d_min: float,
+        d_max: float,
+        members: int | None = None,
+    ):
         super().__init__()
-        self.sa_branch = nn.Sequential(nn.Linear(obs_dim + act_dim, hidden), nn.ReLU())
-        self.logp_branch = nn.Sequential(nn.Linear(act_dim, hidden), nn.ReLU())
-        self.head = mlp(2 * hidden, 1, 2 * hidden, depth=1)
+        self.sa_branch = nn.Sequential(linear(obs_dim + act_dim, hidden, members), nn.ReLU())
+        self.logp_branch = nn.Sequential(linear(act_dim, hidden, members), nn.ReLU())
+        self.head = mlp(2 * hidden, 1, 2 * hidden, depth=1, members=members)
         self.d_min, self.d_max = d_min, d_max
 
     def forward(self, obs, actions, log_pi_scaled) -> torch.Tensor:
@@ -103,11 +111,11 @@ def per_dim_log_prob(policy: TanhGaussianPolicy, obs, actions) -> torch.Tensor:
 
 
 def pu_loss(d_un: torch.Tensor, d_mix: torch.Tensor, eta: float) -> torch.Tensor:
-    """L_d = eta E_UN[-log d] + E_MIX[-log(1 - d)] - eta E_UN[-log(1 - d)]."""
+    """L_d = eta E_UN[-log d] + E_MIX[-log(1 - d)] - eta E_UN[-log(1 - d)] (per member)."""
     return (
-        eta * -torch.log(d_un).mean()
-        + -torch.log(1 - d_mix).mean()
-        - eta * -torch.log(1 - d_un).mean()
+        eta * -torch.log(d_un).mean(-1)
+        + -torch.log(1 - d_mix).mean(-1)
+        - eta * -torch.log(1 - d_un).mean(-1)
     )
 
 
@@ -121,14 +129,17 @@ class DWBC(Method):
 
     name = "dwbc"
     Config = DWBCConfig
+    supports_members = True
 
-    def __init__(self, cfg: DWBCConfig, spec, data, device, seed: int):
-        super().__init__(cfg, spec, data, device, seed)
-        obs_dim, act_dim = spec.obs_dim, spec.act_dim
-        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth).to(self.device)
-        self.disc = Discriminator(obs_dim, act_dim, cfg.disc_hidden, cfg.d_min, cfg.d_max).to(
+    def __init__(self, cfg: DWBCConfig, spec, data, device, seed: int, members: int | None = None):
+        super().__init__(cfg, spec, data, device, seed, members)
+        obs_dim, act_dim, k = spec.obs_dim, spec.act_dim, members
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth, members=k).to(
             self.device
         )
+        self.disc = Discriminator(
+            obs_dim, act_dim, cfg.disc_hidden, cfg.d_min, cfg.d_max, members=k
+        ).to(self.device)
         self.actor_opt = torch.optim.Adam(
             self.actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay
         )
@@ -163,22 +174,22 @@ class DWBC(Method):
             disc_loss = pu_loss(d_un, d_mix, self.cfg.eta)
         if update_disc:
             self.disc_opt.zero_grad(set_to_none=True)
-            disc_loss.backward()
+            disc_loss.sum().backward()  # sum over members: each gets its own gradient
             self.disc_opt.step()
 
         w = desirability_weight(d_mix.detach(), self.cfg.weight_cutoff)
-        actor_loss = (w * -log_pi_mix.sum(-1)).mean()
+        actor_loss = (w * -log_pi_mix.sum(-1)).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_opt.step()
         self.step += 1
         return {
             "actor_loss": actor_loss.detach(),
             "disc_loss": disc_loss.detach(),
-            "d_un": d_un.detach().mean(),
-            "d_mix": d_mix.detach().mean(),
-            "weight_mean": w.mean(),
-            "weight_zero_frac": (w == 0).float().mean(),
+            "d_un": d_un.detach().mean(-1),
+            "d_mix": d_mix.detach().mean(-1),
+            "weight_mean": w.mean(-1),
+            "weight_zero_frac": (w == 0).float().mean(-1),
         }
 
     def extra_state(self) -> dict:

@@ -35,6 +35,9 @@ r"""SafeDICE (Jang et al. 2023): imitate D_MIX with the undesirable occupancy ta
 
        L_pi = -E_MIX[w log pi(a|s)].
 
+Batched over seeds (``members=K``): alpha and the reward statistics are per member
+(``[K, 1]`` tensors, from each member's own classifier), logsumexp and softmax per member.
+
 Published: 2x256 MLPs, batch 512, lr 1e-4 (nu, classifier), 1e-5 (actor), gamma 0.99,
 100k classifier steps, gradient penalties (10, 1e-6).
 """
@@ -91,8 +94,8 @@ def safedice_reward(s: torch.Tensor, alpha: float) -> torch.Tensor:
 def gradient_penalty(f, x: torch.Tensor, center: float) -> torch.Tensor:
     """E[(||grad_x f(x)|| - center)^2] (center 1: WGAN-GP style; center 0: plain norm penalty)."""
     x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
-    return ((grad.norm(dim=-1) - center) ** 2).mean()
+    (grad,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)  # members: own rows only
+    return ((grad.norm(dim=-1) - center) ** 2).mean(-1)
 
 
 class SafeDICE(Method):
@@ -100,13 +103,16 @@ class SafeDICE(Method):
 
     name = "safedice"
     Config = SafeDICEConfig
+    supports_members = True
 
-    def __init__(self, cfg: SafeDICEConfig, spec, data, device, seed: int):
-        super().__init__(cfg, spec, data, device, seed)
-        obs_dim, act_dim = spec.obs_dim, spec.act_dim
-        self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth).to(self.device)
-        self.classifier = mlp(obs_dim + act_dim, 1, cfg.hidden, cfg.depth).to(self.device)
-        self.nu = mlp(obs_dim, 1, cfg.hidden, cfg.depth).to(self.device)
+    def __init__(
+        self, cfg: SafeDICEConfig, spec, data, device, seed: int, members: int | None = None
+    ):
+        super().__init__(cfg, spec, data, device, seed, members)
+        obs_dim, act_dim, h, d, k = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members
+        self.actor = TanhGaussianPolicy(obs_dim, act_dim, h, d, members=k).to(self.device)
+        self.classifier = mlp(obs_dim + act_dim, 1, h, d, members=k).to(self.device)
+        self.nu = mlp(obs_dim, 1, h, d, members=k).to(self.device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.nu_opt = torch.optim.Adam(self.nu.parameters(), lr=cfg.nu_lr)
         self.classifier_opt = torch.optim.Adam(self.classifier.parameters(), lr=cfg.classifier_lr)
@@ -165,6 +171,18 @@ class SafeDICE(Method):
             "s_un": float(s_un.mean()),
         }
 
+    def adopt(self, plains: list[SafeDICE]) -> None:
+        super().adopt(plains)
+        self.classifier.requires_grad_(False)
+
+        def column(name: str, dtype: torch.dtype) -> torch.Tensor:  # [K, 1]: broadcasts on rows
+            values = [getattr(p, name) for p in plains]
+            return torch.tensor(values, dtype=dtype, device=self.device).unsqueeze(-1)
+
+        self.alpha = column("alpha", torch.float64)  # safedice_reward works in float64
+        self.reward_mean = column("reward_mean", torch.float32)
+        self.reward_std = column("reward_std", torch.float32)
+
     def reward(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
         """Standardized r of a D_MIX batch."""
         r = safedice_reward(self.prob_un(mix), self.alpha)
@@ -180,49 +198,56 @@ class SafeDICE(Method):
     @torch.no_grad()
     def weights(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
         """The policy weight w = exp(A - 1)/mean exp(A - 1) of each row of a D_MIX batch."""
-        return len(mix["observations"]) * torch.softmax(self._advantage(mix), 0)
+        return mix["observations"].shape[-2] * torch.softmax(self._advantage(mix), -1)
 
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         un, mix = batch["un"], batch["mix"]
         cfg = self.cfg
         adv = self._advantage(mix)
+        lead = adv.shape[:-1]  # (K,) when batched, else ()
         idx = torch.randint(
-            len(self.init_obs), (cfg.batch_size,), device=self.init_obs.device,
+            len(self.init_obs), (*lead, cfg.batch_size), device=self.init_obs.device,
             generator=self.data["mix"].generator,
         )  # fmt: skip
-        nu_loss = torch.logsumexp(adv, 0) + (1 - cfg.gamma) * self.nu(self.init_obs[idx]).mean()
+        nu_0 = self.nu(self.init_obs[idx]).squeeze(-1)
+        nu_loss = torch.logsumexp(adv, -1) + (1 - cfg.gamma) * nu_0.mean(-1)
         if cfg.nu_gp > 0:  # the costliest term (double backward); nu_gp = 0 skips it
-            u = torch.rand(len(un["observations"]), 1, device=adv.device)
+            u = torch.rand(*lead, un["observations"].shape[-2], 1, device=adv.device)
             x_hat = torch.cat(
                 [
                     mix["observations"],
                     u * un["observations"] + (1 - u) * mix["observations"],
                     u * un["next_observations"] + (1 - u) * mix["next_observations"],
-                ]
+                ],
+                -2,
             )
             nu_loss = nu_loss + cfg.nu_gp * gradient_penalty(self.nu, x_hat, 0.0)
         self.nu_opt.zero_grad(set_to_none=True)
-        nu_loss.backward()
+        nu_loss.sum().backward()  # sum over members: each gets its own gradient
         self.nu_opt.step()
 
-        w = len(adv) * torch.softmax(adv.detach(), 0)  # exp(A - 1) / mean exp(A - 1)
-        actor_loss = -(w * self.actor.log_prob(mix["observations"], mix["actions"])).mean()
+        w = adv.shape[-1] * torch.softmax(adv.detach(), -1)  # exp(A - 1) / mean exp(A - 1)
+        log_pi = self.actor.log_prob(mix["observations"], mix["actions"])
+        actor_loss = -(w * log_pi).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_opt.step()
         return {
             "nu_loss": nu_loss.detach(),
             "actor_loss": actor_loss.detach(),
-            "advantage": adv.detach().mean(),
-            "weight_max": w.max(),
+            "advantage": adv.detach().mean(-1),
+            "weight_max": w.amax(-1),
         }
 
     def extra_state(self) -> dict:
         return {"alpha": self.alpha, "reward_mean": self.reward_mean, "reward_std": self.reward_std}
 
     def load_extra_state(self, state: dict) -> None:
-        self.alpha = state["alpha"]
-        self.reward_mean, self.reward_std = state["reward_mean"], state["reward_std"]
+        def here(x):  # floats, or [K, 1] tensors when batched (loaded on the CPU)
+            return x.to(self.device) if isinstance(x, torch.Tensor) else x
+
+        self.alpha = here(state["alpha"])
+        self.reward_mean, self.reward_std = here(state["reward_mean"]), here(state["reward_std"])
         self.classifier.requires_grad_(False)
 
 

@@ -107,6 +107,27 @@ def test_profile_config_replaces_the_paper_config(tmp_path):
     assert job_counts(result.stdout + result.stderr) == expected_counts(load("smoke.yaml"))
 
 
+def test_batch_seeds_makes_one_train_job_per_env_variant_algo(tmp_path):
+    config = load("config.yaml")
+    config["train"]["batch_seeds"] = True
+    path = tmp_path / "batched.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(
+        "-n", "--printshellcmds", "all", "--configfile", str(path), "--directory", str(tmp_path)
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout + result.stderr
+    counts = job_counts(out)
+    expected = expected_counts(config)
+    groups = {run[:3] for run in W.all_runs(config)}
+    assert counts["train"] == len(groups) == expected["train"] // len(config["train"]["seeds"])
+    assert counts["evaluate"] == expected["evaluate"]  # still one per seed
+    shells = [line for line in out.splitlines() if "uniq-bench train" in line]
+    assert len(shells) == len(groups)
+    seeds = " ".join(map(str, config["train"]["seeds"]))
+    assert all(f"--seed {seeds} " in line and "/seed{seed}'" in line for line in shells)
+
+
 # Snakemake asks for a conda env or container per rule; this project pins its software with
 # uv (pyproject.toml + uv.lock) and every rule runs in that environment, so this one lint
 # does not apply. Every other lint is a failure.

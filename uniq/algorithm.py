@@ -47,6 +47,11 @@ its next state) is computed once and gathered by row index. The actor's 512 D_MI
 include the critic's 256 (all rows are i.i.d. uniform draws), so one policy forward
 serves the actor's log-likelihood and V on those states, and every target-critic
 evaluation of an update is one batched call.
+
+Batched over seeds (``members=K``): batches are ``[K, B, ...]``, every per-batch statistic
+above (the quantiles and min-max scaling of tau, max A and mean exp(A - max A), the means of
+the losses) is taken per member along the batch dimension, and tau is cached per member
+(``[K, N, ...]``, each member's classifiers) and gathered by each member's row indices.
 """
 
 from __future__ import annotations
@@ -154,25 +159,27 @@ def inverse_square_weight(W: torch.Tensor, clip: float) -> torch.Tensor:
 
 
 def scale_ratio(tau: torch.Tensor, q: tuple[float, float], reward_factor: float) -> torch.Tensor:
-    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of ``tau``.
+    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of ``tau``
+    along its last dimension.
 
     w is in [-R, 0]: 0 for the least and -R for the most undesirable-looking rows. A batch
     whose quantiles coincide (constant tau) gets w = 0.
     """
-    lo, hi = quantiles(tau, q)
+    lo, hi = (v.unsqueeze(-1) for v in quantiles(tau, q))  # per member when batched
     return (tau.clamp(lo, hi) - lo) / (hi - lo).clamp_min(1e-12) * -reward_factor
 
 
 def quantiles(x: torch.Tensor, q: tuple[float, ...]) -> list[torch.Tensor]:
-    """``torch.quantile(x, q)`` (linear interpolation) for a 1-D ``x``, without device syncs:
-    positions are computed from Python numbers, so nothing is read back from a GPU."""
+    """``torch.quantile(x, q, dim=-1)`` (linear interpolation) along the last dim, without
+    device syncs: positions are computed from Python numbers, so nothing is read back from a GPU."""
     s = x.sort().values
+    n = s.shape[-1]
     out = []
     for qi in q:
-        pos = qi * (len(s) - 1)
-        i = min(int(pos), len(s) - 1)
-        j = min(i + 1, len(s) - 1)
-        out.append(s[i] + (pos - i) * (s[j] - s[i]))
+        pos = qi * (n - 1)
+        i = min(int(pos), n - 1)
+        j = min(i + 1, n - 1)
+        out.append(s[..., i] + (pos - i) * (s[..., j] - s[..., i]))
     return out
 
 
@@ -181,25 +188,27 @@ class UNIQ(Method):
 
     name = "uniq"
     Config = UNIQConfig
+    supports_members = True
 
-    def __init__(self, cfg: UNIQConfig, spec, data, device, seed: int):
-        super().__init__(cfg, spec, data, device, seed)
-        obs_dim, act_dim, h, d = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth
+    def __init__(self, cfg: UNIQConfig, spec, data, device, seed: int, members: int | None = None):
+        super().__init__(cfg, spec, data, device, seed, members)
+        obs_dim, act_dim, h, d, k = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members
         self.actor = TanhGaussianPolicy(
-            obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max
+            obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max, members=k
         ).to(self.device)
-        self.critic = TwinQ(obs_dim, act_dim, h, d).to(self.device)
+        self.critic = TwinQ(obs_dim, act_dim, h, d, members=k).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         if cfg.value_form == "expectile":
-            self.value = mlp(obs_dim, 1, h, d).to(self.device)
+            self.value = mlp(obs_dim, 1, h, d, members=k).to(self.device)
             self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
         if cfg.occupancy_correction:
             in_dim = obs_dim + (act_dim if cfg.ratio_form == "state_action" else 0)
             names = ("c_un", "c_mix") if cfg.ratio_form == "state" else ("c",)
             for n in names:  # c_un: P(UN | x); c_mix: P(MIX | x); c: P(UN | s, a)
-                setattr(self, n, mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout).to(self.device))
+                net = mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout, members=k)
+                setattr(self, n, net.to(self.device))
             self.classifiers = names
             params = [p for n in names for p in getattr(self, n).parameters()]
             self.ratio_opt = torch.optim.Adam(
@@ -208,8 +217,11 @@ class UNIQ(Method):
             self._set_classifiers_frozen(True)
         self.ratio_q = (cfg.ratio_quantile_low, cfg.ratio_quantile_high)
         self._tau: dict[str, torch.Tensor] = {}
-        """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a))."""
+        """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a));
+        [K, N, ...] when batched (each member's classifiers)."""
         self._updates = 0  # decides when E[V(s)] is logged; checkpointed (it changes RNG use)
+        if members is not None:  # member k's rows of a [K, N, ...] table: table[_members, index]
+            self._members = torch.arange(members, device=self.device).unsqueeze(-1)
 
     def batches(self) -> dict[str, tuple[str, int]]:
         cfg = self.cfg
@@ -339,16 +351,36 @@ class UNIQ(Method):
     @torch.no_grad()
     def _cache_ratios(self, chunk: int = 65_536) -> None:
         """tau of every row of D_MIX and D_UN (and of its next state), with frozen classifiers."""
+        k = self.members
         for source in ("mix", "un"):
             t = self.data[source].tensors
             xs = [self._features(t)] + (
                 [self._features(t, True)] if self.cfg.ratio_form == "state" else []
             )
             cols = [
-                torch.cat([self.occupancy_ratio(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+                torch.cat(
+                    [
+                        self.occupancy_ratio(
+                            x[i : i + chunk] if k is None else x[i : i + chunk].expand(k, -1, -1)
+                        )
+                        for i in range(0, len(x), chunk)
+                    ],
+                    -1,
+                )
                 for x in xs
             ]
             self._tau[source] = torch.stack(cols, -1)
+
+    def adopt(self, plains: list[UNIQ]) -> None:
+        super().adopt(plains)
+        if self.cfg.occupancy_correction:  # as load_state_dict does: a resume gets the same tau
+            self._set_classifiers_frozen(True)
+            self._cache_ratios()
+
+    def _gather_tau(self, source: str, index: torch.Tensor) -> torch.Tensor:
+        """tau of the sampled rows (each member's own tau and rows when batched)."""
+        tau = self._tau[source]
+        return tau[index] if self.members is None else tau[self._members, index]
 
     def extra_state(self) -> dict:
         return {"updates": self._updates}
@@ -368,34 +400,40 @@ class UNIQ(Method):
         cfg, R, g = self.cfg, self.cfg.reward_factor, self.cfg.gamma
         m_c, m_a = cfg.batch_mix, cfg.actor_batch
         if not cfg.occupancy_correction:
+            lead, obs_un = mix["observations"].shape[:-2], un["observations"]
             W_c = torch.cat(
                 [
-                    mix["observations"].new_zeros(m_c),
-                    un["observations"].new_full((len(un["observations"]),), -R * (1 + g)),
-                ]
+                    obs_un.new_zeros((*lead, m_c)),
+                    obs_un.new_full((*lead, obs_un.shape[-2]), -R * (1 + g)),
+                ],
+                -1,
             )
-            return W_c, mix["observations"].new_zeros(m_a)
+            return W_c, obs_un.new_zeros((*lead, m_a))
 
         def transition_weight(tau: torch.Tensor) -> torch.Tensor:
-            w = scale_ratio(tau.flatten(), self.ratio_q, R).view_as(tau)  # one scale for s and s'
-            return w[:, 0] + g * w[:, 1] if tau.shape[1] == 2 else (1 + g) * w[:, 0]
+            # one scale for s and s' (per member): quantiles over the rows' tau(s) and tau(s')
+            w = scale_ratio(tau.flatten(-2), self.ratio_q, R).view_as(tau)
+            return w[..., 0] + g * w[..., 1] if tau.shape[-1] == 2 else (1 + g) * w[..., 0]
 
-        tau_mix = self._tau["mix"][mix["index"]]
-        tau_c = torch.cat([tau_mix[:m_c], self._tau["un"][un["index"]]])
-        return transition_weight(tau_c), transition_weight(tau_mix[:m_a])
+        tau_mix = self._gather_tau("mix", mix["index"])
+        tau_c = torch.cat([tau_mix[..., :m_c, :], self._gather_tau("un", un["index"])], -2)
+        return transition_weight(tau_c), transition_weight(tau_mix[..., :m_a, :])
 
     # ------------------------------------------------------------------ update
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        # Rows are dim -2 of features and dim -1 of per-row scalars, behind an optional
+        # leading member dim; every mean/max over a batch is per member (dim -1).
         cfg, g = self.cfg, self.cfg.gamma
         mix, un = batch["mix"], batch["un"]
         m_c, m_a = cfg.batch_mix, cfg.actor_batch
         log_value = self._updates % cfg.value_log_every == 0
         self._updates += 1
-        s = torch.cat([mix["observations"][:m_c], un["observations"]])
-        a = torch.cat([mix["actions"][:m_c], un["actions"]])
-        s_next = torch.cat([mix["next_observations"][:m_c], un["next_observations"]])
-        not_done = 1 - torch.cat([mix["terminals"][:m_c], un["terminals"]])
-        s_act, a_act = mix["observations"][:m_a], mix["actions"][:m_a]
+
+        s = torch.cat([mix["observations"][..., :m_c, :], un["observations"]], -2)
+        a = torch.cat([mix["actions"][..., :m_c, :], un["actions"]], -2)
+        s_next = torch.cat([mix["next_observations"][..., :m_c, :], un["next_observations"]], -2)
+        not_done = 1 - torch.cat([mix["terminals"][..., :m_c], un["terminals"]], -1)
+        s_act, a_act = mix["observations"][..., :m_a, :], mix["actions"][..., :m_a, :]
 
         # The actor's forward pass on D_MIX (with grad) also gives pi(.|s) for V on those states.
         mean, log_std = self.actor(mix["observations"])
@@ -406,47 +444,49 @@ class UNIQ(Method):
                     mean, log_std, mix, un, s_next, log_value
                 )
             else:
-                v = self.value(torch.cat([s, s_next, s_act])).squeeze(-1)
-                V_s, V_next, V_act = v.split([len(s), len(s_next), m_a])
-                Q_all = self.critic_target.min_q(torch.cat([s, s_act]), torch.cat([a, a_act]))
-                Q_sa, Q_act = Q_all.split([len(s), m_a])
+                n = s.shape[-2]
+                v = self.value(torch.cat([s, s_next, s_act], -2)).squeeze(-1)
+                V_s, V_next, V_act = v.split([n, n, m_a], -1)
+                Q_all = self.critic_target.min_q(
+                    torch.cat([s, s_act], -2), torch.cat([a, a_act], -2)
+                )
+                Q_sa, Q_act = Q_all.split([n, m_a], -1)
             target = g * not_done * V_next
 
         # Critic: L_Q = -E[W r] + 1/2 E[r^2] (+ the constant (1 - gamma) E[V(s)]), per Q head.
-        r = torch.stack(self.critic(s, a)) - target  # [2 heads, batch]
+        r = torch.stack(self.critic(s, a)) - target  # [2 heads, (K,) batch]
         critic_loss = (
-            -(W * r).mean(1)  # low implicit reward where rho_UN is
-            + 0.5 * r.square().mean(1)  # chi^2 regularizer
-        ).mean()
+            -(W * r).mean(-1)  # low implicit reward where rho_UN is
+            + 0.5 * r.square().mean(-1)  # chi^2 regularizer
+        ).mean(0)  # per member
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.sum().backward()  # sum over members: each gets its own gradient
         self.critic_opt.step()
 
         out = {}
         if V_s is not None:
-            out.update(
-                v_mean=V_s.mean(), critic_objective=critic_loss.detach() + (1 - g) * V_s.mean()
-            )
+            v_mean = V_s.mean(-1)
+            out.update(v_mean=v_mean, critic_objective=critic_loss.detach() + (1 - g) * v_mean)
         if cfg.value_form == "expectile":
             u = Q_sa - self.value(s).squeeze(-1)
-            value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean()
+            value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean(-1)
             self.value_opt.zero_grad(set_to_none=True)
-            value_loss.backward()
+            value_loss.sum().backward()
             self.value_opt.step()
             out["value_loss"] = value_loss.detach()
 
         # Actor: weighted BC on D_MIX.
         with torch.no_grad():
             A = (Q_act - V_act).clamp(max=cfg.adv_clip)
-            e = torch.exp(A - A.max())
-            weight = e / e.mean()
+            e = torch.exp(A - A.amax(-1, keepdim=True))
+            weight = e / e.mean(-1, keepdim=True)
             if cfg.occupancy_correction:
                 weight = weight * inverse_square_weight(W_act, cfg.inv_w2_clip)
             weight = weight.clamp(max=cfg.weight_clip)
-        log_pi = self.actor.dist_log_prob(mean[:m_a], log_std[:m_a], a_act)
-        actor_loss = -(weight * log_pi).mean()
+        log_pi = self.actor.dist_log_prob(mean[..., :m_a, :], log_std[..., :m_a, :], a_act)
+        actor_loss = -(weight * log_pi).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.sum().backward()
         self.actor_opt.step()
 
         soft_update(self.critic_target, self.critic, cfg.tau)
@@ -454,9 +494,9 @@ class UNIQ(Method):
         out.update(
             critic_loss=critic_loss.detach(),
             actor_loss=actor_loss.detach(),
-            reward_mix=r[:m_c].mean(),  # implicit reward: should end lower on D_UN than on D_MIX
-            reward_un=r[m_c:].mean(),
-            actor_weight_max=weight.max(),
+            reward_mix=r[..., :m_c].mean(-1),  # implicit reward: should end lower on D_UN
+            reward_un=r[..., m_c:].mean(-1),
+            actor_weight_max=weight.amax(-1),
         )
         return out
 
@@ -468,15 +508,16 @@ class UNIQ(Method):
         its next states, V and Q_target on the actor batch.
         """
         cfg = self.cfg
-        m, m_c, m_a = len(mean), cfg.batch_mix, cfg.actor_batch
+        m, m_c, m_a = mean.shape[-2], cfg.batch_mix, cfg.actor_batch
         a_mix, logp_mix = self.actor.dist_sample(mean.detach(), log_std.detach())
-        s_un = un["observations"] if with_v_s else un["observations"][:0]
-        s_other = torch.cat([s_un, s_next])
+        s_un = un["observations"] if with_v_s else un["observations"][..., :0, :]
+        s_other = torch.cat([s_un, s_next], -2)
         a_other, logp_other = self.actor.sample(s_other)
-        s_all = torch.cat([mix["observations"], s_other, mix["observations"][:m_a]])
-        a_all = torch.cat([a_mix, a_other, mix["actions"][:m_a]])
+        s_all = torch.cat([mix["observations"], s_other, mix["observations"][..., :m_a, :]], -2)
+        a_all = torch.cat([a_mix, a_other, mix["actions"][..., :m_a, :]], -2)
         q = self.critic_target.min_q(s_all, a_all)
-        v = q[: m + len(s_other)] - cfg.alpha * torch.cat([logp_mix, logp_other])
-        V_mix, V_un, V_next = v.split([m, len(s_un), len(s_next)])
-        V_s = torch.cat([V_mix[:m_c], V_un]) if with_v_s else None
-        return V_s, V_next, V_mix[:m_a], q[m + len(s_other) :]
+        n = m + s_other.shape[-2]
+        v = q[..., :n] - cfg.alpha * torch.cat([logp_mix, logp_other], -1)
+        V_mix, V_un, V_next = v.split([m, s_un.shape[-2], s_next.shape[-2]], -1)
+        V_s = torch.cat([V_mix[..., :m_c], V_un], -1) if with_v_s else None
+        return V_s, V_next, V_mix[..., :m_a], q[..., n:]

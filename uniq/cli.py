@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                 args.task,
                 args.un,
                 args.mix,
-                args.seed,
+                args.seed[0] if len(args.seed) == 1 else args.seed,
                 args.steps,
                 args.out,
                 parse_overrides(args.set),
@@ -274,9 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
     p.add_argument("--un", required=True, help="D_UN file (un.h5)")
     p.add_argument("--mix", required=True, help="D_MIX file (mix.h5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one seed, or several trained together as one batched-over-seeds job (each "
+        "seed's outputs in its own folder; see --out)",
+    )
     p.add_argument("--steps", type=int, required=True, help="gradient updates")
-    p.add_argument("--out", required=True, help="run folder (policy.pt, train_log.csv, ...)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder (policy.pt, train_log.csv, ...); with several seeds a pattern with "
+        "{seed} in it (runs/uniq/seed{seed}); the job's checkpoint goes to {seed} = the seeds "
+        "joined by _ (runs/uniq/seed0_1_2)",
+    )
     p.add_argument("--label", help="name in results and tables (default: the algorithm name)")
     p.add_argument("--variant", help="dataset variant name, recorded in the outputs")
     p.add_argument(

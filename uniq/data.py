@@ -305,6 +305,8 @@ class Sampler:
         self.generator = generator
         self.device = next(iter(tensors.values())).device
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)
+    def sample(self, batch_size: int, members: int | None = None) -> dict[str, torch.Tensor]:
+        """``batch_size`` rows; with ``members=K`` each member draws its own rows (``[K, B, ...]``)."""
+        shape = (batch_size,) if members is None else (members, batch_size)
+        idx = torch.randint(self.size, shape, device=self.device, generator=self.generator)
         return {k: v[idx] for k, v in self.tensors.items()}

@@ -12,6 +12,15 @@ A method file (``uniq/algorithm.py``, ``baselines/*.py``) defines one subclass o
 - ``act(obs)``: actions for evaluation;
 - optionally ``pretrain(data)`` (discriminators, ratio estimators) run once before the loop.
 
+Batched over seeds (``supports_members = True``): built with ``members=K``, a method holds
+K independent copies of its networks (``uniq.nets``, leading member dimension), receives
+batches with a leading ``[K, ...]`` dimension, reduces every batch statistic per member
+(``dim=-1``), optimises the *sum* of the members' losses (so each member gets exactly its
+own gradient, and Adam, being elementwise, its own step) and returns per-member scalars
+(shape ``[K]``). Its ``pretrain`` is not called: ``uniq/train.py`` pretrains one plain
+method per seed and hands them to :meth:`Method.adopt`, so a member's state before the
+first update is bit for bit that of a separate run with its seed.
+
 Everything else (seeding, sampling, logging, checkpoints, resume, NaN guard, evaluation)
 lives once in ``uniq/train.py`` and ``uniq/evaluate.py``. ``state_dict`` collects every
 ``nn.Module`` and ``torch.optim.Optimizer`` attribute automatically, so a method file only
@@ -57,8 +66,19 @@ class Method:
     Config: ClassVar[type]
     uses_hidden_labels: ClassVar[bool] = False
     """True for oracles (reads ``is_desirable``); tables mark such methods."""
+    supports_members: ClassVar[bool] = False
+    """True if the constructor takes ``members=K`` (see the module docstring); otherwise the
+    training loop trains the seeds of a batched job one after another."""
 
-    def __init__(self, cfg: Any, spec, data: dict[str, Sampler], device: torch.device, seed: int):
+    def __init__(
+        self,
+        cfg: Any,
+        spec,
+        data: dict[str, Sampler],
+        device: torch.device,
+        seed: int,
+        members: int | None = None,
+    ):
         """``data`` maps each source in ``SOURCES`` to a sampler over its device tensors."""
         self.cfg, self.spec, self.data, self.device, self.seed = (
             cfg,
@@ -67,6 +87,8 @@ class Method:
             torch.device(device),
             seed,
         )
+        self.members = members
+        """None: one network per role (today's runs); K: K members batched over seeds."""
 
     # -- to implement ---------------------------------------------------------
     def batches(self) -> dict[str, tuple[str, int]]:
@@ -83,6 +105,24 @@ class Method:
     def pretrain(self) -> dict[str, float]:
         """One-off work before the loop (e.g. a frozen ratio estimator). Returns scalars to log."""
         return {}
+
+    def adopt(self, plains: list[Method]) -> None:
+        """Take K pretrained plain methods (``members=None``) as this batched method's members.
+
+        Stacks every network; optimizers start empty (the loop's optimizers have taken no
+        step yet; those of pretraining belong to networks frozen afterwards). Override to
+        also stack non-module state (and call this).
+        """
+        from uniq.nets import stack_members
+
+        for name, module in self._stateful().items():
+            if isinstance(module, nn.Module):
+                stack_members(module, [getattr(p, name) for p in plains])
+
+    def member_policy(self, k: int) -> nn.Module:
+        """Member ``k``'s policy as a plain module (the whole policy when not batched)."""
+        policy = self.policy()
+        return policy if self.members is None else policy.member(k)
 
     # -- provided -------------------------------------------------------------
     @torch.no_grad()

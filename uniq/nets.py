@@ -1,9 +1,16 @@
-"""Networks shared by every method: MLP, tanh-Gaussian policy, twin Q."""
+"""Networks shared by every method: MLP, tanh-Gaussian policy, twin Q.
+
+Every network takes an optional ``members=K``: it then holds K independent copies (one per
+seed of a batched-over-seeds run) and maps inputs ``[K, B, in]`` to ``[K, B, out]`` with one
+batched matrix product per layer (:class:`BatchedLinear`), so K small networks cost about
+as many kernel launches as one. ``members=None`` builds exactly today's ``nn.Linear`` nets.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +20,77 @@ from torch import nn
 from uniq.atomic import atomic_path
 
 
+class BatchedLinear(nn.Module):
+    """K independent linear layers: ``y[k] = x[k] @ weight[k] + bias[k]`` for x ``[K, B, in]``.
+
+    weight ``[K, in, out]``, bias ``[K, 1, out]``; each member is initialised as ``nn.Linear``
+    is, U(-1/sqrt(in), 1/sqrt(in)) for weight and bias, from the global torch RNG.
+    """
+
+    def __init__(self, members: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1 / math.sqrt(in_features) if in_features else 0.0
+        self.weight = nn.Parameter(
+            torch.empty(members, in_features, out_features).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        k, i, o = self.weight.shape
+        return f"members={k}, in_features={i}, out_features={o}"
+
+
+def linear(in_dim: int, out_dim: int, members: int | None = None) -> nn.Module:
+    """``nn.Linear``, or a :class:`BatchedLinear` of ``members`` copies."""
+    return (
+        nn.Linear(in_dim, out_dim) if members is None else BatchedLinear(members, in_dim, out_dim)
+    )
+
+
 def mlp(
-    in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0
+    in_dim: int,
+    out_dim: int,
+    hidden: int = 256,
+    depth: int = 2,
+    dropout: float = 0.0,
+    members: int | None = None,
 ) -> nn.Sequential:
     """``depth`` hidden ReLU layers of width ``hidden`` (optional dropout), then a linear output."""
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(depth):
-        layers += [nn.Linear(dim, hidden), nn.ReLU()]
+        layers += [linear(dim, hidden, members), nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         dim = hidden
-    layers.append(nn.Linear(dim, out_dim))
+    layers.append(linear(dim, out_dim, members))
     return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def stack_members(batched: nn.Module, plains: Sequence[nn.Module]) -> None:
+    """Copy K plain modules (``members=None``) into the same module built with ``members=K``."""
+    for name, mod in batched.named_modules():
+        if isinstance(mod, BatchedLinear):
+            layers = [p.get_submodule(name) for p in plains]
+            mod.weight.copy_(torch.stack([layer.weight.T for layer in layers]))
+            mod.bias.copy_(torch.stack([layer.bias for layer in layers]).unsqueeze(1))
+        elif any(True for _ in mod.parameters(recurse=False)):
+            raise TypeError(f"{name}: {type(mod).__name__} has parameters but is not batched")
+
+
+@torch.no_grad()
+def unstack_member(batched: nn.Module, plain: nn.Module, k: int) -> nn.Module:
+    """Copy member ``k`` of a batched module into ``plain`` (the same module, ``members=None``)."""
+    for name, mod in batched.named_modules():
+        if isinstance(mod, BatchedLinear):
+            layer = plain.get_submodule(name)
+            layer.weight.copy_(mod.weight[k].T)
+            layer.bias.copy_(mod.bias[k, 0])
+    return plain
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -44,9 +109,11 @@ class TanhGaussianPolicy(nn.Module):
         log_std_min: float = -5.0,
         log_std_max: float = 2.0,
         eps: float = 1e-5,
+        members: int | None = None,
     ):
         super().__init__()
-        self.init_kwargs = dict(
+        self.members = members
+        self.init_kwargs = dict(  # of one member: what policy.pt stores
             obs_dim=obs_dim,
             act_dim=act_dim,
             hidden=hidden,
@@ -55,7 +122,7 @@ class TanhGaussianPolicy(nn.Module):
             log_std_max=log_std_max,
             eps=eps,
         )
-        self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth)
+        self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth, members=members)
         self.log_std_min, self.log_std_max, self.eps = log_std_min, log_std_max, eps
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +141,7 @@ class TanhGaussianPolicy(nn.Module):
         return (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """log pi(a|s) of given actions in [-1, 1] (shape ``[B]``)."""
+        """log pi(a|s) of given actions in [-1, 1] (shape ``[B]``, or ``[K, B]`` batched)."""
         return self.dist_log_prob(*self(obs), actions)
 
     def dist_log_prob(
@@ -103,14 +170,29 @@ class TanhGaussianPolicy(nn.Module):
             return torch.tanh(self(obs)[0])
         return self.sample(obs)[0]
 
+    def member(self, k: int) -> TanhGaussianPolicy:
+        """Member ``k`` of a batched policy as a plain one (for evaluation and policy.pt)."""
+        if self.members is None:
+            return self
+        device = self.trunk[0].weight.device
+        plain = TanhGaussianPolicy(**self.init_kwargs).to(device).train(self.training)
+        return unstack_member(self, plain, k)
+
 
 class TwinQ(nn.Module):
     """Two independent Q(s, a) heads; ``forward`` returns both, ``min_q`` their minimum."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, depth: int = 2):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int = 256,
+        depth: int = 2,
+        members: int | None = None,
+    ):
         super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden, depth)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden, depth)
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden, depth, members=members)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden, depth, members=members)
 
     def forward(
         self, obs: torch.Tensor, actions: torch.Tensor

@@ -22,6 +22,11 @@ each batch the method asks for (``Method.batches``) from device-resident tensors
   complete. The checkpoint holds the logs written so far, so a run killed at any point
   (even after it finished, before a workflow manager recorded it) resumes when the manager
   deletes its declared outputs and reruns it.
+- seeds batched (``seed`` a list, ``train.batch_seeds`` in the workflow): one method with a
+  leading member dimension trains every seed (``Method.supports_members``); each seed is
+  built and pretrained as its separate run would be, gets its own folder with the files above
+  (its own log and curve columns, its own policy), and the job keeps one checkpoint in a
+  sibling folder (:func:`seed_dirs`).
 """
 
 from __future__ import annotations
@@ -166,6 +171,12 @@ class Sources(dict):
         for name in names:
             self[name]
 
+    def with_generator(self, generator: torch.Generator) -> Sources:
+        """The same device tensors (not copied), sampled with another generator."""
+        return Sources(
+            {k: Sampler(v.tensors, generator) for k, v in self.items()}, self.empty_reasons
+        )
+
 
 def make_sources(
     un: OfflineData,
@@ -274,20 +285,24 @@ def _fmt(x: Any) -> str:
 class _Metrics:
     """Per-step scalars from ``update``: checked for NaN/inf and averaged for the log.
 
-    Values stay on the device until ``flush`` reads all pending steps back in one copy.
+    Values stay on the device until ``flush`` reads all pending steps back in one copy. A
+    batched method returns ``[K]`` values, one per seed of ``seeds``; each is averaged apart.
     """
 
-    def __init__(self, device: torch.device, state: dict | None = None):
-        self.device = device
+    def __init__(self, device: torch.device, seeds: list[int] | None = None, state=None):
+        self.device, self.seeds = device, seeds
+        n = 1 if seeds is None else len(seeds)
+        states = state if isinstance(state, list) else [state or {}] * n
         self.pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
-        self.sums: dict[str, float] = dict((state or {}).get("sums", {}))
-        self.counts: dict[str, int] = dict((state or {}).get("counts", {}))
+        self.sums: list[dict[str, float]] = [dict(st.get("sums", {})) for st in states]
+        self.counts: list[dict[str, int]] = [dict(st.get("counts", {})) for st in states]
 
     def add(self, step: int, out: dict[str, Any]) -> None:
+        n = len(self.sums)
         values = [
-            v.detach().float().reshape(())
+            v.detach().float().reshape(-1).expand(n)
             if isinstance(v, torch.Tensor)
-            else torch.tensor(float(v), device=self.device)
+            else torch.full((n,), float(v), device=self.device)
             for v in out.values()
         ]
         if values:
@@ -296,31 +311,40 @@ class _Metrics:
     def flush(self, algo: str) -> None:
         if not self.pending:
             return
-        flat = torch.cat([v for _, _, v in self.pending]).cpu().tolist()
+        flat = torch.cat([v.flatten() for _, _, v in self.pending]).cpu().tolist()
         i = 0
         for step, keys, _ in self.pending:
             for key in keys:
-                x = flat[i]
-                i += 1
-                if not math.isfinite(x):
-                    self.pending.clear()
-                    raise TrainingDiverged(
-                        f"training diverged: {algo} returned {key} = {x} at step {step}. "
-                        "Outputs were not written; the last good checkpoint (if any) is kept. "
-                        "Check the datasets and lower the learning rates (--set ...)."
-                    )
-                self.sums[key] = self.sums.get(key, 0.0) + x
-                self.counts[key] = self.counts.get(key, 0) + 1
+                for k, (sums, counts) in enumerate(zip(self.sums, self.counts, strict=True)):
+                    x = flat[i]
+                    i += 1
+                    if not math.isfinite(x):
+                        self.pending.clear()
+                        member = "" if self.seeds is None else f" for seed {self.seeds[k]}"
+                        raise TrainingDiverged(
+                            f"training diverged: {algo} returned {key} = {x} at step {step}"
+                            f"{member}. Outputs were not written; the last good checkpoint "
+                            "(if any) is kept. Check the datasets and lower the learning rates "
+                            "(--set ...)."
+                        )
+                    sums[key] = sums.get(key, 0.0) + x
+                    counts[key] = counts.get(key, 0) + 1
         self.pending.clear()
 
-    def means(self) -> dict[str, float]:
-        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
-        self.sums.clear()
-        self.counts.clear()
+    def means(self, k: int = 0) -> dict[str, float]:
+        """Member ``k``'s means since the last call (and reset them)."""
+        sums, counts = self.sums[k], self.counts[k]
+        out = {key: sums[key] / counts[key] for key in sorted(sums)}
+        sums.clear()
+        counts.clear()
         return out
 
-    def state(self) -> dict:
-        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+    def state(self) -> dict | list[dict]:
+        states = [
+            {"sums": dict(s), "counts": dict(c)}
+            for s, c in zip(self.sums, self.counts, strict=True)
+        ]
+        return states[0] if self.seeds is None else states
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -354,17 +378,17 @@ def _rng_preserved(generator: torch.Generator) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- evaluation hook
 def _evaluate(
-    method: Method, spec, step: int, episodes: int, seed: int, num_envs: int, reference
+    policy, device, spec, step: int, episodes: int, seed: int, num_envs: int, reference
 ) -> dict:
-    """One curve.csv row: the current policy, deterministic, on the evaluation episodes of
-    ``seed`` (the same episodes the final ``uniq-bench evaluate`` uses)."""
+    """One curve.csv row: the current ``policy`` (a run's, or a batched run's member's),
+    deterministic, on the evaluation episodes of ``seed`` (the same episodes the final
+    ``uniq-bench evaluate`` uses)."""
     from uniq import evaluate  # lazy: pulls in the environments
 
-    policy = method.policy()
     was_training = policy.training
     policy.eval()
     try:
-        act_fn = evaluate.policy_act_fn(policy, str(method.device))
+        act_fn = evaluate.policy_act_fn(policy, str(device))
         res = evaluate.rollout(
             act_fn, spec, episodes, evaluate.eval_seed_base(seed), num_envs, False, False
         )
@@ -382,12 +406,43 @@ def _evaluate(
 
 
 # ---------------------------------------------------------------------------- the loop
+SEED_FIELD = "{seed}"
+"""In ``out_dir`` of a batched run, replaced by each seed (and by the joined seeds for the
+job folder that holds the one checkpoint)."""
+
+
+def seed_dirs(out_dir: str | os.PathLike, seeds: Sequence[int]) -> tuple[list[Path], Path]:
+    """(each seed's run folder, the job folder holding the checkpoint) for ``out_dir``.
+
+    One seed: ``out_dir`` (``{seed}`` in it, if any, replaced) is both. Several seeds:
+    ``out_dir`` must contain ``{seed}``; the job folder is ``out_dir`` with ``{seed}``
+    replaced by the seeds joined with ``_`` (``.../seed{seed}`` -> ``.../seed0_1_2``), a
+    sibling no seed's folder or workflow output shares.
+    """
+    pattern = str(out_dir)
+    if len(seeds) > 1 and SEED_FIELD not in pattern:
+        raise ConfigError(
+            f"--out {pattern}: several seeds {list(seeds)} need a folder pattern with "
+            f"{SEED_FIELD} in it, e.g. runs/uniq/seed{SEED_FIELD}"
+        )
+    outs = [Path(pattern.replace(SEED_FIELD, str(s))) for s in seeds]
+    job = (
+        Path(pattern.replace(SEED_FIELD, "_".join(map(str, seeds)))) if len(seeds) > 1 else outs[0]
+    )
+    return outs, job
+
+
+def job_seed(seeds: Sequence[int]) -> int:
+    """The seed of a batched job's own streams (batch sampling, policy noise): from all seeds."""
+    return int(np.random.SeedSequence([*seeds, 2]).generate_state(1)[0])
+
+
 def train(
     algo: str,
     task,
     un_path: str | os.PathLike,
     mix_path: str | os.PathLike,
-    seed: int,
+    seed: int | Sequence[int],
     steps: int,
     out_dir: str | os.PathLike,
     overrides: dict[str, Any] | None = None,
@@ -402,23 +457,48 @@ def train(
     threads: int | None = None,
     eval_num_envs: int = 1,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | list[dict[str, Any]]:
     """Train ``algo`` on (D_UN, D_MIX) for ``steps`` updates into ``out_dir``; returns policy meta.
 
     ``task`` is a task name or an ``envs.tasks.TaskSpec``. ``overrides`` are method config
     fields (``--set``). Resumes from ``out_dir/checkpoint.pt`` when present.
+
+    ``seed`` may be a list of seeds: they are trained together as the members of one
+    batched method (``Method.supports_members``; otherwise one after another), each into
+    its own folder (``out_dir`` with ``{seed}`` replaced, see :func:`seed_dirs`) with the
+    files and formats a one-seed run writes; returns the list of metas. Member k starts from
+    exactly the state (initial weights, pretraining) of a separate run with seed k; the
+    updates then draw each member's own batches and noise from the job's streams
+    (:func:`job_seed`), so members are independent runs, but not bit-equal to separate ones.
     """
     from uniq import registry
     from uniq.nets import save_policy
 
+    seeds = [seed] if isinstance(seed, int | np.integer) else [int(s) for s in seed]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"need one or more distinct seeds, got {seeds}")
     if steps < 0 or log_every < 1 or checkpoint_every < 1 or eval_every < 0:
         raise ConfigError("need steps >= 0, log_every >= 1, checkpoint_every >= 1, eval_every >= 0")
+    outs, job_dir = seed_dirs(out_dir, seeds)
+    batched = len(seeds) > 1
     spec = task if hasattr(task, "obs_dim") else _get_task(task)
     method_cls = registry.get_method(algo)
     cfg = build_config(method_cls.Config, _coerce(method_cls.Config, overrides or {}), algo)
     label = label or method_cls.name
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if batched and not method_cls.supports_members:
+        log.warning("%s cannot batch seeds: training %s one after another", label, seeds)
+        kwargs = dict(
+            overrides=overrides, label=label, variant=variant, device=device,
+            eval_every=eval_every, eval_episodes=eval_episodes, reference_paths=reference_paths,
+            log_every=log_every, checkpoint_every=checkpoint_every, threads=threads,
+            eval_num_envs=eval_num_envs, progress=progress,
+        )  # fmt: skip
+        return [
+            train(algo, spec, un_path, mix_path, s, steps, out, **kwargs)
+            for s, out in zip(seeds, outs, strict=True)
+        ]
+    for folder in {*outs, job_dir}:
+        folder.mkdir(parents=True, exist_ok=True)
     n_threads = set_threads(threads)
 
     un = OfflineData.load(un_path, spec)
@@ -429,14 +509,15 @@ def train(
     identity = {  # what a checkpoint must match to be resumed (steps may grow)
         "base_algo": method_cls.name,
         "task": spec.name,
-        "seed": seed,
+        "seed": seeds if batched else seeds[0],
         "config": method_config,
         "dataset_checksums": checksums,
     }
-    ckpt_path = out / CHECKPOINT
-    for name in (CHECKPOINT, "policy.pt", "config.yaml"):  # a kill mid-write leaves these
-        for stale in out.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+    ckpt_path = job_dir / CHECKPOINT
+    for folder in {*outs, job_dir}:
+        for name in (CHECKPOINT, "policy.pt", "config.yaml"):  # a kill mid-write leaves these
+            for stale in folder.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
     ckpt = (
         torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt_path.exists()
@@ -451,13 +532,19 @@ def train(
 
         reference = reference_returns(list(reference_paths))
 
+    def pack(items: list) -> Any:  # checkpoint fields: one run's as before, a list if batched
+        return items if batched else items[0]
+
+    def unpack(item: Any) -> list:
+        return item if batched else [item]
+
     with device_scope(device) as dev:
         resolved = {
             "algo": label,
             "base_algo": method_cls.name,
             "task": spec.name,
             "variant": variant,
-            "seed": seed,
+            "seed": seeds[0],
             "steps": steps,
             "device": str(dev),
             "threads": n_threads,
@@ -477,11 +564,32 @@ def train(
             ),
             "git_commit": git_commit(),
         }
-        generator = seed_everything(seed, dev)
+        if batched:
+            resolved["loop"].update(seeds_trained_together=seeds, checkpoint_dir=str(job_dir))
+        generator = seed_everything(job_seed(seeds) if batched else seeds[0], dev)
         sources = make_sources(un, mix, dev, generator, (str(un_path), str(mix_path)))
-        method = method_cls(cfg, spec, sources, dev, seed)
+        members = len(seeds) if batched else None
+        method = (
+            method_cls(cfg, spec, sources, dev, seeds[0], members=members)
+            if batched
+            else method_cls(cfg, spec, sources, dev, seeds[0])
+        )
         wanted = _batches(method)
         sources.require(src for src, _ in wanted.values())  # before any log file exists
+
+        def pretrain() -> list[dict[str, float]]:
+            if not batched:
+                return [method.pretrain()]
+            # Each member is built and pretrained exactly as a separate run with its seed
+            # (same RNG calls in the same order), then stacked into the batched method.
+            plains, logs = [], []
+            for s in seeds:
+                own = sources.with_generator(seed_everything(s, dev))
+                plains.append(method_cls(cfg, spec, own, dev, s))
+                logs.append(plains[-1].pretrain())
+            method.adopt(plains)
+            seed_everything(job_seed(seeds), dev)  # the job's global streams from here on
+            return logs
 
         def save_checkpoint(step: int, wall: float) -> None:
             metrics.flush(label)  # never checkpoint past a non-finite loss
@@ -490,48 +598,62 @@ def train(
                 "step": step,
                 "method": method.state_dict(),
                 "rng": _rng_state(generator),
-                "pretrain": pretrain_log,
+                "pretrain": pack(pretrain_logs),
                 "wall_time_s": wall,
                 "metrics": metrics.state(),
-                "log": {"columns": log_csv.columns, "text": log_csv.text()},
-                "curve": {"columns": curve_csv.columns, "text": curve_csv.text()}
-                if curve_csv
-                else None,
+                "log": pack([{"columns": c.columns, "text": c.text()} for c in log_csvs]),
+                "curve": pack(
+                    [{"columns": c.columns, "text": c.text()} for c in curve_csvs]
+                    if eval_every
+                    else [None] * len(seeds)
+                ),
             }
             with atomic_path(ckpt_path) as tmp:
                 torch.save(state, tmp)
 
         if ckpt is None:
             step, wall_before = 0, 0.0
-            metrics = _Metrics(dev)
-            log_csv = _Csv(out / "train_log.csv")
-            curve_csv = _Csv(out / "curve.csv") if eval_every else None
+            metrics = _Metrics(dev, seeds if batched else None)
+            log_csvs = [_Csv(out / "train_log.csv") for out in outs]
+            curve_csvs = [_Csv(out / "curve.csv") for out in outs] if eval_every else []
             t0 = time.perf_counter()
-            pretrain_log = {k: _scalar(v) for k, v in method.pretrain().items()}
-            if pretrain_log:
-                log.info("pretrain: %s", ", ".join(f"{k}={v:.4g}" for k, v in pretrain_log.items()))
+            pretrain_logs = [{k: _scalar(v) for k, v in p.items()} for p in pretrain()]
+            for s, p in zip(seeds, pretrain_logs, strict=True):
+                if p:
+                    log.info(
+                        "pretrain (seed %d): %s", s, ", ".join(f"{k}={v:.4g}" for k, v in p.items())
+                    )
             save_checkpoint(0, time.perf_counter() - t0)
             wall_before = time.perf_counter() - t0
         else:
             method.load_state_dict(ckpt["method"])
             _set_rng_state(ckpt["rng"], generator)
-            step, wall_before, pretrain_log = ckpt["step"], ckpt["wall_time_s"], ckpt["pretrain"]
-            metrics = _Metrics(dev, ckpt["metrics"])
-            log_csv = _Csv(out / "train_log.csv", ckpt["log"]["columns"], ckpt["log"]["text"])
-            c = ckpt.get("curve")
-            curve_csv = (
-                _Csv(out / "curve.csv", c["columns"] if c else None, c["text"] if c else "")
+            step, wall_before = ckpt["step"], ckpt["wall_time_s"]
+            pretrain_logs = unpack(ckpt["pretrain"])
+            metrics = _Metrics(dev, seeds if batched else None, ckpt["metrics"])
+            log_csvs = [
+                _Csv(out / "train_log.csv", c["columns"], c["text"])
+                for out, c in zip(outs, unpack(ckpt["log"]), strict=True)
+            ]
+            curve_csvs = (
+                [
+                    _Csv(out / "curve.csv", c["columns"] if c else None, c["text"] if c else "")
+                    for out, c in zip(outs, unpack(ckpt.get("curve")), strict=True)
+                ]
                 if eval_every
-                else None
+                else []
             )
             log.info("resuming %s from %s at step %d", label, ckpt_path, step)
+
+        def sample(sampler: Sampler, n: int) -> dict[str, torch.Tensor]:
+            return sampler.sample(n) if members is None else sampler.sample(n, members)
 
         check_every = 1 if dev.type == "cpu" else CUDA_CHECK_EVERY
         t_start, t_window, window_start_step = time.perf_counter(), time.perf_counter(), step
         bar = _progress_bar(steps, step, label, progress)
         try:
             while step < steps:
-                batch = {key: sources[src].sample(n) for key, (src, n) in wanted.items()}
+                batch = {key: sample(sources[src], n) for key, (src, n) in wanted.items()}
                 step += 1
                 metrics.add(step, method.update(batch))
                 if step % check_every == 0:
@@ -539,55 +661,64 @@ def train(
                 if step % log_every == 0 or step == steps:
                     metrics.flush(label)
                     now = time.perf_counter()
-                    row = {"step": step, **metrics.means()}
-                    row["wall_time_s"] = wall_before + now - t_start
-                    row["updates_per_s"] = (step - window_start_step) / max(now - t_window, 1e-9)
-                    log_csv.write(row)
+                    rate = (step - window_start_step) / max(now - t_window, 1e-9)
+                    for k, log_csv in enumerate(log_csvs):
+                        row = {"step": step, **metrics.means(k)}
+                        row["wall_time_s"] = wall_before + now - t_start
+                        row["updates_per_s"] = rate
+                        log_csv.write(row)
                     t_window, window_start_step = now, step
                     bar.set_postfix(
                         {k: f"{v:.3g}" for k, v in list(row.items())[1:4]}, refresh=False
                     )
                 if eval_every and (step % eval_every == 0 or step == steps):
-                    with _rng_preserved(generator):
-                        curve_csv.write(
-                            _evaluate(
-                                method,
-                                spec,
-                                step,
-                                eval_episodes,
-                                seed,
-                                eval_num_envs,
-                                reference,
+                    for k, (s, curve_csv) in enumerate(zip(seeds, curve_csvs, strict=True)):
+                        with _rng_preserved(generator):
+                            curve_csv.write(
+                                _evaluate(
+                                    method.member_policy(k),
+                                    method.device,
+                                    spec,
+                                    step,
+                                    eval_episodes,
+                                    s,
+                                    eval_num_envs,
+                                    reference,
+                                )
                             )
-                        )
                 if step % checkpoint_every == 0 and step < steps:
                     save_checkpoint(step, wall_before + time.perf_counter() - t_start)
                 bar.update(1)
             wall = wall_before + time.perf_counter() - t_start
             save_checkpoint(step, wall)
         except BaseException:
-            log_csv.close()
-            if curve_csv:
-                curve_csv.close()
+            for c in [*log_csvs, *curve_csvs]:
+                c.close()
             raise
         finally:
             bar.close()
 
-        meta = {k: resolved[k] for k in META_FROM_CONFIG}
-        meta.update(
-            wall_time_s=wall,
-            dataset_checksums=checksums,
-            config=method_config,
-            pretrain=pretrain_log,
-        )
-        _write_yaml(out / "config.yaml", resolved)
-        save_policy(method.policy(), out / "policy.pt", meta)
+        metas = []
+        for k, (s, out) in enumerate(zip(seeds, outs, strict=True)):
+            resolved_k = dict(resolved, seed=s)
+            meta = {key: resolved_k[key] for key in META_FROM_CONFIG}
+            meta.update(
+                wall_time_s=wall,  # of the whole job when batched
+                dataset_checksums=checksums,
+                config=method_config,
+                pretrain=pretrain_logs[k],
+            )
+            _write_yaml(out / "config.yaml", resolved_k)
+            save_policy(method.member_policy(k), out / "policy.pt", meta)
+            metas.append(meta)
         # Renamed last: until then the .part files and the checkpoint let a rerun resume.
-        log_csv.finish()
-        if curve_csv:
-            curve_csv.finish()
-        log.info("trained %s (%d steps, %.1f s) -> %s", label, steps, wall, out / "policy.pt")
-        return meta
+        for c in [*log_csvs, *curve_csvs]:
+            c.finish()
+        log.info(
+            "trained %s (%d steps, %.1f s) -> %s", label, steps, wall,
+            ", ".join(str(out / "policy.pt") for out in outs),
+        )  # fmt: skip
+        return metas if batched else metas[0]
 
 
 def _get_task(name: str):

@@ -165,6 +165,13 @@ def all_runs(config: dict) -> list[Run]:
     return sorted({run for exp in config["experiments"] for run in experiment_runs(config, exp)})
 
 
+def all_seeds(config: dict) -> list[int]:
+    """Every seed of the suite's runs: what one batched train job (``train.batch_seeds``)
+    trains for each (env, variant, algo). Snakemake outputs cannot vary with the wildcards,
+    so a job whose experiments use fewer seeds trains these all the same."""
+    return sorted({run.seed for run in all_runs(config)})
+
+
 def env_variants(config: dict, env: str) -> list[str]:
     """Variants some experiment draws on ``env`` (its datasets are built for these only)."""
     return sorted(
