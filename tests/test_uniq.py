@@ -172,6 +172,19 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
 
 
+def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
+    from uniq.diagnostics import diagnose, format_report
+
+    spec, un, mix = chain_datasets(tmp_path)
+    cfg = dict(TINY, ratio_steps=300, ratio_eval_every=50)
+    out = tmp_path / "runs/seed{seed}"
+    train("uniq", spec, un, mix, [0, 1], 300, out, cfg, device="cpu", progress=False)
+    assert not (tmp_path / "runs/seed1/checkpoint.pt").exists()  # the job's is in seed0_1
+    report = diagnose(tmp_path / "runs/seed1", spec=spec)
+    assert report["auc"]["tau"]["desirable>mix_undesirable"] > 0.8, format_report(report)
+    assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
+
+
 def test_without_occupancy_correction_it_still_trains(tmp_path):
     spec, un, mix = chain_datasets(tmp_path)
     out = tmp_path / "ablation"

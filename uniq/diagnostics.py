@@ -46,11 +46,15 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def _scores(method, rows: dict[str, torch.Tensor], chunk: int = 8192) -> dict[str, np.ndarray]:
-    cfg = method.cfg
+def _scores(
+    method, rows: dict[str, torch.Tensor], member: int = 0, chunk: int = 8192
+) -> dict[str, np.ndarray]:
+    cfg, K = method.cfg, method.members
     out: dict[str, list] = {"tau": [], "reward": [], "advantage": []}
     for i in range(0, len(rows["observations"]), chunk):
         t = {k: v[i : i + chunk] for k, v in rows.items()}
+        if K is not None:  # a batched job: every member sees the rows; keep ``member``'s view
+            t = {k: v.unsqueeze(0).expand(K, *v.shape) for k, v in t.items()}
         s, a, s2 = t["observations"], t["actions"], t["next_observations"]
         if cfg.occupancy_correction:
             out["tau"].append(method.occupancy_ratio(method._features(t)))
@@ -61,6 +65,8 @@ def _scores(method, rows: dict[str, torch.Tensor], chunk: int = 8192) -> dict[st
         a_pi, logp = method.actor.sample(s)
         v = method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
         out["advantage"].append(method.critic_target.min_q(s, a) - v)
+    if K is not None:
+        out = {k: [x[member] for x in v] for k, v in out.items()}
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items() if v}
 
 
@@ -76,7 +82,14 @@ def diagnose(
 
     run = Path(run_dir)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    ckpt = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    # A seed trained in a batched job: its networks are member k of the job's checkpoint,
+    # kept in the job's sibling folder (uniq.train.seed_dirs).
+    seeds = config.get("loop", {}).get("seeds_trained_together")
+    members, member, ckpt_dir = None, 0, run
+    if seeds:
+        members, member = len(seeds), seeds.index(config["seed"])
+        ckpt_dir = run.parent / Path(config["loop"]["checkpoint_dir"]).name
+    ckpt = torch.load(ckpt_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     cls = registry.get_method(config["base_algo"])
     if cls.name != "uniq":
         raise ValueError(f"{run}: a {cls.name} run; diagnose reads UNIQ's critic and ratios")
@@ -89,12 +102,11 @@ def diagnose(
     device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the policy samples inside V
-    method = cls(
-        build_config(cls.Config, config["config"]),
-        spec,
-        make_sources(un, mix, device, gen),
-        device,
-        0,
+    data, cfg = make_sources(un, mix, device, gen), build_config(cls.Config, config["config"])
+    method = (
+        cls(cfg, spec, data, device, 0)
+        if members is None
+        else cls(cfg, spec, data, device, 0, members=members)
     )
     method.load_state_dict(ckpt["method"])
     method.actor.eval()
@@ -111,7 +123,7 @@ def diagnose(
         idx = rng.choice(idx, min(max_rows, len(idx)), replace=False) if len(idx) else idx
         rows = {k: torch.as_tensor(getattr(src, k)[idx]) for k in
                 ("observations", "actions", "next_observations", "terminals")}  # fmt: skip
-        scores[name] = _scores(method, rows)
+        scores[name] = _scores(method, rows, member)
     report: dict[str, Any] = {
         "run": str(run),
         "step": ckpt["step"],
