@@ -17,6 +17,7 @@ import argparse
 import functools
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -59,14 +60,14 @@ def with_rollout(spec, episodes: int, num_envs: int, act_fn, workers: int) -> fl
         evaluate.make_vec_env = original
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--workers", type=int, default=2, help="processes in the worker rows")
     parser.add_argument("--worker-num-envs", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--out", default="benchmarks/out/env_speed.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
 
@@ -108,6 +109,13 @@ def main() -> None:
     for label, n, values in rows:
         cells = " | ".join(f"{values[name]:.0f}" for name in names)
         lines.append(f"| {label} | {n} | {cells} |")
+    raw = results[("single env loop", 1)]
+    with_policy = results[("rollout, in-process, MLP policy", max(args.num_envs))]
+    ratios = ", ".join(f"{name} {with_policy[name] / raw[name]:.2f}x" for name in names)
+    lines += [
+        "",
+        f"Evaluation with the policy vs raw random stepping of one env (target >= 0.8x): {ratios}.",
+    ]
     table = "\n".join(lines) + "\n"
     print(table)
     out = Path(args.out)
@@ -115,7 +123,8 @@ def main() -> None:
     tmp = out.with_suffix(".tmp")
     tmp.write_text(table)
     os.replace(tmp, out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
