@@ -14,6 +14,7 @@ existing result file changes.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -244,7 +245,7 @@ KILL_CONFIG = {
     "aggregate": {"reps": 20},
     "experiments": {"main": {"variants": ["default"], "algorithms": ["uniq"]}},
 }
-KILL_RUN = "results/smoke/runs/SafetyPointGoal1-v0/default/uniq/seed0"
+KILL_RUNS = "results/smoke/runs/SafetyPointGoal1-v0/default/uniq"
 
 
 def _snakemake(folder: Path, *args: str, wait: bool = True):
@@ -276,22 +277,28 @@ def _snakemake(folder: Path, *args: str, wait: bool = True):
     return res
 
 
-def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path):
+@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["one_seed", "batch_seeds"])
+def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path, seeds):
     """The whole workflow process group SIGKILLed mid-training (a node lost, an OOM kill);
     then `snakemake --unlock` and `snakemake --rerun-incomplete`, as the README says. The
     rerun must resume from the checkpoint and end with the uninterrupted run's parameters
-    and eval.json."""
+    and eval.json. With two seeds the job is a batched one (``train.batch_seeds``): one job
+    trains both, its checkpoint in the sibling folder seed0_1."""
+    config = copy.deepcopy(KILL_CONFIG)
+    config["train"].update(seeds=seeds, batch_seeds=len(seeds) > 1)
+    runs = [f"{KILL_RUNS}/seed{s}" for s in seeds]
+    job = f"{KILL_RUNS}/seed{'_'.join(map(str, seeds))}"
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     killed.mkdir()
-    (killed / "config.yaml").write_text(yaml.safe_dump(KILL_CONFIG))
+    (killed / "config.yaml").write_text(yaml.safe_dump(config))
     data = "results/smoke/data/SafetyPointGoal1-v0"
     _snakemake(killed, f"{data}/default/un.h5", f"{data}/default/mix.h5")  # datasets once
     shutil.copytree(killed, clean)
-    target = f"{KILL_RUN}/eval.json"
-    _snakemake(clean, target)  # the reference
+    targets = [f"{run}/eval.json" for run in runs]
+    _snakemake(clean, *targets)  # the reference
 
-    proc = _snakemake(killed, target, wait=False)
-    ckpt = killed / KILL_RUN / "checkpoint.pt"
+    proc = _snakemake(killed, *targets, wait=False)
+    ckpt = killed / job / "checkpoint.pt"
     deadline = time.monotonic() + 300
 
     def written() -> int:  # the checkpoint's version: 0 absent, then its mtime
@@ -307,21 +314,24 @@ def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the workflow ended before the kill"
-    left = {p.name for p in (killed / KILL_RUN).iterdir()}
-    assert not left & {"policy.pt", "train_log.csv", "config.yaml", "eval.json"}, left
+    for run in runs:
+        left = {p.name for p in (killed / run).iterdir()}
+        assert not left & {"policy.pt", "train_log.csv", "config.yaml", "eval.json"}, left
     step = torch.load(ckpt, weights_only=False)["step"]
-    assert 0 < step < KILL_CONFIG["train"]["steps"]
+    assert 0 < step < config["train"]["steps"]
 
     _snakemake(killed, "--unlock")
-    _snakemake(killed, "--rerun-incomplete", target)
-    log = (killed / "logs/smoke/train/SafetyPointGoal1-v0/default/uniq/seed0.log").read_text()
-    assert re.search(r"from \S*checkpoint\.pt at step \d+", log), log[-2000:]
-    assert same_params(killed / KILL_RUN / "policy.pt", clean / KILL_RUN / "policy.pt")
-    assert log_rows(killed / KILL_RUN / "train_log.csv") == log_rows(
-        clean / KILL_RUN / "train_log.csv"
-    )
-    a, b = (json.loads((run / KILL_RUN / "eval.json").read_text()) for run in (killed, clean))
-    assert same_record(a, b), (a, b)
+    _snakemake(killed, "--rerun-incomplete", *targets)
+    log_name = "seed0.log" if len(seeds) == 1 else "seeds.log"  # the batched job's one log
+    log = killed / "logs/smoke/train/SafetyPointGoal1-v0/default/uniq" / log_name
+    assert re.search(r"from \S*checkpoint\.pt at step \d+", log.read_text()), log.read_text()
+    for run in runs:
+        assert same_params(killed / run / "policy.pt", clean / run / "policy.pt")
+        assert log_rows(killed / run / "train_log.csv") == log_rows(clean / run / "train_log.csv")
+        a, b = (json.loads((d / run / "eval.json").read_text()) for d in (killed, clean))
+        assert same_record(a, b), (a, b)
+    if len(seeds) > 1:  # two independent runs, not one run twice
+        assert not same_params(killed / runs[0] / "policy.pt", killed / runs[1] / "policy.pt")
 
 
 @pytest.mark.parametrize("crash_in", ["save_policy", "log_rename", "after_finish"])
