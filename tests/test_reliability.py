@@ -14,6 +14,7 @@ existing result file changes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -304,15 +305,18 @@ def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path, s
     def written() -> int:  # the checkpoint's version: 0 absent, then its mtime
         return ckpt.stat().st_mtime_ns if ckpt.exists() else 0
 
-    while not written() and proc.poll() is None:  # the first, after pretraining (step 0)
-        assert time.monotonic() < deadline, "training made no checkpoint"
-        time.sleep(0.05)
-    first = written()
-    while written() == first and proc.poll() is None:  # the second, mid-run
-        assert time.monotonic() < deadline, "training made no second checkpoint"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while not written() and proc.poll() is None:  # the first, after pretraining (step 0)
+            assert time.monotonic() < deadline, "training made no checkpoint"
+            time.sleep(0.05)
+        first = written()
+        while written() == first and proc.poll() is None:  # the second, mid-run
+            assert time.monotonic() < deadline, "training made no second checkpoint"
+            time.sleep(0.05)
+    finally:  # the kill, and no workflow left running if an assertion failed
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the workflow ended before the kill"
     for run in runs:
         left = {p.name for p in (killed / run).iterdir()}
