@@ -137,8 +137,9 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {r['peak']:.0f} | {above:.0f} | {above - data_mib:.0f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    from uniq.atomic import atomic_write_text
+
+    atomic_write_text(args.out, text)
     return 0
 
 

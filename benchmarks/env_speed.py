@@ -19,13 +19,13 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import uniq.evaluate as evaluate
 from envs.tasks import get_task, make_env, make_vec_env
+from uniq.atomic import atomic_write_text
 from uniq.nets import TanhGaussianPolicy
 
 HORIZONS = {"SafetyPointGoal1-v0": 250, "SafetyHalfCheetahVelocity-v1": 1000}
@@ -118,11 +118,7 @@ def main(argv=None) -> int:
     ]
     table = "\n".join(lines) + "\n"
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(table)
-    os.replace(tmp, out)
+    atomic_write_text(args.out, table)
     return 0
 
 

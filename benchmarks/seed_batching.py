@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import statistics
 import sys
@@ -39,6 +38,7 @@ from update_speed import SHORT_PRETRAIN, sync, synthetic  # noqa: E402
 
 from envs.tasks import TaskSpec  # noqa: E402
 from uniq import registry  # noqa: E402
+from uniq.atomic import atomic_write_text  # noqa: E402
 from uniq.train import job_seed, make_sources, parse_overrides, seed_everything  # noqa: E402
 
 
@@ -144,11 +144,7 @@ def main(argv=None) -> int:
             print(d, name, {k: f"{1000 * v:.1f} ms" for k, v in results[d, name].items()})
     text = table(results, args.members, args.threads, args.steps, args.block, " ".join(args.set))
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"Command: `{' '.join(['python', *sys.argv])}`\n\n{text}")
-    os.replace(tmp, out)
+    atomic_write_text(args.out, f"Command: `{' '.join(['python', *sys.argv])}`\n\n{text}")
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import platform
 import resource
 import statistics
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from envs.tasks import TaskSpec  # noqa: E402
 from uniq import registry  # noqa: E402
+from uniq.atomic import atomic_write_text  # noqa: E402
 from uniq.data import OfflineData  # noqa: E402
 from uniq.method import Method  # noqa: E402
 from uniq.nets import TanhGaussianPolicy, TwinQ, soft_update  # noqa: E402
@@ -199,11 +199,7 @@ def main(argv=None) -> int:
     }
     text = table(results, args.threads, args.steps, args.block)
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"Command: `{' '.join(['python', *sys.argv])}`\n\n{text}")
-    os.replace(tmp, out)
+    atomic_write_text(args.out, f"Command: `{' '.join(['python', *sys.argv])}`\n\n{text}")
     return 0
 
 
