@@ -314,20 +314,10 @@ def test_method_that_cannot_batch_trains_its_seeds_one_after_another(tmp_path, d
         )
 
 
-def test_batched_run_evaluates_each_member_on_its_seeds_episodes(tmp_path, data, monkeypatch):
+def test_batched_run_evaluates_each_member_on_its_seeds_episodes(tmp_path, data, fake_rollouts):
     from uniq import evaluate
 
-    seen = []
-
-    def fake_rollout(act_fn, task, episodes, seed, num_envs, record, progress):
-        seen.append(seed)
-        actions = act_fn(np.zeros((episodes, 3), np.float32))
-        np.random.rand(3), torch.rand(3)  # an env would use RNGs: training must not notice
-        n = np.arange(episodes, dtype=float)
-        return evaluate.Rollouts(n + actions.sum(), n, np.full(episodes, 10.0))
-
-    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
-    monkeypatch.setattr(evaluate, "reference_returns", lambda paths: (0.0, 10.0))
+    seen = fake_rollouts
     kw = dict(device="cpu", progress=False, log_every=5)
     train("uniq", SPEC, *data, [0, 1], 12, tmp_path / "plain/s{seed}", TINY, **kw)
     train(

@@ -293,21 +293,11 @@ def test_cli_writes_complete_outputs_and_no_partial_files(tmp_path, data, monkey
 
 
 def test_periodic_evaluation_writes_curve_and_leaves_training_unchanged(
-    tmp_path, data, monkeypatch
+    tmp_path, data, fake_rollouts
 ):
     from uniq import evaluate
 
-    seen = []
-
-    def fake_rollout(act_fn, task, episodes, seed, num_envs, record, progress):
-        seen.append(seed)
-        actions = act_fn(np.zeros((episodes, 3), np.float32))
-        np.random.rand(3), torch.rand(3)  # an env would use RNGs: training must not notice
-        n = np.arange(episodes, dtype=float)
-        return evaluate.Rollouts(n + actions.sum(), n, np.full(episodes, 10.0))
-
-    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
-    monkeypatch.setattr(evaluate, "reference_returns", lambda paths: (0.0, 10.0))
+    seen = fake_rollouts
     kw = dict(device="cpu", progress=False, log_every=5)
     # UNIQ samples actions from torch's global RNG, which the rollout also draws from.
     train("uniq", SPEC, *data, 0, 12, tmp_path / "plain", TINY, **kw)
