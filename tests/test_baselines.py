@@ -76,15 +76,21 @@ def run_updates(method, steps: int) -> dict:
 
 
 # -- BC --------------------------------------------------------------------------------
-def test_bc_recovers_linear_gaussian_expert():
-    """a = tanh(W s + b + 0.1 eps): the MLE of a linear tanh-Gaussian policy is (W, b, 0.1)."""
+def linear_gaussian_expert(n: int = 4000):
+    """(obs, actions, W, b) with a = tanh(W s + b + 0.1 eps), s ~ N(0, I_3); seeds torch too."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     w_true = np.array([[0.8, -0.5, 0.2], [-0.3, 0.4, 0.9]], np.float32)
     b_true = np.array([0.1, -0.2], np.float32)
-    n = 4000
     obs = rng.normal(size=(n, 3)).astype(np.float32)
     actions = np.tanh(obs @ w_true.T + b_true + 0.1 * rng.normal(size=(n, 2)))
+    return obs, actions, w_true, b_true
+
+
+def test_bc_recovers_linear_gaussian_expert():
+    """a = tanh(W s + b + 0.1 eps): the MLE of a linear tanh-Gaussian policy is (W, b, 0.1)."""
+    obs, actions, w_true, b_true = linear_gaussian_expert()
+    n = len(obs)
     z = np.zeros(n)
     data = OfflineData(obs, actions, z, z, obs, z, z, np.ones(n))
     gen = torch.Generator().manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 from test_baselines import SPEC as SPEC3
-from test_baselines import make_data
+from test_baselines import linear_gaussian_expert, make_data
 from test_train import SPEC, TINY, assert_same_state, checkpoint_params, data, log_rows
 from test_uniq import TINY as CHAIN_TINY
 from test_uniq import chain_datasets, mean_action
@@ -152,13 +152,8 @@ def test_batched_update_equals_separate_updates_on_each_members_batch(case, monk
 # ---------------------------------------------------------------------------- known answers
 def test_batched_bc_members_each_recover_the_linear_gaussian_expert():
     """As tests/test_baselines.py's BC test, with 2 members batched: each finds (W, b, 0.1)."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    w_true = np.array([[0.8, -0.5, 0.2], [-0.3, 0.4, 0.9]], np.float32)
-    b_true = np.array([0.1, -0.2], np.float32)
-    n = 4000
-    obs = rng.normal(size=(n, 3)).astype(np.float32)
-    actions = np.tanh(obs @ w_true.T + b_true + 0.1 * rng.normal(size=(n, 2)))
+    obs, actions, w_true, b_true = linear_gaussian_expert()
+    n = len(obs)
     z = np.zeros(n)
     samplers = {
         "mix": Sampler(
