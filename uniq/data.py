@@ -278,7 +278,8 @@ def _decode_attrs(raw: dict) -> dict:
         out[k] = v.item() if isinstance(v, np.generic) else v
     listed = out.pop(JSON_KEYS_ATTR, None)
     if listed is not None:
-        return {k: json.loads(v) if k in json.loads(listed) else v for k, v in out.items()}
+        encoded = set(json.loads(listed))
+        return {k: json.loads(v) if k in encoded else v for k, v in out.items()}
     for k, v in out.items():
         if isinstance(v, str) and v[:1] in "[{":
             try:
