@@ -149,6 +149,16 @@ rule dataset:
         " --out-dir {params.out_dir} {params.no_gap} > {log} 2>&1"
 
 
+def curve_args(wildcards, input):
+    """The train rules' learning-curve flags (none when train.eval_every is 0)."""
+    if not config["train"]["eval_every"]:
+        return ""
+    return (
+        f"--eval-every {config['train']['eval_every']}"
+        f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
+    )
+
+
 if not config["train"]["batch_seeds"]:
 
     rule train:
@@ -168,12 +178,7 @@ if not config["train"]["batch_seeds"]:
             steps=config["train"]["steps"],
             checkpoint_every=config["train"]["checkpoint_every"],
             out_dir=lambda w, output: os.path.dirname(output.policy),
-            curve=lambda w, input: (
-                f"--eval-every {config['train']['eval_every']}"
-                f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
-                if config["train"]["eval_every"]
-                else ""
-            ),
+            curve=curve_args,
         wildcard_constraints:
             algo=W.name_regex(config["algorithms"]),
         log:
@@ -218,12 +223,7 @@ else:
             steps=config["train"]["steps"],
             checkpoint_every=config["train"]["checkpoint_every"],
             out_pattern=lambda w: f"{RUNS}/{w.env}/{w.variant}/{w.algo}/seed{{seed}}",
-            curve=lambda w, input: (
-                f"--eval-every {config['train']['eval_every']}"
-                f" --eval-episodes {config['train']['eval_episodes']} --reference {input.reference}"
-                if config["train"]["eval_every"]
-                else ""
-            ),
+            curve=curve_args,
         wildcard_constraints:
             algo=W.name_regex(config["algorithms"]),
         log:
