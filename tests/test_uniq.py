@@ -9,6 +9,7 @@ import torch
 from envs.tasks import TaskSpec
 from uniq.algorithm import UNIQ, UNIQConfig, inverse_square_weight, quantiles, scale_ratio
 from uniq.data import OfflineData
+from uniq.method import ConfigError
 from uniq.nets import load_policy
 from uniq.train import make_sources, seed_everything, train
 
@@ -32,6 +33,24 @@ def test_inverse_square_weight_clips_zero_to_the_bound():
     # 1/0 = +inf -> 100 (not nan); 1/0.05^2 = 400 -> 100; 1/0.25 = 4; 1/400
     assert torch.equal(out, torch.tensor([100.0, 100.0, 100.0, 4.0, 1 / 400]))
     assert torch.isfinite(out).all()
+
+
+def test_actor_weights_recipe_and_paper_forms():
+    from uniq.algorithm import actor_weights
+
+    cfg = UNIQConfig()
+    A = torch.tensor([0.0, 0.0, 0.0, 20.0])  # the last is clipped to adv_clip = 10
+    W = torch.tensor([0.0, -1.0, -10.0, -10.0])
+    paper = actor_weights(A, None, cfg)
+    e = torch.exp(torch.tensor([-10.0, -10.0, -10.0, 0.0]))
+    assert torch.allclose(paper, (e / e.mean()).clamp(max=100))
+    recipe = actor_weights(A, W, cfg)
+    # 1/W^2: W = 0 -> clipped to 100, -1 -> 1, -10 -> 0.01; the product is capped at 100
+    assert torch.allclose(
+        recipe, (e / e.mean() * torch.tensor([100, 1, 0.01, 0.01])).clamp(max=100)
+    )
+    with pytest.raises(ConfigError, match="actor_weight"):
+        UNIQConfig(actor_weight="paper")
 
 
 def test_scale_ratio_maps_quantiles_to_minus_r_and_zero():
@@ -170,6 +189,11 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     assert report["auc"]["tau"]["desirable>un"] > 0.8, format_report(report)
     assert report["mean"]["reward"]["un"] < report["mean"]["reward"]["mix_desirable"]
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
+    # The actor learns mostly from desirable rows (half of D_MIX here).
+    weight = report["actor_weight"]
+    assert weight["desirable_share_of_rows"] == 0.5
+    assert weight["desirable_share"] > 0.8, format_report(report)
+    assert 1 <= weight["effective_rows"] <= weight["batch_rows"]
 
 
 def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):

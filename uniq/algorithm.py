@@ -40,7 +40,9 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
        L_pi   = - E_MIX[ weight * log pi(a|s) ]
 
    1 / W^2 at W = 0 is +inf and the clip makes it 100 (see :func:`inverse_square_weight`);
-   without occupancy correction the factor is 1 on D_MIX.
+   without occupancy correction the factor is 1 on D_MIX. ``actor_weight="advantage"``
+   drops the factor (the paper's max E[exp(A) log pi]): the ratio then shapes the critic,
+   and through it the advantage, but does not reweight the actor's rows directly.
 
 Speed: the classifiers are frozen after ``pretrain``, so tau of every dataset row (and of
 its next state) is computed once and gathered by row index. The actor's 512 D_MIX rows
@@ -67,6 +69,7 @@ from uniq.method import ConfigError, Method
 from uniq.nets import TanhGaussianPolicy, TwinQ, mlp, soft_update
 
 RATIO_FORMS = ("state", "state_action")
+ACTOR_WEIGHTS = ("recipe", "advantage")
 VALUE_FORMS = ("policy", "expectile")
 
 
@@ -130,6 +133,9 @@ class UNIQConfig:
     """Adam learning rate of the separate V network (value_form='expectile' only)."""
     adv_clip: float = 10.0
     """A = min(Q_target - V, adv_clip) in the actor's weight (reference 10)."""
+    actor_weight: str = "recipe"
+    """'recipe': exp-advantage times clip(1/W^2) (reference code); 'advantage': exp-advantage
+    only, the paper's max E[exp(A) log pi] (the ratio then acts through the critic alone)."""
     inv_w2_clip: float = 100.0
     """1/W^2 is clipped to [0, inv_w2_clip] in the actor's weight (reference 100)."""
     weight_clip: float = 100.0
@@ -147,6 +153,8 @@ class UNIQConfig:
             raise ConfigError(f"ratio_form={self.ratio_form!r}; choose one of {RATIO_FORMS}")
         if self.value_form not in VALUE_FORMS:
             raise ConfigError(f"value_form={self.value_form!r}; choose one of {VALUE_FORMS}")
+        if self.actor_weight not in ACTOR_WEIGHTS:
+            raise ConfigError(f"actor_weight={self.actor_weight!r}; choose one of {ACTOR_WEIGHTS}")
         if self.value_log_every < 1:
             raise ConfigError(f"value_log_every={self.value_log_every}; need >= 1")
         if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
@@ -156,6 +164,20 @@ class UNIQConfig:
 def inverse_square_weight(W: torch.Tensor, clip: float) -> torch.Tensor:
     """clip(1 / W^2, 0, clip). W = 0 gives 1/0 = +inf, which the clip turns into ``clip``."""
     return W.square().reciprocal().clamp(max=clip)
+
+
+def actor_weights(A: torch.Tensor, W: torch.Tensor | None, cfg: UNIQConfig) -> torch.Tensor:
+    """The actor's per-row weight from the advantage A and, for the recipe's form, the
+    transition weight W (None: no 1/W^2 factor), normalized per member along the last dim:
+
+        min( exp(A - max A) / mean(exp(A - max A)) * clip(1 / W^2, 0, inv_w2_clip), weight_clip )
+    """
+    A = A.clamp(max=cfg.adv_clip)
+    e = torch.exp(A - A.amax(-1, keepdim=True))
+    weight = e / e.mean(-1, keepdim=True)
+    if W is not None:
+        weight = weight * inverse_square_weight(W, cfg.inv_w2_clip)
+    return weight.clamp(max=cfg.weight_clip)
 
 
 def scale_ratio(tau: torch.Tensor, q: tuple[float, float], reward_factor: float) -> torch.Tensor:
@@ -477,12 +499,8 @@ class UNIQ(Method):
 
         # Actor: weighted BC on D_MIX.
         with torch.no_grad():
-            A = (Q_act - V_act).clamp(max=cfg.adv_clip)
-            e = torch.exp(A - A.amax(-1, keepdim=True))
-            weight = e / e.mean(-1, keepdim=True)
-            if cfg.occupancy_correction:
-                weight = weight * inverse_square_weight(W_act, cfg.inv_w2_clip)
-            weight = weight.clamp(max=cfg.weight_clip)
+            use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
+            weight = actor_weights(Q_act - V_act, W_act if use_w else None, cfg)
         log_pi = self.actor.dist_log_prob(mean[..., :m_a, :], log_std[..., :m_a, :], a_act)
         actor_loss = -(weight * log_pi).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)

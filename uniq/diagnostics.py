@@ -8,7 +8,10 @@ groups of transitions: D_UN, the desirable part of D_MIX and its undesirable par
   D_MIX rows, low on desirable ones);
 - the implicit reward r(s, a) = Q(s, a) - gamma (1 - done) V(s') (should be low where the
   undesirable demonstrations go);
-- the advantage Q_target(s, a) - V(s) that weights the actor (should favour desirable rows).
+- the advantage Q_target(s, a) - V(s) that weights the actor (should favour desirable rows);
+- the actor's weights themselves, as in training (uniform D_MIX batches, the configured
+  ``actor_weight`` form): the share of their mass on desirable rows and their effective
+  sample size per batch, (sum w)^2 / sum w^2: the rows the policy actually learns from.
 
 Each as a mean per group and as AUC(desirable D_MIX vs the other group): the probability that
 a random desirable row scores higher (reward, advantage) or lower (tau) than a random row of
@@ -68,6 +71,44 @@ def _scores(
     if K is not None:
         out = {k: [x[member] for x in v] for k, v in out.items()}
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items() if v}
+
+
+@torch.no_grad()
+def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
+    """Share of the actor's weight on desirable D_MIX rows, and its effective sample size."""
+    from uniq.algorithm import actor_weights
+
+    cfg, K = method.cfg, method.members
+    desirable = torch.as_tensor(mix.is_desirable > 0.5)
+    share, ess = [], []
+    for _ in range(batches):
+        idx = torch.as_tensor(rng.integers(0, len(mix), cfg.actor_batch))
+        s, a = (torch.as_tensor(getattr(mix, k)[idx.numpy()]) for k in ("observations", "actions"))
+        b_mix = {"index": idx, "observations": s}
+        # W on the actor batch is scaled within that batch: the critic's D_UN rows do not matter
+        b_un = {
+            "index": torch.zeros(cfg.batch_un, dtype=torch.long),
+            "observations": s[: cfg.batch_un],
+        }
+        if K is not None:
+            s, a = s.expand(K, *s.shape), a.expand(K, *a.shape)
+            b_mix = {k: v.expand(K, *v.shape) for k, v in b_mix.items()}
+            b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
+        a_pi, logp = method.actor.sample(s)
+        A = method.critic_target.min_q(s, a) - (
+            method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
+        )
+        use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
+        w = actor_weights(A, method._weights(b_mix, b_un)[1] if use_w else None, cfg)
+        w = w if K is None else w[member]
+        share.append(float(w[desirable[idx]].sum() / w.sum()))
+        ess.append(float(w.sum() ** 2 / w.square().sum()))
+    return {
+        "desirable_share": float(np.mean(share)),
+        "desirable_share_of_rows": float(desirable.float().mean()),
+        "effective_rows": float(np.mean(ess)),
+        "batch_rows": cfg.actor_batch,
+    }
 
 
 def diagnose(
@@ -130,6 +171,7 @@ def diagnose(
         "rows": {},
         "mean": {},
         "auc": {},
+        "actor_weight": _actor_weights(method, mix, member, rng),
     }
     for name in GROUPS:
         report["rows"][name] = int(len(next(iter(scores[name].values()))))
@@ -160,6 +202,13 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("AUC: P(a desirable row has lower tau / higher reward or advantage); 0.5 = none.")
+    w = report["actor_weight"]
+    lines.append(
+        "Actor weight as in training: "
+        f"{w['desirable_share']:.1%} on desirable D_MIX rows (their share of D_MIX: "
+        f"{w['desirable_share_of_rows']:.1%}); effective rows {w['effective_rows']:.1f} of "
+        f"{w['batch_rows']} per batch."
+    )
     return "\n".join(lines) + "\n"
 
 
