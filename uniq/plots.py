@@ -45,6 +45,7 @@ COLUMN_WIDTH = 3.3  # inches, one column of a two-column paper
 METHOD_COLORS = {
     "uniq": "#D55E00",
     "uniq-nocorr": "#E69F00",
+    "uniq-paper-actor": "#994F00",
     "bc-mix": "#56B4E9",
     "bc-safe": "#009E73",
     "dwbc": "#332288",
