@@ -680,7 +680,9 @@ def test_every_result_records_commit_config_and_dataset_checksums(pipeline):
     config = yaml.safe_load((root / "a/config.yaml").read_text())
     record = json.loads((root / "a/eval.json").read_text())
     for where in (meta, config, record):
-        assert where["git_commit"] == head
+        # "-dirty" when the checkout had uncommitted source changes while the runs were made
+        assert where["git_commit"] in (head, f"{head}-dirty")
+    assert meta["git_commit"] == config["git_commit"] == record["git_commit"]
     assert meta["dataset_checksums"] == record["dataset_checksums"] == sums
     assert {k: v["checksum"] for k, v in config["data"].items()} == sums
     assert config["data"]["un"]["path"] == str(un) and config["data"]["mix"]["rows"] == 80
