@@ -441,6 +441,13 @@ class UNIQ(Method):
         tau_c = torch.cat([tau_mix[..., :m_c, :], self._gather_tau("un", un["index"])], -2)
         return transition_weight(tau_c), transition_weight(tau_mix[..., :m_a, :])
 
+    def actor_weights(self, A: torch.Tensor, W_act: torch.Tensor) -> torch.Tensor:
+        """The actor's weights (:func:`actor_weights`) with the 1/W^2 factor where the config
+        has one: the recipe's form with occupancy correction."""
+        cfg = self.cfg
+        use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
+        return actor_weights(A, W_act if use_w else None, cfg)
+
     # ------------------------------------------------------------------ update
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         # Rows are dim -2 of features and dim -1 of per-row scalars, behind an optional
@@ -499,8 +506,7 @@ class UNIQ(Method):
 
         # Actor: weighted BC on D_MIX.
         with torch.no_grad():
-            use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
-            weight = actor_weights(Q_act - V_act, W_act if use_w else None, cfg)
+            weight = self.actor_weights(Q_act - V_act, W_act)
         log_pi = self.actor.dist_log_prob(mean[..., :m_a, :], log_std[..., :m_a, :], a_act)
         actor_loss = -(weight * log_pi).mean(-1)
         self.actor_opt.zero_grad(set_to_none=True)

@@ -76,8 +76,6 @@ def _scores(
 @torch.no_grad()
 def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
     """Share of the actor's weight on desirable D_MIX rows, and its effective sample size."""
-    from uniq.algorithm import actor_weights
-
     cfg, K = method.cfg, method.members
     desirable = torch.as_tensor(mix.is_desirable > 0.5)
     share, ess = [], []
@@ -98,8 +96,7 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20
         A = method.critic_target.min_q(s, a) - (
             method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
         )
-        use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
-        w = actor_weights(A, method._weights(b_mix, b_un)[1] if use_w else None, cfg)
+        w = method.actor_weights(A, method._weights(b_mix, b_un)[1])
         w = w if K is None else w[member]
         share.append(float(w[desirable[idx]].sum() / w.sum()))
         ess.append(float(w.sum() ** 2 / w.square().sum()))
