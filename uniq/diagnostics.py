@@ -48,6 +48,17 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def _value(method, s: torch.Tensor) -> torch.Tensor:
+    """V(s) = Q_target(s, a~pi) - alpha log pi(a|s), as UNIQ's update computes it."""
+    a_pi, logp = method.actor.sample(s)
+    return method.critic_target.min_q(s, a_pi) - method.cfg.alpha * logp
+
+
+def _advantage(method, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """A(s, a) = Q_target(s, a) - V(s), the advantage that weights UNIQ's actor."""
+    return method.critic_target.min_q(s, a) - _value(method, s)
+
+
 @torch.no_grad()
 def _scores(
     method, rows: dict[str, torch.Tensor], member: int = 0, chunk: int = 8192
@@ -61,13 +72,9 @@ def _scores(
         s, a, s2 = t["observations"], t["actions"], t["next_observations"]
         if cfg.occupancy_correction:
             out["tau"].append(method.occupancy_ratio(method._features(t)))
-        a2, logp2 = method.actor.sample(s2)
-        v_next = method.critic_target.min_q(s2, a2) - cfg.alpha * logp2
         q = torch.stack(method.critic(s, a)).mean(0)
-        out["reward"].append(q - cfg.gamma * (1 - t["terminals"]) * v_next)
-        a_pi, logp = method.actor.sample(s)
-        v = method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
-        out["advantage"].append(method.critic_target.min_q(s, a) - v)
+        out["reward"].append(q - cfg.gamma * (1 - t["terminals"]) * _value(method, s2))
+        out["advantage"].append(_advantage(method, s, a))
     if K is not None:
         out = {k: [x[member] for x in v] for k, v in out.items()}
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items() if v}
@@ -92,11 +99,7 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20
             s, a = s.expand(K, *s.shape), a.expand(K, *a.shape)
             b_mix = {k: v.expand(K, *v.shape) for k, v in b_mix.items()}
             b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
-        a_pi, logp = method.actor.sample(s)
-        A = method.critic_target.min_q(s, a) - (
-            method.critic_target.min_q(s, a_pi) - cfg.alpha * logp
-        )
-        w = method.actor_weights(A, method._weights(b_mix, b_un)[1])
+        w = method.actor_weights(_advantage(method, s, a), method._weights(b_mix, b_un)[1])
         w = w if K is None else w[member]
         share.append(float(w[desirable[idx]].sum() / w.sum()))
         ess.append(float(w.sum() ** 2 / w.square().sum()))
