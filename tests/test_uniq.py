@@ -196,6 +196,23 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     assert 1 <= weight["effective_rows"] <= weight["batch_rows"]
 
 
+@pytest.mark.parametrize("value_form", ["policy", "expectile"])
+def test_diagnose_uses_the_value_the_update_uses(value_form):
+    from uniq.diagnostics import _value
+
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
+    method = UNIQ(UNIQConfig(**dict(TINY, value_form=value_form)), spec, {}, "cpu", 0)
+    s = torch.linspace(-1, 1, 9)[:, None]
+    torch.manual_seed(1)
+    v = _value(method, s)
+    if value_form == "expectile":  # the separate network, no policy sample
+        assert torch.equal(v, method.value(s).squeeze(-1))
+    else:
+        torch.manual_seed(1)
+        a, logp = method.actor.sample(s)
+        assert torch.equal(v, method.critic_target.min_q(s, a) - method.cfg.alpha * logp)
+
+
 def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     from uniq.diagnostics import diagnose, format_report
 

@@ -49,7 +49,10 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def _value(method, s: torch.Tensor) -> torch.Tensor:
-    """V(s) = Q_target(s, a~pi) - alpha log pi(a|s), as UNIQ's update computes it."""
+    """V(s) as UNIQ's update computes it: Q_target(s, a~pi) - alpha log pi(a|s), or the
+    separate network's output when ``value_form="expectile"``."""
+    if method.cfg.value_form == "expectile":
+        return method.value(s).squeeze(-1)
     a_pi, logp = method.actor.sample(s)
     return method.critic_target.min_q(s, a_pi) - method.cfg.alpha * logp
 
