@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from envs.tasks import TaskSpec
-from uniq.algorithm import UNIQ, UNIQConfig, inverse_square_weight, quantiles, scale_ratio
+from uniq.algorithm import (
+    UNIQ,
+    UNIQConfig,
+    actor_weights,
+    inverse_square_weight,
+    quantiles,
+    scale_ratio,
+)
 from uniq.data import OfflineData
 from uniq.method import ConfigError
 from uniq.nets import load_policy
@@ -36,8 +43,6 @@ def test_inverse_square_weight_clips_zero_to_the_bound():
 
 
 def test_actor_weights_recipe_and_paper_forms():
-    from uniq.algorithm import actor_weights
-
     cfg = UNIQConfig()
     A = torch.tensor([0.0, 0.0, 0.0, 20.0])  # the last is clipped to adv_clip = 10
     W = torch.tensor([0.0, -1.0, -10.0, -10.0])
