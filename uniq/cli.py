@@ -85,28 +85,57 @@ def build_parser() -> argparse.ArgumentParser:
     def _demonstrator(args: argparse.Namespace) -> int:
         import torch
 
-        from envs.demonstrators import DemoConfig, train_demonstrator
         from uniq.devices import device_for
         from uniq.method import ConfigError, build_config
         from uniq.train import parse_overrides
 
         torch.set_num_threads(args.threads)
         try:
-            cfg = build_config(DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator")
-            with device_for(args.device) as device:  # the GPU slot allocator, as for training
-                stats = train_demonstrator(
+            if args.algo == "ppo":  # on-policy, CPU-bound by the env: no GPU slot
+                from envs.ppo import PPOConfig, train_ppo
+
+                cfg = build_config(
+                    PPOConfig, parse_overrides(args.set), f"{args.kind} PPO demonstrator"
+                )
+                stats = train_ppo(
                     args.task,
                     args.kind,
                     args.steps,
                     args.seed,
                     args.out,
-                    str(device),
                     cfg,
                     progress=not args.no_progress,
                 )
+            else:
+                from envs.demonstrators import DemoConfig, train_demonstrator
+
+                cfg = build_config(
+                    DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator"
+                )
+                with device_for(args.device) as device:  # the GPU slot allocator, as for training
+                    stats = train_demonstrator(
+                        args.task,
+                        args.kind,
+                        args.steps,
+                        args.seed,
+                        args.out,
+                        str(device),
+                        cfg,
+                        progress=not args.no_progress,
+                    )
         except (ConfigError, KeyError, ValueError, RuntimeError) as err:
             logging.getLogger("envs.demonstrators").error("%s", err.args[0] if err.args else err)
             return 2
+        if args.algo == "ppo":
+            logging.getLogger("envs.ppo").info(
+                "%s: last-5 epochs return %.1f cost %.1f (lambda %.3f), %.0f s",
+                args.out,
+                stats["train_return_last5"],
+                stats["train_cost_last5"],
+                stats["final_lambda"],
+                stats["wall_time_s"],
+            )
+            return 0
         logging.getLogger("envs.demonstrators").info(
             "%s: last-10 training episodes return %.1f cost %.1f (lambda %.3f), %.0f s",
             args.out,
@@ -118,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         return 0
 
     p = sub.add_parser(
-        "demonstrator", help="train a SAC (unsafe) / SAC-Lagrangian (safe) demonstrator"
+        "demonstrator",
+        help="train an unsafe / safe demonstrator: SAC / SAC-Lagrangian or PPO / PPO-Lagrangian",
+    )
+    p.add_argument(
+        "--algo",
+        choices=["sac", "ppo"],
+        default="sac",
+        help="sac: envs/demonstrators.py (velocity tasks); ppo: envs/ppo.py (navigation tasks)",
     )
     p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
     p.add_argument("--kind", required=True, choices=["safe", "unsafe"])
@@ -132,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field of envs.demonstrators.DemoConfig (e.g. hidden=128); repeatable",
+        help="override a field of DemoConfig (sac) or PPOConfig (ppo), e.g. hidden=128; repeatable",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_demonstrator)

@@ -93,11 +93,40 @@ def unstack_member(batched: nn.Module, plain: nn.Module, k: int) -> nn.Module:
     return plain
 
 
+class ObsNormalizer(nn.Module):
+    """``(s - mean) / (std + 1e-3)``, optionally clipped to ``[-clip, clip]``.
+
+    The one observation standardisation of the suite. It is a layer of the networks that
+    use it, its statistics are buffers: they are saved and loaded with the network's weights,
+    so a policy trained on standardised observations cannot be run on raw ones by mistake.
+    Statistics start at (0, 1) (nearly the identity) and are set with :meth:`set_stats`.
+    """
+
+    EPS = 1e-3
+
+    def __init__(self, dim: int, clip: float | None = None):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set_stats(self, mean, std) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = (obs - self.mean) / (self.std + self.EPS)
+        return x if self.clip is None else x.clamp(-self.clip, self.clip)
+
+
 class TanhGaussianPolicy(nn.Module):
     """pi(a|s) = tanh(N(mu(s), sigma(s)^2)), log sigma clamped to [log_std_min, log_std_max].
 
     ``log_prob`` of given (dataset) actions inverts the tanh on actions clipped to
     ``[-1 + eps, 1 - eps]`` so that saturated actions (exactly +-1) keep a finite log-prob.
+    ``obs_norm``: the policy standardises its raw observations itself (:class:`ObsNormalizer`,
+    statistics in ``self.obs_norm``, clipped at ``obs_clip`` if given).
     """
 
     def __init__(
@@ -110,6 +139,8 @@ class TanhGaussianPolicy(nn.Module):
         log_std_max: float = 2.0,
         eps: float = 1e-5,
         members: int | None = None,
+        obs_norm: bool = False,
+        obs_clip: float | None = None,
     ):
         super().__init__()
         self.members = members
@@ -122,10 +153,15 @@ class TanhGaussianPolicy(nn.Module):
             log_std_max=log_std_max,
             eps=eps,
         )
+        if obs_norm:  # only then: older policy files (without these keys) keep loading
+            self.init_kwargs.update(obs_norm=True, obs_clip=obs_clip)
+        self.obs_norm = ObsNormalizer(obs_dim, obs_clip) if obs_norm else None
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth, members=members)
         self.log_std_min, self.log_std_max, self.eps = log_std_min, log_std_max, eps
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         mean, log_std = self.trunk(obs).chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
@@ -176,6 +212,8 @@ class TanhGaussianPolicy(nn.Module):
             return self
         device = self.trunk[0].weight.device
         plain = TanhGaussianPolicy(**self.init_kwargs).to(device).train(self.training)
+        if self.obs_norm is not None:  # shared by the members: one dataset, one statistic
+            plain.obs_norm.load_state_dict(self.obs_norm.state_dict())
         return unstack_member(self, plain, k)
 
 
