@@ -174,7 +174,7 @@ if not config["train"]["batch_seeds"]:
             config=f"{RUN}/config.yaml",
             curve=f"{RUN}/curve.csv" if config["train"]["eval_every"] else [],
         params:
-            algo=lambda w: W.train_args(config, w.algo),
+            algo=lambda w: W.train_args(config, w.algo, w.env),
             steps=config["train"]["steps"],
             checkpoint_every=config["train"]["checkpoint_every"],
             out_dir=lambda w, output: os.path.dirname(output.policy),
@@ -218,7 +218,7 @@ else:
             config=seed_files("config.yaml"),
             curve=seed_files("curve.csv") if config["train"]["eval_every"] else [],
         params:
-            algo=lambda w: W.train_args(config, w.algo),
+            algo=lambda w: W.train_args(config, w.algo, w.env),
             seeds=" ".join(map(str, SEEDS)),
             steps=config["train"]["steps"],
             checkpoint_every=config["train"]["checkpoint_every"],

@@ -38,6 +38,12 @@ class TaskSpec:
     max_episode_steps: int = 1000
     cost_limit: float = 25.0
     """kappa: the safe demonstrator's per-episode cost limit and the cost normalizer."""
+    obs_normalize: bool = False
+    """Offline learners see observations standardised over D_MIX + D_UN (uniq.train.make_sources).
+
+    The authors' code standardises on the velocity tasks and not on the navigation ones
+    (whose lidar readings already lie in [0, 1]); config files may override it per task.
+    """
     demo_steps_quick: int = 50_000
     """Environment steps for each RL demonstrator in the quick (CPU) profile.
 
@@ -78,9 +84,10 @@ TASKS: dict[str, TaskSpec] = {
             "velocity",
             obs_dim=17,
             act_dim=6,
+            obs_normalize=True,
             demo_steps_quick=80_000,
         ),
-        TaskSpec("SafetyAntVelocity-v1", "velocity", obs_dim=27, act_dim=8),
+        TaskSpec("SafetyAntVelocity-v1", "velocity", obs_dim=27, act_dim=8, obs_normalize=True),
     ]
 }
 

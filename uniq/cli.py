@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                 threads=args.threads,
                 eval_num_envs=args.eval_num_envs,
                 progress=not args.no_progress,
+                obs_norm={"auto": None, "on": True, "off": False}[args.obs_norm],
             )
         except (ConfigError, DatasetError, TrainingDiverged) as err:
             logging.getLogger("uniq.train").error("%s", err)
@@ -343,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", nargs="+", default=[], help="rollouts_*.h5 for R_min/R_max")
     p.add_argument("--log-every", type=int, default=1000)
     p.add_argument("--checkpoint-every", type=int, default=10_000)
+    p.add_argument(
+        "--obs-norm",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="standardise observations over D_MIX + D_UN for every network; auto: the task's "
+        "default (on for velocity tasks, off for navigation, as the authors' code)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train)
     # == end section: train ==================================================

@@ -289,6 +289,18 @@ def _decode_attrs(raw: dict) -> dict:
     return out
 
 
+def observation_stats(*datasets: OfflineData) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64, per dimension) of the ``observations`` of all ``datasets`` together.
+
+    The statistics of the recipe's standardisation ``(s - mean) / (std + 1e-3)``
+    (:class:`uniq.nets.ObsNormalizer`), taken over D_MIX and D_UN, as the authors' code.
+    """
+    obs = np.concatenate([d.observations for d in datasets]).astype(np.float64)
+    if not len(obs):
+        raise DatasetError("no observations to standardise: D_MIX and D_UN are both empty.")
+    return obs.mean(0), obs.std(0)
+
+
 class Sampler:
     """Uniform random batches of rows from device-resident tensors.
 

@@ -24,6 +24,7 @@ the reward does not)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -114,6 +115,15 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20
     }
 
 
+def _standardised(data: OfflineData, norm) -> OfflineData:
+    with torch.no_grad():
+        obs, nxt = (
+            norm(torch.as_tensor(getattr(data, k))).numpy()
+            for k in ("observations", "next_observations")
+        )
+    return dataclasses.replace(data, observations=obs, next_observations=nxt)
+
+
 def diagnose(
     run_dir: str | os.PathLike, max_rows: int = 20_000, seed: int = 0, spec=None
 ) -> dict[str, Any]:
@@ -146,7 +156,11 @@ def diagnose(
     device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the policy samples inside V
-    data, cfg = make_sources(un, mix, device, gen), build_config(cls.Config, config["config"])
+    # The run's networks saw the data as the loop gave it: standardised or not, as recorded.
+    data = make_sources(un, mix, device, gen, obs_norm=config.get("obs_norm", False))
+    cfg = build_config(cls.Config, config["config"])
+    if data.obs_norm is not None:  # the rows below are read from the files: standardise them too
+        un, mix = (_standardised(d, data.obs_norm) for d in (un, mix))
     method = (
         cls(cfg, spec, data, device, 0)
         if members is None

@@ -125,9 +125,23 @@ class Method:
         return policy if self.members is None else policy.member(k)
 
     # -- provided -------------------------------------------------------------
+    def deployable_policy(self, k: int = 0) -> nn.Module:
+        """Member ``k``'s policy for raw environment observations: with the data's
+        standardisation folded in when the loop standardised the data (``data.obs_norm``).
+        Curves and policy.pt use this, so a standardised policy never sees raw observations."""
+        from uniq.nets import with_obs_norm
+
+        policy = self.member_policy(k)
+        norm = getattr(self.data, "obs_norm", None)
+        return policy if norm is None else with_obs_norm(policy, norm.mean, norm.std)
+
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
+        """Actions for raw environment observations (standardised first, as the data was)."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        norm = getattr(self.data, "obs_norm", None)
+        if norm is not None:
+            obs_t = norm(obs_t)
         return self.policy().act(obs_t, deterministic).cpu().numpy()
 
     def _stateful(self) -> dict[str, nn.Module | torch.optim.Optimizer]:

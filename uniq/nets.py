@@ -217,6 +217,23 @@ class TanhGaussianPolicy(nn.Module):
         return unstack_member(self, plain, k)
 
 
+def with_obs_norm(policy: TanhGaussianPolicy, mean, std) -> TanhGaussianPolicy:
+    """A plain copy of ``policy`` that standardises raw observations itself.
+
+    ``policy`` was trained on observations standardised with (``mean``, ``std``); the copy
+    computes ``policy((s - mean) / (std + 1e-3))`` from raw ``s``, and its policy file keeps the
+    statistics, so the policy cannot be run on unstandardised observations by mistake.
+    """
+    if policy.obs_norm is not None:
+        raise ValueError("the policy already standardises its observations")
+    kwargs = dict(policy.init_kwargs, obs_norm=True, obs_clip=None)
+    device = policy.trunk[0].weight.device
+    out = TanhGaussianPolicy(**kwargs).to(device).train(policy.training)
+    out.trunk.load_state_dict(policy.trunk.state_dict())
+    out.obs_norm.set_stats(mean, std)
+    return out
+
+
 class TwinQ(nn.Module):
     """Two independent Q(s, a) heads; ``forward`` returns both, ``min_q`` their minimum."""
 

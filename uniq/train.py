@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from uniq.atomic import atomic_path, atomic_write_text, git_commit
-from uniq.data import DatasetError, OfflineData, Sampler
+from uniq.data import DatasetError, OfflineData, Sampler, observation_stats
 from uniq.method import SOURCES, ConfigError, Method, build_config
 
 log = logging.getLogger(__name__)
@@ -155,11 +155,17 @@ def _coerce(config_cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- data sources
 class Sources(dict):
-    """source name -> Sampler; asking for a source with no rows fails with what to fix."""
+    """source name -> Sampler; asking for a source with no rows fails with what to fix.
 
-    def __init__(self, samplers: dict[str, Sampler], empty_reasons: dict[str, str]):
+    ``obs_norm``: the :class:`uniq.nets.ObsNormalizer` the samplers' observations were
+    standardised with (None: raw observations). Whatever acts in the environment applies it
+    first (:meth:`uniq.method.Method.act`, :meth:`uniq.method.Method.deployable_policy`).
+    """
+
+    def __init__(self, samplers: dict[str, Sampler], empty_reasons: dict[str, str], obs_norm=None):
         super().__init__(samplers)
         self.empty_reasons = empty_reasons
+        self.obs_norm = obs_norm
 
     def __missing__(self, key: str):
         if key in self.empty_reasons:
@@ -174,7 +180,9 @@ class Sources(dict):
     def with_generator(self, generator: torch.Generator) -> Sources:
         """The same device tensors (not copied), sampled with another generator."""
         return Sources(
-            {k: Sampler(v.tensors, generator) for k, v in self.items()}, self.empty_reasons
+            {k: Sampler(v.tensors, generator) for k, v in self.items()},
+            self.empty_reasons,
+            self.obs_norm,
         )
 
 
@@ -184,8 +192,13 @@ def make_sources(
     device: torch.device,
     generator: torch.Generator,
     paths: tuple[str, str] = ("D_UN", "D_MIX"),
+    obs_norm: bool = False,
 ) -> Sources:
     """Samplers over device tensors for "mix", "un" and "mix_desirable" (hidden-label rows).
+
+    ``obs_norm``: every network sees observations (and next observations) standardised as
+    ``(s - mean) / (std + 1e-3)`` with the statistics of D_MIX and D_UN together
+    (:func:`uniq.data.observation_stats`), done once here for every method.
 
     Columns: those of :meth:`OfflineData.to_tensors` minus ``HIDDEN_COLUMNS`` (learners
     never see rewards, costs or the hidden label; the oracle gets the desirable rows as
@@ -193,6 +206,16 @@ def make_sources(
     can look up per-row values it computed once (e.g. UNIQ's frozen density ratios).
     """
     tensors = {"un": un.to_tensors(device), "mix": mix.to_tensors(device)}
+    normalizer = None
+    if obs_norm:
+        from uniq.nets import ObsNormalizer
+
+        normalizer = ObsNormalizer(un.obs_dim).to(device)
+        normalizer.set_stats(*observation_stats(mix, un))
+        with torch.no_grad():
+            for t in tensors.values():
+                for key in ("observations", "next_observations"):
+                    t[key] = normalizer(t[key])
     desirable = tensors["mix"]["is_desirable"] > 0.5
     tensors["mix_desirable"] = {k: v[desirable] for k, v in tensors["mix"].items()}
     for t in tensors.values():  # learners never see these (section 1); also less to gather
@@ -213,7 +236,7 @@ def make_sources(
             samplers[name] = Sampler(t, generator)
         else:
             empty[name] = reasons[name]
-    return Sources(samplers, empty)
+    return Sources(samplers, empty, normalizer)
 
 
 def _checksum(data: OfflineData) -> str:
@@ -457,11 +480,16 @@ def train(
     threads: int | None = None,
     eval_num_envs: int = 1,
     progress: bool = True,
+    obs_norm: bool | None = None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Train ``algo`` on (D_UN, D_MIX) for ``steps`` updates into ``out_dir``; returns policy meta.
 
     ``task`` is a task name or an ``envs.tasks.TaskSpec``. ``overrides`` are method config
-    fields (``--set``). Resumes from ``out_dir/checkpoint.pt`` when present.
+    fields (``--set``). Resumes from ``out_dir/checkpoint.pt`` when present. ``obs_norm``:
+    standardise observations for every network (:func:`make_sources`); None: the task's
+    default (``TaskSpec.obs_normalize``: on for velocity tasks, off for navigation, as the
+    authors' code). The saved policy and the learning curves standardise raw observations
+    themselves (:meth:`uniq.method.Method.deployable_policy`).
 
     ``seed`` may be a list of seeds: they are trained together as the members of one
     batched method (``Method.supports_members``; otherwise one after another), each into
@@ -482,6 +510,7 @@ def train(
     outs, job_dir = seed_dirs(out_dir, seeds)
     batched = len(seeds) > 1
     spec = task if hasattr(task, "obs_dim") else _get_task(task)
+    obs_norm = bool(spec.obs_normalize if obs_norm is None else obs_norm)
     method_cls = registry.get_method(algo)
     cfg = build_config(method_cls.Config, _coerce(method_cls.Config, overrides or {}), algo)
     label = label or method_cls.name
@@ -491,7 +520,7 @@ def train(
             overrides=overrides, label=label, variant=variant, device=device,
             eval_every=eval_every, eval_episodes=eval_episodes, reference_paths=reference_paths,
             log_every=log_every, checkpoint_every=checkpoint_every, threads=threads,
-            eval_num_envs=eval_num_envs, progress=progress,
+            eval_num_envs=eval_num_envs, progress=progress, obs_norm=obs_norm,
         )  # fmt: skip
         return [
             train(algo, spec, un_path, mix_path, s, steps, out, **kwargs)
@@ -512,6 +541,7 @@ def train(
         "seed": seeds if batched else seeds[0],
         "config": method_config,
         "dataset_checksums": checksums,
+        "obs_norm": obs_norm,
     }
     ckpt_path = job_dir / CHECKPOINT
     for folder in {*outs, job_dir}:
@@ -554,6 +584,7 @@ def train(
             },
             "variant_params": variant_params,
             "config": method_config,
+            "obs_norm": obs_norm,
             "uses_hidden_labels": method_cls.uses_hidden_labels,
             "loop": dict(
                 log_every=log_every,
@@ -567,7 +598,7 @@ def train(
         if batched:
             resolved["loop"].update(seeds_trained_together=seeds, checkpoint_dir=str(job_dir))
         generator = seed_everything(job_seed(seeds) if batched else seeds[0], dev)
-        sources = make_sources(un, mix, dev, generator, (str(un_path), str(mix_path)))
+        sources = make_sources(un, mix, dev, generator, (str(un_path), str(mix_path)), obs_norm)
         members = len(seeds) if batched else None
         method = (
             method_cls(cfg, spec, sources, dev, seeds[0], members=members)
@@ -676,7 +707,7 @@ def train(
                         with _rng_preserved(generator):
                             curve_csv.write(
                                 _evaluate(
-                                    method.member_policy(k),
+                                    method.deployable_policy(k),
                                     method.device,
                                     spec,
                                     step,
@@ -709,7 +740,7 @@ def train(
                 pretrain=pretrain_logs[k],
             )
             _write_yaml(out / "config.yaml", resolved_k)
-            save_policy(method.member_policy(k), out / "policy.pt", meta)
+            save_policy(method.deployable_policy(k), out / "policy.pt", meta)
             metas.append(meta)
         # Renamed last: until then the .part files and the checkpoint let a rerun resume.
         for c in [*log_csvs, *curve_csvs]:

@@ -249,10 +249,15 @@ def _set_args(overrides: dict[str, Any]) -> list[str]:
     return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_format_value(v)}")]
 
 
-def train_args(config: dict, algo: str) -> str:
-    """``--algo METHOD --label ALGO [--set k=v ...]`` for an algorithm entry (shell-quoted)."""
+def train_args(config: dict, algo: str, env: str | None = None) -> str:
+    """``--algo METHOD --label ALGO [--set k=v ...] [--obs-norm on|off]`` (shell-quoted) for an
+    algorithm entry, on task ``env`` (whose ``obs_norm`` entry, if any, overrides the task's
+    default standardisation)."""
     entry = config["algorithms"][algo]
     args = ["--algo", method_of(config, algo), "--label", algo]
+    norm = config["tasks"].get(env, {}).get("obs_norm") if env else None
+    if norm is not None:
+        args += ["--obs-norm", "on" if norm else "off"]
     return shlex.join(args + _set_args(entry.get("set", {})))
 
 
