@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
-from uniq.atomic import atomic_path
+from uniq.atomic import atomic_path, git_commit
 from uniq.nets import ObsNormalizer, TanhGaussianPolicy, load_policy, mlp, save_policy
 
 log = logging.getLogger(__name__)
@@ -563,4 +563,5 @@ def _meta(spec, kind, seed, step, rows, agent, cfg, wall) -> dict[str, Any]:
         obs_stats={k: np.asarray(v).tolist() for k, v in agent.stats.state_dict().items()},
         wall_time_s=round(wall, 1),
         config=dataclasses.asdict(cfg),
+        git_commit=git_commit(),
     )

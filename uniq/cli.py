@@ -173,6 +173,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_demonstrator)
 
+    def _quality(args: argparse.Namespace) -> int:
+        from envs.quality import assess
+
+        try:
+            records = assess(args.task, args.dir, args.episodes, args.num_envs)
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            logging.getLogger("envs.quality").error("%s", err.args[0] if err.args else err)
+            return 2
+        for kind, r in records.items():
+            s, d, rnd = r["stochastic"], r["deterministic"], r["random"]
+            print(
+                f"{args.task} {kind}: stochastic return {s['return_mean']:.1f} cost {s['cost_mean']:.1f}"
+                f" | deterministic {d['return_mean']:.1f} / {d['cost_mean']:.1f}"
+                f" | random {rnd['return_mean']:.1f} / {rnd['cost_mean']:.1f}"
+                + (f" | below bar: {r['below_bar']}" if r.get("below_bar") else "")
+            )
+        return 0
+
+    p = sub.add_parser(
+        "demonstrator-quality",
+        help="a task's demonstrators against a random policy and the bars: <dir>/<kind>/quality.json",
+    )
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--dir", required=True, help="demonstrators/<Task> (holding safe/ and unsafe/)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--num-envs", type=int, default=1)
+    p.set_defaults(handler=_quality)
+
     def _collect(args: argparse.Namespace) -> int:
         import torch
 

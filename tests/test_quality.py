@@ -1,0 +1,89 @@
+"""Demonstrator quality records and bars (envs/quality.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from envs import quality
+from envs.tasks import get_task
+from uniq.nets import TanhGaussianPolicy, save_policy, with_obs_norm
+
+torch.set_num_threads(1)
+
+
+def rec(ret, ret_std, cost, cost_std, n=50):
+    return dict(return_mean=ret, return_std=ret_std, cost_mean=cost, cost_std=cost_std, episodes=n)
+
+
+def record(stochastic, random=None):
+    return {
+        "stochastic": stochastic,
+        "random": random or rec(0.0, 1.0, 50.0, 30.0),
+        "cost_limit": 25.0,
+    }
+
+
+def test_clearly_above_is_three_standard_errors_of_the_difference():
+    # se = sqrt(10^2/50 + 10^2/50) = 2: a gap of 6.1 passes, 5.9 does not
+    assert quality.clearly_above(rec(6.1, 10, 0, 0), rec(0.0, 10, 0, 0))
+    assert not quality.clearly_above(rec(5.9, 10, 0, 0), rec(0.0, 10, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "safe, unsafe, failing",
+    [
+        (rec(15, 5, 20, 10), rec(30, 5, 60, 20), []),
+        (rec(15, 5, 26, 10), rec(30, 5, 60, 20), ["safe_cost_at_most_limit"]),
+        (rec(0.5, 5, 20, 10), rec(30, 5, 60, 20), ["safe_return_above_random"]),
+        (rec(15, 5, 20, 10), rec(16, 5, 60, 20), ["unsafe_return_above_safe"]),
+        (rec(15, 5, 20, 10), rec(30, 5, 45, 20), ["unsafe_cost_at_least_50"]),
+        # with the safe cost within 25, ">= 50" implies "twice the safe": only a safe
+        # demonstrator over its limit can miss the second alone
+        (
+            rec(15, 5, 30, 10),
+            rec(30, 5, 55, 20),
+            ["safe_cost_at_most_limit", "unsafe_cost_at_least_twice_safe"],
+        ),
+    ],
+)
+def test_bars_name_exactly_the_bar_missed(safe, unsafe, failing):
+    verdict = quality.bars(record(safe), record(unsafe))
+    assert sorted(k for k, ok in verdict.items() if not ok and k != "all") == failing
+    assert verdict["all"] == (not failing)
+
+
+def test_assess_writes_quality_and_curve_for_each_kind(tmp_path, monkeypatch):
+    spec = get_task("SafetyPointGoal1-v0").with_overrides(max_episode_steps=20)
+    monkeypatch.setattr(quality, "resolve_task", lambda task: spec)
+    for kind in ("safe", "unsafe"):
+        torch.manual_seed(len(kind))
+        policy = TanhGaussianPolicy(spec.obs_dim, spec.act_dim, hidden=8)
+        folder = tmp_path / kind
+        save_policy(with_obs_norm(policy, [0.0] * 60, [1.0] * 60), folder / "policy.pt",
+                    {"task": spec.name, "kind": kind, "steps": 100})  # fmt: skip
+        with open(folder / "policy.log.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "return", "cost", "cost_limit"])
+            w.writeheader()
+            w.writerows(
+                [{"step": s, "return": s / 10, "cost": 5, "cost_limit": 10} for s in (1, 2)]
+            )
+    records = quality.assess(spec, tmp_path, episodes=3)
+    for kind in ("safe", "unsafe"):
+        saved = json.loads((tmp_path / kind / "quality.json").read_text())
+        assert saved == json.loads(json.dumps(records[kind]))
+        for policy_kind in ("stochastic", "deterministic", "random"):
+            assert saved[policy_kind]["episodes"] == 3
+        assert saved["policy_sha256"] == quality.sha256(tmp_path / kind / "policy.pt")
+        assert set(saved["bars"]) >= {"all", "safe_cost_at_most_limit"}
+        assert (tmp_path / kind / "curve.png").stat().st_size > 1000
+    # the same seeds for every kind: the random policy's figures agree between the two files
+    assert records["safe"]["random"] == records["unsafe"]["random"]
+
+
+def test_assess_without_policies_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no safe/policy.pt"):
+        quality.assess("SafetyPointGoal1-v0", tmp_path)
