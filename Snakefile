@@ -83,7 +83,7 @@ rule demonstrator:
     params:
         steps=lambda w: W.demo_steps(config, w.env),
         seed=lambda w: config["demonstrator"]["seed"] + W.kind_offset(w.kind),
-        hparams=W.demonstrator_args(config),
+        hparams=lambda w: W.demonstrator_args(config, w.env),
     log:
         f"{LOGS}/demonstrator/{{env}}_{{kind}}.log",
     benchmark:
@@ -100,11 +100,7 @@ rule demonstrator:
 
 rule rollouts:
     input:
-        demonstrator=lambda w: (
-            [f"{DATA}/{w.env}/demonstrator_{w.kind}.pt"]
-            if W.data_source(config, w.env) == "demonstrator"
-            else []
-        ),
+        demonstrator=lambda w: W.demonstrator_file(config, w.env, w.kind, DATA),
     output:
         f"{DATA}/{{env}}/rollouts_{{kind}}.h5",
     params:

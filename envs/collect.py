@@ -6,9 +6,10 @@ datasets should show the behaviour's spread, as the paper's reference data did.
 Episode ``i`` is reset with seed ``seed + i``; collection seeds stay far below the
 evaluation seeds (10 million and up, see ``uniq.evaluate.eval_seed_base``).
 
-File attributes: env_id, seed, source (``sac`` | ``sac-lagrangian`` | ``scripted``), kind,
-episodes, return_mean/std/min/max, cost_mean/std/min/max, cost_limit, the demonstrator's
-file name and training stats, and the content checksum (written by ``OfflineData.save``).
+File attributes: env_id, seed, source (``sac`` | ``sac-lagrangian`` | ``ppo`` |
+``ppo-lagrangian`` | ``scripted``), kind, episodes, return_mean/std/min/max,
+cost_mean/std/min/max, cost_limit, the demonstrator's file name, path and SHA-256 and its
+training stats, and the content checksum (written by ``OfflineData.save``).
 ``is_desirable`` is 1 for ``safe`` rollouts and 0 for ``unsafe`` ones.
 """
 
@@ -80,8 +81,12 @@ def collect(
                 f"{demonstrator} was trained on {meta.get('task')}, not {spec.name}; fix --task."
             )
         kind, source = meta.get("kind"), meta.get("source", "unknown")
+        from envs.quality import sha256
+
         extra = {
             "demonstrator": Path(demonstrator).name,
+            "demonstrator_path": str(demonstrator),
+            "demonstrator_sha256": sha256(demonstrator),
             "demonstrator_stats": {
                 k: meta[k]
                 for k in (
@@ -89,6 +94,9 @@ def collect(
                     "episodes",
                     "train_return_last10",
                     "train_cost_last10",
+                    "train_return_last5",
+                    "train_cost_last5",
+                    "git_commit",
                     "final_lambda",
                     "wall_time_s",
                 )

@@ -62,6 +62,10 @@ class TaskSpec:
     and raise it in the config if needed; ``uniq-bench split`` refuses data without a gap.
     """
 
+    demo_algo: str = "sac"
+    """Trainer of the RL demonstrators: ``sac`` (envs/demonstrators.py, velocity tasks) or
+    ``ppo`` (envs/ppo.py, navigation tasks: OmniSafe's benchmark trains them on-policy)."""
+
     def with_overrides(self, **overrides) -> TaskSpec:
         """A copy with some fields replaced (config files override e.g. ``cost_limit``)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
@@ -73,10 +77,10 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
-        TaskSpec("SafetyPointGoal1-v0", "navigation", obs_dim=60, act_dim=2),
-        TaskSpec("SafetyCarGoal1-v0", "navigation", obs_dim=72, act_dim=2),
-        TaskSpec("SafetyPointButton1-v0", "navigation", obs_dim=76, act_dim=2),
-        TaskSpec("SafetyCarButton1-v0", "navigation", obs_dim=88, act_dim=2),
+        TaskSpec("SafetyPointGoal1-v0", "navigation", obs_dim=60, act_dim=2, demo_algo="ppo"),
+        TaskSpec("SafetyCarGoal1-v0", "navigation", obs_dim=72, act_dim=2, demo_algo="ppo"),
+        TaskSpec("SafetyPointButton1-v0", "navigation", obs_dim=76, act_dim=2, demo_algo="ppo"),
+        TaskSpec("SafetyCarButton1-v0", "navigation", obs_dim=88, act_dim=2, demo_algo="ppo"),
         # Quick budget measured (hidden=128, batch_size=128, one CPU thread, ~20 min per
         # demonstrator): at 40k steps the SAC-Lagrangian run is still as fast as SAC (no gap).
         TaskSpec(
@@ -90,6 +94,15 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("SafetyAntVelocity-v1", "velocity", obs_dim=27, act_dim=8, obs_normalize=True),
     ]
 }
+
+
+COMMITTED_DEMONSTRATORS = "demonstrators"
+"""Where the committed demonstrators live, relative to the repository root."""
+
+
+def committed_demonstrator(task: str, kind: str) -> str:
+    """The committed ``kind`` demonstrator of ``task``: demonstrators/<task>/<kind>/policy.pt."""
+    return f"{COMMITTED_DEMONSTRATORS}/{task}/{kind}/policy.pt"
 
 
 def get_task(name: str) -> TaskSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,9 @@ def test_collect_from_a_demonstrator_writes_a_valid_file(random_demonstrator, tm
         7,
     )
     assert len(data) == 60 and data.num_episodes() == 3
+    # provenance: which demonstrator file, byte for byte
+    assert a["demonstrator_path"] == str(random_demonstrator)
+    assert a["demonstrator_sha256"] == hashlib.sha256(random_demonstrator.read_bytes()).hexdigest()
     returns = data.episode_returns()
     assert a["return_mean"] == pytest.approx(returns.mean(), rel=1e-5)
     assert a["return_min"] == pytest.approx(returns.min(), rel=1e-5)

@@ -181,6 +181,18 @@ BAD_CONFIGS = {
         lambda c: c["tasks"]["SafetyHalfCheetahVelocity-v1"].update({"data": "scripted"}),
         ["SafetyHalfCheetahVelocity-v1", "navigation tasks only", "data: demonstrator"],
     ),
+    "committed demonstrator missing": (
+        lambda c: c["tasks"].update({"SafetyCarButton1-v0": {"data": "committed"}}),
+        [
+            "tasks.SafetyCarButton1-v0",
+            "demonstrators/SafetyCarButton1-v0/safe/policy.pt",
+            "data: demonstrator",
+        ],
+    ),
+    "unknown PPO hyper-parameter": (
+        lambda c: c["demonstrator"].update({"ppo_set": {"cost_limt": 10}}),
+        ["demonstrator.ppo_set", "cost_limt", "PPOConfig", "cost_limit"],
+    ),
     "too few rollouts": (
         lambda c: c["rollouts"].update({"episodes": 3}),
         ["rollouts.episodes", "6 unsafe"],
@@ -231,6 +243,17 @@ def test_shipped_configs_pass_and_aliases_become_cli_flags():
         "--algo uniq --label uniq-nocorr --set occupancy_correction=false"
     )
     assert W.train_args(config, "dwbc") == "--algo dwbc --label dwbc"
+    # The task's trainer and, per data source, where the rollouts' demonstrator comes from.
+    assert W.demonstrator_args(config, "SafetyCarGoal1-v0").startswith("--algo ppo")
+    assert W.demonstrator_args(config, "SafetyHalfCheetahVelocity-v1").startswith("--algo sac")
+    entry = config["tasks"]["SafetyCarGoal1-v0"]
+    for source, want in [
+        ("committed", ["demonstrators/SafetyCarGoal1-v0/safe/policy.pt"]),
+        ("demonstrator", ["D/SafetyCarGoal1-v0/demonstrator_safe.pt"]),
+        ("scripted", []),
+    ]:
+        entry["data"] = source
+        assert W.demonstrator_file(config, "SafetyCarGoal1-v0", "safe", "D") == want
     # Enough rollouts for the largest split: mix80 draws 1600 safe, default 100 + 1600 unsafe.
     env = "SafetyPointGoal1-v0"
     assert W.rollout_episodes(config, env, "safe") == 1600

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+from pathlib import Path
 from typing import Any, NamedTuple
 
 KINDS = ("safe", "unsafe")
@@ -87,13 +88,28 @@ def check(config: dict) -> None:
                 f"valid ones: {_choices(fields)}"
             )
     from envs.demonstrators import DemoConfig
+    from envs.ppo import PPOConfig
 
-    fields = {f.name for f in dataclasses.fields(DemoConfig)}
-    bad = sorted(set(config["demonstrator"].get("set", {})) - fields)
-    if bad:
-        raise WorkflowConfigError(
-            f"config `demonstrator.set`: unknown hyper-parameter(s) {bad}; valid ones: {_choices(fields)}"
-        )
+    for key, cls in (("set", DemoConfig), ("ppo_set", PPOConfig)):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(config["demonstrator"].get(key, {})) - fields)
+        if bad:
+            raise WorkflowConfigError(
+                f"config `demonstrator.{key}`: unknown hyper-parameter(s) {bad} of "
+                f"{cls.__name__}; valid ones: {_choices(fields)}"
+            )
+    from envs.tasks import committed_demonstrator
+
+    for env, entry in config["tasks"].items():
+        if entry.get("data") != "committed":
+            continue
+        missing = [k for k in KINDS if not Path(committed_demonstrator(env, k)).exists()]
+        if missing:
+            raise WorkflowConfigError(
+                f"config `tasks.{env}`: `data: committed`, but {', '.join(committed_demonstrator(env, k) for k in missing)} "
+                "is not in this checkout; train it (demonstrators/README.md) or use "
+                "`data: demonstrator` (retrain through the workflow) or `data: scripted`"
+            )
     external = config.get("external_results", {})
     clash = sorted(set(external) & set(config["algorithms"]))
     if clash:
@@ -216,7 +232,7 @@ def rollout_episodes(config: dict, env: str, kind: str) -> int:
 
 
 def data_source(config: dict, env: str) -> str:
-    """``demonstrator`` (RL demonstrators, then rollouts) or ``scripted``."""
+    """``committed`` (demonstrators/), ``demonstrator`` (trained by the workflow) or ``scripted``."""
     return config["tasks"][env]["data"]
 
 
@@ -261,9 +277,25 @@ def train_args(config: dict, algo: str, env: str | None = None) -> str:
     return shlex.join(args + _set_args(entry.get("set", {})))
 
 
-def demonstrator_args(config: dict) -> str:
-    """``[--set k=v ...]`` for the demonstrators' hyper-parameters (``demonstrator.set``)."""
-    return shlex.join(_set_args(config["demonstrator"].get("set", {})))
+def demonstrator_args(config: dict, env: str) -> str:
+    """``--algo sac|ppo [--set k=v ...]``: the task's demonstrator trainer (TaskSpec.demo_algo)
+    with its hyper-parameters (``demonstrator.set`` for SAC, ``demonstrator.ppo_set`` for PPO)."""
+    from envs.tasks import get_task
+
+    algo = get_task(env).demo_algo
+    overrides = config["demonstrator"].get("set" if algo == "sac" else "ppo_set", {})
+    return shlex.join(["--algo", algo, *_set_args(overrides)])
+
+
+def demonstrator_file(config: dict, env: str, kind: str, data_dir: str) -> list[str]:
+    """The demonstrator the rollouts of (env, kind) come from: the committed one
+    (``data: committed``), the workflow's own (``data: demonstrator``), or none (scripted)."""
+    from envs.tasks import committed_demonstrator
+
+    source = data_source(config, env)
+    if source == "committed":
+        return [committed_demonstrator(env, kind)]
+    return [f"{data_dir}/{env}/demonstrator_{kind}.pt"] if source == "demonstrator" else []
 
 
 def name_regex(names) -> str:
