@@ -27,6 +27,9 @@ import numpy as np
 from envs.tasks import TaskSpec, resolve_task
 
 QUALITY_SEED_BASE = 20_000_000
+SELECTION_SEED_BASE = 30_000_000
+"""Snapshot selection runs on its own episodes: quality.json is never measured on the
+episodes a snapshot was chosen by."""
 UNSAFE_MIN_COST = 50.0
 CLEAR_MARGIN_SE = 3.0
 
@@ -81,6 +84,54 @@ def measure(
     return out
 
 
+def select(
+    task: str | TaskSpec,
+    folder: str | os.PathLike,
+    episodes: int = 20,
+    max_cost: float | None = None,
+    num_envs: int = 1,
+) -> dict[str, Any]:
+    """Choose the demonstrator of ``folder`` (one kind) among its training snapshots.
+
+    Candidates: ``train.step<N>.pt`` and the final ``train.pt``, each measured (stochastic
+    policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
+    highest mean return among those with mean cost <= ``max_cost``; none (or ``max_cost``
+    None): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
+    candidate's figures, in ``selection.json``. This selects a data-generating policy, never a
+    method under test.
+    """
+    import shutil
+
+    from envs.collect import demonstrator_act_fn
+    from uniq.evaluate import rollout
+
+    spec, folder = resolve_task(task), Path(folder)
+    final = folder / "train.pt"
+    snaps = sorted(folder.glob("train.step*.pt"), key=lambda p: int(p.stem.split("step")[-1]))
+    candidates = snaps + ([final] if final.exists() else [])
+    if not candidates:
+        raise FileNotFoundError(f"{folder}: no train.pt or train.step<N>.pt to choose from.")
+    table = []
+    for path in candidates:
+        fn = demonstrator_act_fn(path, SELECTION_SEED_BASE)[0]
+        result = rollout(fn, spec, episodes, SELECTION_SEED_BASE, num_envs, progress=False)
+        table.append(dict(_summary(result), policy=path.name))
+    ok = [r for r in table if max_cost is not None and r["cost_mean"] <= max_cost]
+    chosen = max(ok, key=lambda r: r["return_mean"]) if ok else table[-1]
+    shutil.copyfile(folder / chosen["policy"], folder / "policy.pt")
+    record = dict(
+        task=spec.name,
+        rule=f"highest return with cost <= {max_cost}" if max_cost is not None else "final",
+        fallback_to_last=not ok,
+        chosen=chosen["policy"],
+        episodes=episodes,
+        episode_seeds=[SELECTION_SEED_BASE, SELECTION_SEED_BASE + episodes - 1],
+        candidates=table,
+    )
+    write_json(folder / "selection.json", record)
+    return record
+
+
 def clearly_above(a: dict[str, float], b: dict[str, float], key: str = "return") -> bool:
     """mean_a - mean_b > 3 standard errors of the difference (Welch)."""
     se = np.sqrt(a[f"{key}_std"] ** 2 / a["episodes"] + b[f"{key}_std"] ** 2 / b["episodes"])
@@ -119,7 +170,7 @@ def assess(task: str | TaskSpec, folder: str | os.PathLike, episodes: int = 50, 
         if not policy.exists():
             continue
         records[kind] = measure(spec, policy, episodes, num_envs)
-        log_csv = folder / kind / "policy.log.csv"
+        log_csv = folder / kind / "train.log.csv"
         if log_csv.exists():
             plot_curve(log_csv, folder / kind / "curve.png", f"{spec.name} {kind}")
     if not records:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,7 +66,7 @@ def test_assess_writes_quality_and_curve_for_each_kind(tmp_path, monkeypatch):
         folder = tmp_path / kind
         save_policy(with_obs_norm(policy, [0.0] * 60, [1.0] * 60), folder / "policy.pt",
                     {"task": spec.name, "kind": kind, "steps": 100})  # fmt: skip
-        with open(folder / "policy.log.csv", "w", newline="") as f:
+        with open(folder / "train.log.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["step", "return", "cost", "cost_limit"])
             w.writeheader()
             w.writerows(
@@ -87,3 +88,33 @@ def test_assess_writes_quality_and_curve_for_each_kind(tmp_path, monkeypatch):
 def test_assess_without_policies_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no safe/policy.pt"):
         quality.assess("SafetyPointGoal1-v0", tmp_path)
+
+
+def test_select_takes_the_best_return_within_the_cost_and_records_every_candidate(
+    tmp_path, monkeypatch
+):
+    from envs import collect
+    from uniq import evaluate
+
+    # candidate -> (return, cost) of its episodes
+    figures = {"train.step100.pt": (5.0, 10.0), "train.step200.pt": (9.0, 18.0),
+               "train.step300.pt": (14.0, 40.0), "train.pt": (15.0, 60.0)}  # fmt: skip
+    for name in figures:
+        save_policy(TanhGaussianPolicy(60, 2, hidden=4), tmp_path / name, {"task": "x"})
+    monkeypatch.setattr(collect, "demonstrator_act_fn", lambda path, seed: (path.name, {}))
+
+    def fake_rollout(name, spec, episodes, seed, num_envs, progress):
+        r, c = figures[name]
+        assert seed == quality.SELECTION_SEED_BASE  # never the quality episodes
+        return evaluate.Rollouts(
+            np.full(episodes, r), np.full(episodes, c), np.full(episodes, 1000)
+        )
+
+    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    record = quality.select("SafetyPointGoal1-v0", tmp_path, episodes=4, max_cost=20.0)
+    assert record["chosen"] == "train.step200.pt" and not record["fallback_to_last"]
+    assert (tmp_path / "policy.pt").read_bytes() == (tmp_path / "train.step200.pt").read_bytes()
+    saved = json.loads((tmp_path / "selection.json").read_text())
+    assert [c["policy"] for c in saved["candidates"]] == list(figures)  # steps in order
+    # nothing within the cost: the final policy
+    assert quality.select("SafetyPointGoal1-v0", tmp_path, 4, max_cost=5.0)["chosen"] == "train.pt"

@@ -201,6 +201,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, default=1)
     p.set_defaults(handler=_quality)
 
+    def _select(args: argparse.Namespace) -> int:
+        from envs.quality import select
+
+        try:
+            record = select(args.task, args.dir, args.episodes, args.max_cost, args.num_envs)
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            logging.getLogger("envs.quality").error("%s", err.args[0] if err.args else err)
+            return 2
+        for c in record["candidates"]:
+            mark = "*" if c["policy"] == record["chosen"] else " "
+            print(f"{mark} {c['policy']}: return {c['return_mean']:.1f} cost {c['cost_mean']:.1f}")
+        return 0
+
+    p = sub.add_parser(
+        "demonstrator-select",
+        help="choose a demonstrator among its training snapshots: <dir>/policy.pt, selection.json",
+    )
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument(
+        "--dir", required=True, help="demonstrators/<Task>/<kind> (train.pt, train.step*.pt)"
+    )
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument(
+        "--max-cost", type=float, help="the highest return with mean cost <= this (default: final)"
+    )
+    p.add_argument("--num-envs", type=int, default=1)
+    p.set_defaults(handler=_select)
+
     def _collect(args: argparse.Namespace) -> int:
         import torch
 
