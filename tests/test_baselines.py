@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from baselines.bc import BC, BCSafe
-from baselines.dwbc import DWBC, per_dim_log_prob, pu_loss
+from baselines.dwbc import DWBC, disc_interval, per_dim_log_prob, pu_loss
 from baselines.safedice import SafeDICE, safedice_alpha, safedice_reward
 from envs.tasks import TaskSpec
 from uniq.data import OfflineData, Sampler
-from uniq.method import build_config
+from uniq.method import ConfigError, build_config
 
 torch.set_num_threads(1)
 
@@ -151,6 +151,62 @@ def test_dwbc_weights_lower_on_undesirable_samples():
     w = method.weights(mix)
     desirable = mix["is_desirable"] > 0
     assert w[~desirable].mean() < 0.3 * w[desirable].mean()
+
+
+def disc_steps(method: DWBC) -> int:
+    """Discriminator optimizer steps taken so far (Adam's per-parameter step count)."""
+    state = method.disc_opt.state_dict()["state"]
+    return int(state[0]["step"]) if state else 0
+
+
+def test_dwbc_discriminator_interval_scales_with_run_length():
+    # clip(T // 5000, 1, 100): at least the official 5000 steps, at most the published interval
+    expected = {None: 100, 50: 1, 9_999: 1, 10_000: 2, 250_000: 50, 500_000: 100, 10**6: 100}
+    assert {t: disc_interval(t) for t in expected} == expected
+    data = make_data()
+    for every, total, want in ((None, 10_000, 5), (None, None, 1), (3, 10_000, 4)):
+        cfg = build_config(DWBC.Config, {"hidden": 16, "disc_hidden": 16, "batch_size": 32})
+        cfg.disc_update_every = every
+        method = DWBC(cfg, SPEC, data, "cpu", 0)
+        method.total_steps = total
+        run_updates(method, 10)  # a quick-profile run (10k steps) steps it every 2 updates
+        assert disc_steps(method) == want, (every, total)
+    with pytest.raises(ConfigError, match="disc_update_every"):
+        DWBC(build_config(DWBC.Config, {"disc_update_every": 0}), SPEC, data, "cpu", 0)
+
+
+def test_dwbc_check_split_needs_eta_above_half_the_undesirable_share():
+    ok = build_config(DWBC.Config, {"eta": 0.41})
+    DWBC.check_split(ok, 0.8)  # the paper's default split: s = 1600 / 2000
+    DWBC.check_split(DWBC.Config(), 0.999)  # published eta 0.5: any s < 1
+    for overrides, share in (({"eta": 0.4}, 0.8), ({"eta": 0.45, "weight_cutoff": 0.6}, 0.8)):
+        with pytest.raises(ConfigError, match=r"eta=0.4\d* <= weight_cutoff \* s") as err:
+            DWBC.check_split(build_config(DWBC.Config, overrides), share)
+        assert "n_mix_undesirable" in str(err.value) and "0.5" in str(err.value)
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.35])
+def test_dwbc_discriminator_reaches_eta_over_s_on_undesirable_rows(eta):
+    """The PU optimum d = eta rho_UN / rho_MIX is eta / s on rows only D_UN's demonstrator
+    produces (here s = 1/2): above the 0.5 cutoff (weight 0) iff eta > s/2."""
+    torch.manual_seed(0)
+    data = make_data()  # D_MIX: 4 desirable + 4 undesirable episodes, s = 0.5
+    cfg = build_config(
+        DWBC.Config,
+        {"eta": eta, "disc_update_every": 1, "disc_lr": 3e-3, "hidden": 32, "disc_hidden": 32},
+    )
+    method = DWBC(cfg, SPEC, data, "cpu", 0)
+    run_updates(method, 300)
+    mix = data["mix"].tensors
+    log_pi = per_dim_log_prob(method.actor, mix["observations"], mix["actions"])
+    with torch.no_grad():
+        d = method._d(mix, log_pi)
+    undesirable = mix["is_desirable"] < 0.5
+    assert d[undesirable].mean().item() == pytest.approx(eta / 0.5, abs=0.1)
+    assert d[~undesirable].mean().item() < 0.2  # d = 0 there, clipped to 0.1
+    # 300 steps leave d noisy row by row (10-90%: about +-0.2), so the cutoff is read off the
+    # median: most undesirable rows get weight 0 only when eta > s/2.
+    assert (d[undesirable].median().item() > 0.5) == (eta > 0.25)
 
 
 # -- SafeDICE --------------------------------------------------------------------------

@@ -181,6 +181,16 @@ BAD_CONFIGS = {
         lambda c: c["tasks"]["SafetyHalfCheetahVelocity-v1"].update({"data": "scripted"}),
         ["SafetyHalfCheetahVelocity-v1", "navigation tasks only", "data: demonstrator"],
     ),
+    "dwbc eta at most s/2": (  # the default split's D_MIX is 4/6 undesirable: eta > 1/3
+        lambda c: c["algorithms"]["dwbc"]["set"].update({"eta": 0.3}),
+        [
+            "algorithms.dwbc.set",
+            "datasets.variants.default",
+            "eta=0.3",
+            "0.333",
+            "n_mix_undesirable",
+        ],
+    ),
     "too few rollouts": (
         lambda c: c["rollouts"].update({"episodes": 3}),
         ["rollouts.episodes", "6 unsafe"],
