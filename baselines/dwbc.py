@@ -26,6 +26,35 @@ d = eta rho_UN / rho_MIX). L_d keeps its form with D_E -> D_UN, D_O -> D_MIX. In
   weight 0 and the rest are up-weighted by how desirable d says they are: the policy is
   BC on D_MIX pushed away from what d marks undesirable.
 
+When the mirrored form works: eta > weight_cutoff s. Let s be the undesirable share of
+D_MIX; D_UN comes from the same undesirable demonstrator, so rho_MIX = s rho_UN + (1 - s)
+rho_DES. Pointwise in (s, a), L_d = eta rho_UN (-log d) + (rho_MIX - eta rho_UN)(-log(1 - d)),
+minimised by d = eta rho_UN / rho_MIX (then clipped to [d_min, d_max]) where rho_MIX >= eta
+rho_UN. Where only undesirable behaviour goes (rho_DES = 0), d = eta / s; where only
+desirable behaviour goes, d = 0 -> d_min. The weight zeroes undesirable rows only if
+eta / s > weight_cutoff, i.e.
+
+    eta > weight_cutoff s = s / 2   (published cutoff 0.5).
+
+With eta <= s/2 those rows get d <= 0.5, so weight (1 - d)/d >= 1: nothing is avoided and
+DWBC is BC on D_MIX with a milder reweighting. (eta > s breaks the PU risk's non-negativity
+there, rho_MIX - eta rho_UN < 0, which only drives d to the clip d_max: weight 0 still.) The
+published eta = 0.5 satisfies the condition for every s < 1, so for all of the suite's splits
+(s = 0.8, 0.5, 0.2); :meth:`DWBC.check_split` rejects an eta (or cutoff) that violates it.
+
+Discriminator schedule. Published: one discriminator step every 100 policy steps, 5000 in
+the official 500k-step runs. At that fixed interval a 10k-step run gives the discriminator
+100 steps at lr 1e-4, too few to leave its initialisation (d ~ 0.5 everywhere), and the
+weights then do not tell the classes apart. So, unless ``disc_update_every`` fixes it, a
+T-step run updates the discriminator every
+
+    clip(T // 5000, 1, 100)
+
+steps: a short run keeps at least the official 5000 discriminator steps (T = 10k: every 2
+steps; T < 10k: every step), a run of 500k steps or more keeps the published interval (the
+paper profile's 1M steps: 10k discriminator steps). Outside the training loop (no
+``total_steps``) the published 100 holds.
+
 Published (Xu et al.): two 128-unit input branches (s, a) and log pi, output clipped to
 [0.1, 0.9], log pi clipped to [-20, 10] and scaled to [0, 1], discriminator updated every
 100 steps, eta 0.5, lr 1e-4, policy weight decay 5e-3, batches of 256 from each set.
@@ -33,6 +62,7 @@ Published (Xu et al.): two 128-unit input branches (s, a) and log pi, output cli
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -40,8 +70,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from uniq.method import Method
+from uniq.method import ConfigError, Method
 from uniq.nets import TanhGaussianPolicy, linear, mlp
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_DISC_EVERY = 100
+"""The published discriminator interval, kept by runs of 500k steps or more."""
+PUBLISHED_DISC_UPDATES = 5000
+"""Discriminator steps of the official 500k-step runs; a shorter run gets at least these."""
+
+
+def disc_interval(total_steps: int | None) -> int:
+    """clip(T // 5000, 1, 100) for a T-step run; the published 100 when T is unknown."""
+    if total_steps is None:
+        return PUBLISHED_DISC_EVERY
+    return min(PUBLISHED_DISC_EVERY, max(1, total_steps // PUBLISHED_DISC_UPDATES))
 
 
 @dataclass
@@ -49,15 +93,17 @@ class DWBCConfig:
     batch_size: int = 256
     """Transitions per step from each of D_UN and D_MIX (published 256)."""
     eta: float = 0.5
-    """PU class prior: the assumed undesirable share of D_MIX (published 0.5)."""
+    """PU class prior: the assumed undesirable share of D_MIX (published 0.5); must exceed
+    weight_cutoff times the actual share (module docstring)."""
     actor_lr: float = 1e-4
     """Adam learning rate of the policy (published 1e-4)."""
     actor_weight_decay: float = 5e-3
     """Adam weight decay of the policy (published 5e-3)."""
     disc_lr: float = 1e-4
     """Adam learning rate of the discriminator (published 1e-4)."""
-    disc_update_every: int = 100
-    """The discriminator takes one step every this many updates (published 100)."""
+    disc_update_every: int | None = None
+    """The discriminator takes one step every this many updates; None: clip(T // 5000, 1, 100)
+    for a T-step run (module docstring; published 100 in 500k-step runs)."""
     disc_hidden: int = 128
     """Width of each of the two discriminator input branches (published 128)."""
     d_min: float = 0.1
@@ -133,6 +179,14 @@ class DWBC(Method):
 
     def __init__(self, cfg: DWBCConfig, spec, data, device, seed: int, members: int | None = None):
         super().__init__(cfg, spec, data, device, seed, members)
+        every = cfg.disc_update_every
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < 1
+        ):
+            raise ConfigError(
+                f"dwbc: disc_update_every={every!r} must be a positive integer, or null to "
+                "scale with the run's length (e.g. --set disc_update_every=100)"
+            )
         obs_dim, act_dim, k = spec.obs_dim, spec.act_dim, members
         self.actor = TanhGaussianPolicy(obs_dim, act_dim, cfg.hidden, cfg.depth, members=k).to(
             self.device
@@ -145,6 +199,31 @@ class DWBC(Method):
         )
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
         self.step = 0
+
+    @classmethod
+    def check_split(cls, cfg: DWBCConfig, undesirable_share: float) -> None:
+        """Fail unless eta > weight_cutoff s (module docstring), s the undesirable share."""
+        bound = cfg.weight_cutoff * undesirable_share
+        if cfg.eta <= bound:
+            raise ConfigError(
+                f"dwbc: eta={cfg.eta} <= weight_cutoff * s = {cfg.weight_cutoff} * "
+                f"{undesirable_share:.3f} = {bound:.3f}, where s is the undesirable share of "
+                "D_MIX (n_mix_undesirable / (n_mix_desirable + n_mix_undesirable)): the PU "
+                "optimum on undesirable rows, d = eta / s, stays under the cutoff, so none of "
+                "them gets weight 0 and DWBC avoids nothing. "
+                f"Set eta above {bound:.3f} (e.g. the published 0.5, or s itself) or use a split "
+                "with fewer undesirable trajectories in D_MIX."
+            )
+
+    @property
+    def disc_every(self) -> int:
+        """The discriminator interval in use: the config's, else scaled with ``total_steps``."""
+        return self.cfg.disc_update_every or disc_interval(self.total_steps)
+
+    def pretrain(self) -> dict[str, float]:
+        # Nothing to pretrain: record the interval, which the resolved config leaves as None.
+        log.info("dwbc: discriminator step every %d updates", self.disc_every)
+        return {"disc_update_every": float(self.disc_every)}
 
     def batches(self) -> dict[str, tuple[str, int]]:
         return {"un": ("un", self.cfg.batch_size), "mix": ("mix", self.cfg.batch_size)}
@@ -168,7 +247,7 @@ class DWBC(Method):
         with torch.no_grad():
             log_pi_un = per_dim_log_prob(self.actor, un["observations"], un["actions"])
 
-        update_disc = self.step % self.cfg.disc_update_every == 0
+        update_disc = self.step % self.disc_every == 0
         with torch.set_grad_enabled(update_disc):  # no discriminator graph on the other steps
             d_un, d_mix = self._d(un, log_pi_un), self._d(mix, log_pi_mix)
             disc_loss = pu_loss(d_un, d_mix, self.cfg.eta)

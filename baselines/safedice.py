@@ -10,18 +10,27 @@ r"""SafeDICE (Jang et al. 2023): imitate D_MIX with the undesirable occupancy ta
 
 2. Target occupancy and reward. d* = (d_MIX - alpha d_UN) / (1 - alpha) removes an alpha share
    of undesirable occupancy from the mix. d* >= 0 on the data iff alpha <= d_MIX/d_UN =
-   (1 - s)/s on every D_MIX row, so
+   (1 - s)/s = exp(-c) on every D_MIX row, so
 
-       alpha = min(1, min_{D_MIX} (1 - s)/s) - 1e-5
+       alpha = clip(min(1, exp(-max_{D_MIX} c)) - 1e-5,  0,  1 - 1e-5)
 
-   (the margin keeps the log below finite, the cap keeps 1 - alpha > 0; as the reference code).
-   The reward is the log-ratio of target to data occupancy:
+   (as the reference code, plus the clip). The margin keeps 1 - alpha exp(c) >= 1e-5 exp(c) > 0
+   on the argmax row, so the reward's log stays finite; with the cap, 1 - alpha >= 1e-5, so
+   log(1 - alpha) >= log(1e-5). The reward is the log-ratio of target to data occupancy:
 
-       r = log(d*/d_MIX) = log((1 - alpha s/(1 - s)) / (1 - alpha))
+       r = log(d*/d_MIX) = log((1 - alpha exp(c)) / (1 - alpha))
          = log((1 - (1 + alpha) s) / ((1 - alpha)(1 - s)))
 
-   which is the formula in the paper and the reference code; r is then standardized with its
+   the second form being the paper's and the reference code's; r is then standardized with its
    mean and standard deviation over D_MIX (computed once, after pretraining).
+
+   Both are computed from the logit c in float64, never from s: a classifier that saturates
+   on some D_MIX row (c > 16.6 rounds s to 1 in float32) would make (1 - s)/s exactly 0 and
+   the raw alpha -1e-5, the reward log(x / 0) infinite. More generally the raw alpha is
+   negative whenever max c > log(1/1e-5) ~ 11.5: the classifier claims a D_MIX row is
+   (almost) certainly D_UN's, so no positive share can be removed without d* < 0 there.
+   alpha is then clipped to 0 (d* = d_MIX, r = 0: SafeDICE falls back to BC on D_MIX) and
+   a warning names the raw value.
 
 3. Value nu(s), the dual of max_d E_d[r] - KL(d || d_MIX) under the Bellman flow constraints:
 
@@ -44,6 +53,7 @@ Published: 2x256 MLPs, batch 512, lr 1e-4 (nu, classifier), 1e-5 (actor), gamma 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +61,8 @@ from torch.nn import functional as F
 
 from uniq.method import Method
 from uniq.nets import TanhGaussianPolicy, mlp
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,23 +84,39 @@ class SafeDICEConfig:
     nu_gp: float = 1e-6
     """Weight of nu's gradient penalty ||grad||^2 (published 1e-6)."""
     alpha_margin: float = 1e-5
-    """alpha = min(1, min (1-s)/s) - alpha_margin keeps the reward finite (reference: 1e-5)."""
+    """alpha = min(1, exp(-max c)) - alpha_margin keeps the reward finite (reference: 1e-5)."""
     hidden: int = 256
     """Width of every MLP's hidden layers (published 256)."""
     depth: int = 2
     """Hidden layers of every MLP (published 2)."""
 
 
-def safedice_alpha(s: torch.Tensor, margin: float = 1e-5) -> float:
-    """alpha = min(1, min_i (1 - s_i)/s_i) - margin, the largest alpha keeping d* >= 0 on the rows."""
-    s = s.double()
-    return float(torch.clamp(((1 - s) / s).min(), max=1.0)) - margin
+def safedice_alpha(logits: torch.Tensor, margin: float = 1e-5) -> float:
+    """alpha = clip(min(1, exp(-max_i c_i)) - margin, 0, 1 - margin) from the logits c_i.
+
+    The largest alpha keeping d* >= 0 on the rows (``(1 - s)/s = exp(-c)``), in float64;
+    a raw value below 0 (a saturated classifier, see the module docstring) is clipped to 0
+    with a warning.
+    """
+    c_max = logits.double().max()
+    raw = float(torch.clamp(torch.exp(-c_max), max=1.0)) - margin
+    if not raw >= 0.0:  # also catches NaN logits
+        log.warning(
+            "safedice: raw alpha %.6g (max classifier logit %.6g on D_MIX: the classifier is "
+            "saturated) is outside [0, %g]; clipped to 0, so the reward is 0 and SafeDICE "
+            "reduces to BC on D_MIX",
+            raw, float(c_max), 1 - margin,
+        )  # fmt: skip
+        return 0.0
+    return raw  # <= 1 - margin by the cap
 
 
-def safedice_reward(s: torch.Tensor, alpha: float) -> torch.Tensor:
-    """r = log((1 - (1 + alpha) s) / ((1 - alpha)(1 - s))), computed in float64."""
-    s = s.double()
-    return torch.log((1 - (1 + alpha) * s) / ((1 - alpha) * (1 - s))).to(torch.float32)
+def safedice_reward(logits: torch.Tensor, alpha: float | torch.Tensor) -> torch.Tensor:
+    """r = log((1 - alpha exp(c)) / (1 - alpha)), computed in float64 from the logits c."""
+    c = logits.double()
+    alpha = torch.as_tensor(alpha, dtype=torch.float64, device=c.device)
+    # exp(c + log alpha), not alpha exp(c): with alpha = 0 a huge logit gives 0, not 0 * inf
+    return (torch.log1p(-torch.exp(c + torch.log(alpha))) - torch.log1p(-alpha)).to(torch.float32)
 
 
 def gradient_penalty(f, x: torch.Tensor, center: float) -> torch.Tensor:
@@ -144,9 +172,14 @@ class SafeDICE(Method):
         return loss.detach()
 
     @torch.no_grad()
+    def logits(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
+        """c(s, a) in float64: alpha and the reward are computed from it, not from s."""
+        return self.classifier(self._sa(part)).squeeze(-1).double()
+
+    @torch.no_grad()
     def prob_un(self, part: dict[str, torch.Tensor]) -> torch.Tensor:
         """s = sigmoid(c(s, a)): the classifier's probability that a row comes from D_UN."""
-        return torch.sigmoid(self.classifier(self._sa(part))).squeeze(-1)
+        return torch.sigmoid(self.logits(part))
 
     def pretrain(self) -> dict[str, float]:
         """Train the classifier, freeze it, then fix alpha and the reward statistics over D_MIX."""
@@ -157,9 +190,10 @@ class SafeDICE(Method):
             loss = self.classifier_step(un, mix)
         self.classifier.requires_grad_(False)
         mix_all = self.data["mix"].tensors
-        s = torch.cat([self.prob_un(chunk) for chunk in _chunks(mix_all, 65536)])
-        self.alpha = safedice_alpha(s, self.cfg.alpha_margin)
-        r = safedice_reward(s, self.alpha)
+        c = torch.cat([self.logits(chunk) for chunk in _chunks(mix_all, 65536)])
+        self.alpha = safedice_alpha(c, self.cfg.alpha_margin)
+        r = safedice_reward(c, self.alpha)
+        s = torch.sigmoid(c)
         self.reward_mean, self.reward_std = float(r.mean()), float(r.std()) + 1e-8
         s_un = torch.cat([self.prob_un(chunk) for chunk in _chunks(self.data["un"].tensors, 65536)])
         return {
@@ -185,7 +219,7 @@ class SafeDICE(Method):
 
     def reward(self, mix: dict[str, torch.Tensor]) -> torch.Tensor:
         """Standardized r of a D_MIX batch."""
-        r = safedice_reward(self.prob_un(mix), self.alpha)
+        r = safedice_reward(self.logits(mix), self.alpha)
         return (r - self.reward_mean) / self.reward_std
 
     # -- 3-4: value and policy ----------------------------------------------------------

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from baselines.bc import BC, BCSafe
-from baselines.dwbc import DWBC, per_dim_log_prob, pu_loss
+from baselines.dwbc import DWBC, disc_interval, per_dim_log_prob, pu_loss
 from baselines.safedice import SafeDICE, safedice_alpha, safedice_reward
 from envs.tasks import TaskSpec
 from uniq.data import OfflineData, Sampler
-from uniq.method import build_config
+from uniq.method import ConfigError, build_config
 
 torch.set_num_threads(1)
 
@@ -153,29 +153,122 @@ def test_dwbc_weights_lower_on_undesirable_samples():
     assert w[~desirable].mean() < 0.3 * w[desirable].mean()
 
 
+def disc_steps(method: DWBC) -> int:
+    """Discriminator optimizer steps taken so far (Adam's per-parameter step count)."""
+    state = method.disc_opt.state_dict()["state"]
+    return int(state[0]["step"]) if state else 0
+
+
+def test_dwbc_discriminator_interval_scales_with_run_length():
+    # clip(T // 5000, 1, 100): at least the official 5000 steps, at most the published interval
+    expected = {None: 100, 50: 1, 9_999: 1, 10_000: 2, 250_000: 50, 500_000: 100, 10**6: 100}
+    assert {t: disc_interval(t) for t in expected} == expected
+    data = make_data()
+    for every, total, want in ((None, 10_000, 5), (None, None, 1), (3, 10_000, 4)):
+        cfg = build_config(DWBC.Config, {"hidden": 16, "disc_hidden": 16, "batch_size": 32})
+        cfg.disc_update_every = every
+        method = DWBC(cfg, SPEC, data, "cpu", 0)
+        method.total_steps = total
+        run_updates(method, 10)  # a quick-profile run (10k steps) steps it every 2 updates
+        assert disc_steps(method) == want, (every, total)
+    with pytest.raises(ConfigError, match="disc_update_every"):
+        DWBC(build_config(DWBC.Config, {"disc_update_every": 0}), SPEC, data, "cpu", 0)
+
+
+def test_dwbc_check_split_needs_eta_above_half_the_undesirable_share():
+    ok = build_config(DWBC.Config, {"eta": 0.41})
+    DWBC.check_split(ok, 0.8)  # the paper's default split: s = 1600 / 2000
+    DWBC.check_split(DWBC.Config(), 0.999)  # published eta 0.5: any s < 1
+    for overrides, share in (({"eta": 0.4}, 0.8), ({"eta": 0.45, "weight_cutoff": 0.6}, 0.8)):
+        with pytest.raises(ConfigError, match=r"eta=0.4\d* <= weight_cutoff \* s") as err:
+            DWBC.check_split(build_config(DWBC.Config, overrides), share)
+        assert "n_mix_undesirable" in str(err.value) and "0.5" in str(err.value)
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.35])
+def test_dwbc_discriminator_reaches_eta_over_s_on_undesirable_rows(eta):
+    """The PU optimum d = eta rho_UN / rho_MIX is eta / s on rows only D_UN's demonstrator
+    produces (here s = 1/2): above the 0.5 cutoff (weight 0) iff eta > s/2."""
+    torch.manual_seed(0)
+    data = make_data()  # D_MIX: 4 desirable + 4 undesirable episodes, s = 0.5
+    cfg = build_config(
+        DWBC.Config,
+        {"eta": eta, "disc_update_every": 1, "disc_lr": 3e-3, "hidden": 32, "disc_hidden": 32},
+    )
+    method = DWBC(cfg, SPEC, data, "cpu", 0)
+    run_updates(method, 300)
+    mix = data["mix"].tensors
+    log_pi = per_dim_log_prob(method.actor, mix["observations"], mix["actions"])
+    with torch.no_grad():
+        d = method._d(mix, log_pi)
+    undesirable = mix["is_desirable"] < 0.5
+    assert d[undesirable].mean().item() == pytest.approx(eta / 0.5, abs=0.1)
+    assert d[~undesirable].mean().item() < 0.2  # d = 0 there, clipped to 0.1
+    # 300 steps leave d noisy row by row (10-90%: about +-0.2), so the cutoff is read off the
+    # median: most undesirable rows get weight 0 only when eta > s/2.
+    assert (d[undesirable].median().item() > 0.5) == (eta > 0.25)
+
+
 # -- SafeDICE --------------------------------------------------------------------------
+def logit(s) -> torch.Tensor:
+    return torch.logit(torch.as_tensor(s, dtype=torch.float64))
+
+
 def test_safedice_alpha_matches_hand_computation():
     # (1 - s)/s = 4, 1, 2/3 -> alpha = 2/3 - margin
-    assert safedice_alpha(torch.tensor([0.2, 0.5, 0.6]), 1e-5) == pytest.approx(2 / 3 - 1e-5)
+    assert safedice_alpha(logit([0.2, 0.5, 0.6]), 1e-5) == pytest.approx(2 / 3 - 1e-5)
     # every (1 - s)/s > 1 -> alpha capped at 1 - margin
-    assert safedice_alpha(torch.tensor([0.1, 0.2]), 1e-5) == pytest.approx(1 - 1e-5)
+    assert safedice_alpha(logit([0.1, 0.2]), 1e-5) == pytest.approx(1 - 1e-5)
+
+
+def test_safedice_alpha_is_computed_from_float64_logits():
+    """alpha = exp(-max c) - margin to float64 precision, from float32 logits; through a
+    float32 s = sigmoid(c), 1 - s at s ~ 1 keeps only a few digits (here ~3)."""
+    c = torch.tensor([0.0, 2.0, 9.0])
+    assert safedice_alpha(c, 1e-5) == pytest.approx(math.exp(-9) - 1e-5, rel=1e-12)
 
 
 def test_safedice_reward_matches_hand_computation_and_derivation():
-    r = safedice_reward(torch.tensor([0.2, 0.5, 0.0]), 0.5)
+    r = safedice_reward(logit([0.2, 0.5, 0.0]), 0.5)
     expected = [math.log(0.7 / 0.4), 0.0, math.log(2.0)]  # (1 - 1.5 s) / (0.5 (1 - s))
     np.testing.assert_allclose(r.numpy(), expected, atol=1e-6)
     # r = log(d*/d_MIX) with d* = (d_MIX - alpha d_UN)/(1 - alpha) and s = d_UN/(d_UN + d_MIX)
     d_un = torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64)
     d_mix = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
-    s = d_un / (d_un + d_mix)
-    alpha = safedice_alpha(s, 1e-5)
+    c = torch.log(d_un / d_mix)  # = logit(s)
+    alpha = safedice_alpha(c, 1e-5)
     assert alpha == pytest.approx(1 / 3 - 1e-5)  # min d_MIX/d_UN = 0.2/0.6
     d_star = (d_mix - alpha * d_un) / (1 - alpha)
     torch.testing.assert_close(
-        safedice_reward(s, alpha).double(), torch.log(d_star / d_mix), rtol=1e-5, atol=1e-5
+        safedice_reward(c, alpha).double(), torch.log(d_star / d_mix), rtol=1e-5, atol=1e-5
     )
-    assert torch.isfinite(safedice_reward(s, alpha)).all()  # the margin keeps the argmin finite
+    assert torch.isfinite(safedice_reward(c, alpha)).all()  # the margin keeps the argmax finite
+
+
+class SaturatedClassifier(torch.nn.Module):
+    """c(s, a) = 1000 where the first action is negative (D_MIX's undesirable rows), else -2:
+    sigmoid(c) is exactly 1 there, even in float64."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[..., SPEC.obs_dim : SPEC.obs_dim + 1] < 0, 1000.0, -2.0)
+
+
+def test_safedice_saturated_classifier_clips_alpha_to_zero_with_a_warning(caplog):
+    torch.manual_seed(0)
+    data = make_data()
+    cfg = build_config(SafeDICE.Config, {"classifier_steps": 0, "hidden": 16, "batch_size": 32})
+    method = SafeDICE(cfg, SPEC, data, "cpu", 0)
+    method.classifier = SaturatedClassifier()
+    with caplog.at_level("WARNING", logger="baselines.safedice"):
+        info = method.pretrain()
+    # raw alpha = exp(-1000) - 1e-5 = -1e-5 < 0: clipped to 0, named in the warning
+    assert info["alpha"] == 0.0
+    assert any("raw alpha -1e-05" in r.getMessage() for r in caplog.records), caplog.text
+    assert math.isfinite(info["reward_mean"]) and math.isfinite(info["reward_std"])
+    r = method.reward(data["mix"].tensors)
+    assert torch.equal(r, torch.zeros_like(r))  # alpha = 0: d* = d_MIX, nothing removed
+    logs = run_updates(method, 2)
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in logs.values())
 
 
 def test_safedice_weights_lower_on_undesirable_samples():

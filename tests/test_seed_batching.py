@@ -133,6 +133,11 @@ def test_batched_update_equals_separate_updates_on_each_members_batch(case, monk
     monkeypatch.setattr(
         torch, "randint", lambda high, size, **kw: torch.zeros(size, dtype=torch.long)
     )
+    # SafeDICE's reward is ill-conditioned on the row that fixes alpha: dr/dc = alpha
+    # exp(c) / (1 - alpha exp(c)) ~ alpha / margin ~ 1e5 there, so the one-ulp logit
+    # difference of a batched matmul against a plain one moves that row's reward by ~1e-3
+    # (float64 from the logits shows it; the old float32 s rounded it away by chance).
+    tol = dict(rtol=1e-3, atol=1e-4) if cls is SafeDICE else dict(rtol=1e-4, atol=1e-5)
     for batch in batches:
         out = batched.update(batch)
         for k, plain in enumerate(plains):
@@ -141,7 +146,7 @@ def test_batched_update_equals_separate_updates_on_each_members_batch(case, monk
             )
             assert out.keys() == own.keys()
             for key in own:
-                torch.testing.assert_close(out[key][k], own[key], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(out[key][k], own[key], **tol)
     for k, plain in enumerate(plains):
         for a, b in zip(
             plain.actor.parameters(), batched.actor.member(k).parameters(), strict=True

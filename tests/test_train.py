@@ -245,6 +245,19 @@ def test_unknown_or_mistyped_hyper_parameter_is_explained(tmp_path, data):
         train("uniq", SPEC, *data, 0, 5, tmp_path / "run", {"ratio_steps": "many"}, **FAST)
 
 
+def test_methods_learn_the_run_length_and_may_reject_the_split(tmp_path, data):
+    tiny = dict(hidden=16, disc_hidden=16, batch_size=16)
+    train("dwbc", SPEC, *data, 0, 20, tmp_path / "run", tiny, **FAST)
+    _, method = checkpoint_params(tmp_path / "run")
+    # a 20-step run steps DWBC's discriminator every update (20 // 5000 -> 1); a method
+    # that never learnt the length would keep the published interval, 1 step in 20
+    assert int(method["disc_opt"]["state"][0]["step"]) == 20
+    # D_MIX is half undesirable (s = 0.5): DWBC needs eta > s/2, checked before training
+    with pytest.raises(ConfigError, match=r"eta=0.2 <= .*0.250"):
+        train("dwbc", SPEC, *data, 0, 5, tmp_path / "bad", dict(tiny, eta=0.2), **FAST)
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
 def test_set_values_are_yaml_scalars():
     assert parse_overrides(["a=1e-4", "b=3", "c=false", "d=state_action", "e=0.5"]) == {
         "a": 1e-4, "b": 3, "c": False, "d": "state_action", "e": 0.5,

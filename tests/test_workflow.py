@@ -193,6 +193,16 @@ BAD_CONFIGS = {
         lambda c: c["demonstrator"].update({"ppo_set": {"cost_limt": 10}}),
         ["demonstrator.ppo_set", "cost_limt", "PPOConfig", "cost_limit"],
     ),
+    "dwbc eta at most s/2": (  # the default split's D_MIX is 4/6 undesirable: eta > 1/3
+        lambda c: c["algorithms"]["dwbc"]["set"].update({"eta": 0.3}),
+        [
+            "algorithms.dwbc.set",
+            "datasets.variants.default",
+            "eta=0.3",
+            "0.333",
+            "n_mix_undesirable",
+        ],
+    ),
     "too few rollouts": (
         lambda c: c["rollouts"].update({"episodes": 3}),
         ["rollouts.episodes", "6 unsafe"],

@@ -10,7 +10,12 @@ A method file (``uniq/algorithm.py``, ``baselines/*.py``) defines one subclass o
 - ``update(batch)``: one gradient step on ``batch = {key: {column: tensor}}``; returns the
   scalars to log (tensors are fine: the loop converts them only when it logs);
 - ``act(obs)``: actions for evaluation;
-- optionally ``pretrain(data)`` (discriminators, ratio estimators) run once before the loop.
+- optionally ``pretrain(data)`` (discriminators, ratio estimators) run once before the loop;
+- optionally ``check_split(cfg, undesirable_share)``: reject a D_MIX composition the method
+  cannot work with (the loop and the workflow's config check call it before training).
+
+The loop sets ``total_steps`` (the run's number of updates) on every method it builds, right
+after construction and before ``pretrain``, for settings that scale with the run's length.
 
 Batched over seeds (``supports_members = True``): built with ``members=K``, a method holds
 K independent copies of its networks (``uniq.nets``, leading member dimension), receives
@@ -69,6 +74,11 @@ class Method:
     supports_members: ClassVar[bool] = False
     """True if the constructor takes ``members=K`` (see the module docstring); otherwise the
     training loop trains the seeds of a batched job one after another."""
+    total_steps: int | None = None
+    """The run's number of updates (``--steps``), set by ``uniq/train.py`` after construction
+    (not a constructor argument, so every existing method signature stays valid). None
+    outside the loop (tests, diagnostics): a method then assumes its published run length.
+    A run resumed with a larger ``--steps`` sees the new length."""
 
     def __init__(
         self,
@@ -102,6 +112,13 @@ class Method:
         return self.actor
 
     # -- optional ---------------------------------------------------------------
+    @classmethod
+    def check_split(cls, cfg: Any, undesirable_share: float) -> None:
+        """Raise :class:`ConfigError` if ``cfg`` cannot work on a D_MIX of which a share
+        ``undesirable_share`` in [0, 1] is undesirable. The method itself never sees the
+        hidden labels: the loop (from the rows) and the workflow (from the split's episode
+        counts) pass the share in."""
+
     def pretrain(self) -> dict[str, float]:
         """One-off work before the loop (e.g. a frozen ratio estimator). Returns scalars to log."""
         return {}

@@ -534,6 +534,8 @@ def train(
     mix = OfflineData.load(mix_path, spec)
     checksums = {"un": _checksum(un), "mix": _checksum(mix)}
     variant_params = _variant_params(un, mix)
+    if len(mix):  # fail before training; the share of rows, as the method samples them
+        method_cls.check_split(cfg, float((mix.is_desirable <= 0.5).mean()))
     method_config = dataclasses.asdict(cfg)
     identity = {  # what a checkpoint must match to be resumed (steps may grow)
         "base_algo": method_cls.name,
@@ -605,6 +607,7 @@ def train(
             if batched
             else method_cls(cfg, spec, sources, dev, seeds[0])
         )
+        method.total_steps = steps
         wanted = _batches(method)
         sources.require(src for src, _ in wanted.values())  # before any log file exists
 
@@ -617,6 +620,7 @@ def train(
             for s in seeds:
                 own = sources.with_generator(seed_everything(s, dev))
                 plains.append(method_cls(cfg, spec, own, dev, s))
+                plains[-1].total_steps = steps
                 logs.append(plains[-1].pretrain())
             method.adopt(plains)
             seed_everything(job_seed(seeds), dev)  # the job's global streams from here on

@@ -5,7 +5,8 @@ tested without Snakemake:
 
 - :func:`check` cross-checks names the JSON schema cannot know (tasks against
   ``envs.tasks.TASKS``, methods against ``uniq.registry``, ``--set`` keys against each
-  method's ``Config``, variants and algorithms an experiment names) and fails with the valid
+  method's ``Config``, variants and algorithms an experiment names, and each method's
+  ``check_split`` on the splits an experiment trains it on) and fails with the valid
   choices, before any job runs;
 - runs are keyed by ``(env, variant, algo, seed)``, not by experiment: experiments that share
   a run (``main``'s default split is also ``undesirable_size``'s |D_UN| = 100) select the same
@@ -56,6 +57,7 @@ def method_of(config: dict, algo: str) -> str:
 def check(config: dict) -> None:
     """Fail with the valid names on anything the config names but the suite does not know."""
     from envs.tasks import TASKS
+    from uniq.method import ConfigError, build_config
 
     unknown = sorted(set(config["tasks"]) - set(TASKS))
     if unknown:
@@ -130,6 +132,22 @@ def check(config: dict) -> None:
                 raise WorkflowConfigError(
                     f"config `experiments.{exp}.{key}`: unknown {missing}; valid: {_choices(valid)}"
                 )
+        for algo in block["algorithms"]:  # a method may reject a D_MIX composition
+            method_cls = methods[method_of(config, algo)]
+            cfg = build_config(method_cls.Config, config["algorithms"][algo].get("set"), algo)
+            for variant in block["variants"]:
+                n_des, n_und = (
+                    variants[variant][k] for k in ("n_mix_desirable", "n_mix_undesirable")
+                )
+                if n_des + n_und == 0:
+                    continue
+                try:
+                    method_cls.check_split(cfg, n_und / (n_des + n_und))
+                except ConfigError as err:
+                    raise WorkflowConfigError(
+                        f"config `algorithms.{algo}.set` with `datasets.variants.{variant}` "
+                        f"(experiment {exp}): {err}"
+                    ) from err
     for algo, block in external.items():
         missing = sorted(set(block["experiments"]) - set(config["experiments"]))
         if missing:
