@@ -229,19 +229,42 @@ def agent_dist_xy(self, pos) -> Any:
     return np.float64(math.sqrt(dx * dx + dy * dy))
 
 
-def _lidar_pseudo(task: Any, positions: Any) -> np.ndarray:
-    """``BaseTask._obs_lidar_pseudo`` for ``max_dist`` set, over all objects at once."""
+def agent_get_sensor(self, name: str) -> np.ndarray:
+    """Replaces ``BaseAgent.get_sensor``: the sensor's address and size looked up once per model, not by name at every read."""
+    model = self.engine.model
+    table = _cached(self, "_fastpath_sensors", model, dict)
+    if name not in table:
+        sensor = model.sensor(name).id
+        adr = int(model.sensor_adr[sensor])
+        table[name] = (adr, adr + int(model.sensor_dim[sensor]))
+    start, stop = table[name]
+    return self.engine.data.sensordata[start:stop].copy()
+
+
+def agent_apply_action(self, action: np.ndarray, noise: np.ndarray | None = None) -> None:
+    """Replaces ``BaseAgent.apply_action``: calls the ``clip`` ufunc that ``np.clip`` ends in, without its Python argument checks (~60 us)."""
+    action = np.array(action, copy=False)  # Cast to ndarray
+    action_range = self.engine.model.actuator_ctrlrange
+    # np.clip -> numpy.core._methods._clip -> um.clip(a, min, max, out=None) for array bounds.
+    self.engine.data.ctrl[:] = _CLIP(action, action_range[:, 0], action_range[:, 1], out=None)
+    if noise:
+        self.engine.data.ctrl[:] += noise
+
+
+_CLIP = np.core.umath.clip
+
+
+def _lidar_pseudo(
+    task: Any, positions: np.ndarray, group: np.ndarray, groups: int
+) -> np.ndarray | None:
+    """``BaseTask._obs_lidar_pseudo`` of ``groups`` obstacles at once: ``[groups, num_bins]``.
+
+    Object ``i`` at ``positions[i]`` (x, y[, z]) belongs to the lidar of ``group[i]``. None
+    where upstream would fail or take another branch (the caller then runs upstream).
+    """
     conf = task.lidar_conf
-    positions = np.array(positions, ndmin=2)
-    if (
-        conf.max_dist is None
-        or positions.dtype != np.float64
-        or positions.ndim != 2
-        or positions.shape[1] not in (2, 3)
-    ):
-        return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](task, positions)
     num_bins = conf.num_bins
-    obs = np.zeros(num_bins)
+    obs = np.zeros((groups, num_bins))
     if len(positions) == 0:
         return obs
     engine = task.agent.engine
@@ -257,26 +280,60 @@ def _lidar_pseudo(task: Any, positions: Any) -> np.ndarray:
     z = np.empty(len(positions), dtype=np.complex128)
     z.real, z.imag = ego[:, 0], ego[:, 1]
     dist = np.abs(z)
-    angle = np.angle(z) % (np.pi * 2)
-    if not np.isfinite(angle).all():  # upstream fails on these (int(nan)); let it say so
-        return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](task, positions)
+    angle = np.arctan2(z.imag, z.real) % (np.pi * 2)  # np.angle(z), without its Python wrapper
     bin_size = (np.pi * 2) / num_bins
+    if not np.isfinite(angle).all():
+        return None
     bins = (angle / bin_size).astype(np.int64)
     sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
-    # Every reading is >= +0.0, so the max per bin does not depend on the objects' order.
-    np.maximum.at(obs, bins, sensor)
+    index, value = [bins], [sensor]
     if conf.alias:
         alias = (angle - bin_size * bins) / bin_size
         if not ((alias >= 0) & (alias <= 1)).all():
-            return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](task, positions)
-        np.maximum.at(obs, (bins + 1) % num_bins, alias * sensor)
-        np.maximum.at(obs, (bins - 1) % num_bins, (1 - alias) * sensor)
+            return None
+        index += [(bins + 1) % num_bins, (bins - 1) % num_bins]
+        value += [alias * sensor, (1 - alias) * sensor]
+    if (bins >= num_bins).any():
+        return None
+    # Every reading is >= +0.0, so the max per bin does not depend on the order of updates.
+    offset = group * num_bins
+    np.maximum.at(obs.reshape(-1), np.concatenate(index) + np.tile(offset, len(index)),
+                  np.concatenate(value))  # fmt: skip
     return obs
+
+
+def _fast_lidar_applies(task: Any) -> bool:
+    conf = task.lidar_conf
+    return (
+        conf.type == "pseudo"
+        and conf.max_dist is not None
+        and type(task)._obs_lidar is _owner("bases.base_task", "BaseTask")._obs_lidar
+    )
 
 
 def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
     """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects instead of a Python loop with ``complex``/``np.angle`` each."""
-    return _lidar_pseudo(self, positions)
+    array = np.array(positions, ndmin=2)
+    if self.lidar_conf.max_dist is not None and array.dtype == np.float64 and array.ndim == 2:
+        if array.shape[1] in (2, 3):
+            obs = _lidar_pseudo(self, array, np.zeros(len(array), np.int64), 1)
+            if obs is not None:
+                return obs[0]
+    return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](self, positions)
+
+
+def _all_lidars(task: Any, observed: list) -> np.ndarray | None:
+    """The pseudo-lidars of all ``observed`` obstacles in one pass (None: not applicable)."""
+    model = task.agent.engine.model
+
+    def build():
+        ids = [_body_ids(o) for o in observed]
+        group = np.repeat(np.arange(len(observed)), [len(i) for i in ids])
+        return np.concatenate(ids).astype(np.int64), group
+
+    ids, group = _cached(task, "_fastpath_lidar_ids", model, build)
+    positions = task.agent.engine.data.xpos[ids]
+    return _lidar_pseudo(task, positions, group, len(observed))
 
 
 def _flat_bounds(task: Any, space: Any) -> tuple[list, np.ndarray, np.ndarray]:
@@ -296,9 +353,21 @@ def _task_obs(task: Any, button_timer: bool) -> Any:
     """``BaseTask.obs`` (and ``ButtonLevel0.obs`` with ``button_timer``), for flat vector obs."""
     mujoco.mj_forward(task.model, task.data)  # Needed to get sensor's data correct
     obs = task.agent.obs_sensor()
-    for obstacle in task._obstacles:
+    obstacles = task._obstacles
+    observed = [o for o in obstacles if o.is_lidar_observed]
+    lidars = None
+    if _fast_lidar_applies(task) and all(o.name in _POSITIONED for o in observed):
+        rows = _all_lidars(task, observed)
+        if rows is not None:
+            lidars = {o.name: row for o, row in zip(observed, rows, strict=True)}
+    for obstacle in obstacles:
         if obstacle.is_lidar_observed:
-            obs[obstacle.name + "_lidar"] = task._obs_lidar(_positions(obstacle), obstacle.group)
+            if lidars:
+                obs[obstacle.name + "_lidar"] = lidars[obstacle.name]
+            else:
+                obs[obstacle.name + "_lidar"] = task._obs_lidar(
+                    _positions(obstacle), obstacle.group
+                )
         if hasattr(obstacle, "is_comp_observed") and obstacle.is_comp_observed:
             obs[obstacle.name + "_comp"] = task._obs_compass(obstacle.pos)
     if button_timer and task.buttons.timer != 0:
@@ -401,6 +470,8 @@ _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("assets.geoms.buttons", "Buttons", "cal_cost"): lambda _: buttons_cal_cost,
     ("assets.geoms.hazards", "Hazards", "cal_cost"): lambda _: hazards_cal_cost,
     ("bases.base_agent", "BaseAgent", "dist_xy"): lambda _: agent_dist_xy,
+    ("bases.base_agent", "BaseAgent", "get_sensor"): lambda _: agent_get_sensor,
+    ("bases.base_agent", "BaseAgent", "apply_action"): lambda _: agent_apply_action,
     ("bases.base_task", "BaseTask", "_obs_lidar_pseudo"): lambda _: task_obs_lidar_pseudo,
     ("bases.base_task", "BaseTask", "obs"): lambda _: task_obs,
     _BUTTON + ("obs",): lambda _: button_obs,
