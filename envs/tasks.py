@@ -203,7 +203,7 @@ def _serve(conn, spec: TaskSpec, count: int, fastpath_on: bool) -> None:
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
-    conn.send(("ok", (envs[0].observation_space, envs[0].action_space)))
+    conn.send(("ok", (envs[0].observation_space, envs[0].action_space, fastpath.is_active())))
     while True:
         command, items = conn.recv()
         if command == "close":
@@ -226,7 +226,11 @@ class _LocalEnvs:
 
     def __init__(self, spec: TaskSpec, count: int, fastpath_on: bool):
         self.envs = [make_env(spec, fastpath_on=fastpath_on) for _ in range(count)]
-        self.spaces = (self.envs[0].observation_space, self.envs[0].action_space)
+        self.spaces = (
+            self.envs[0].observation_space,
+            self.envs[0].action_space,
+            fastpath.is_active(),
+        )
 
     def request(self, command: str, items: list) -> None:
         if command == "reset":
@@ -338,7 +342,7 @@ class VecEnv:
         if workers == 0:
             self._groups: list[Any] = [_LocalEnvs(self.spec, num_envs, self.fastpath)]
             sizes = [num_envs]
-            spaces = self._groups[0].spaces
+            replies = [self._groups[0].spaces]
         else:
             if start_method is None:
                 start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -349,11 +353,19 @@ class VecEnv:
                 for size in sizes:
                     self._groups.append(_WorkerEnvs(self.spec, size, context, self.fastpath))
                 # each worker reports that its envs are built, with their spaces
-                spaces = [group.receive() for group in self._groups][0]
+                replies = [group.receive() for group in self._groups]
             except BaseException:
                 self.close()
                 raise
-        self.observation_space, self.action_space = spaces
+        self.observation_space, self.action_space, _ = replies[0]
+        self.worker_fastpath = [reply[2] for reply in replies]
+        """Whether each worker (or this process, without workers) runs the fast path."""
+        if any(on != self.fastpath for on in self.worker_fastpath):
+            self.close()
+            raise RuntimeError(
+                f"env workers run the fast path {self.worker_fastpath}, this process "
+                f"{self.fastpath}: every env of one evaluation must run the same code."
+            )
         # slot -> (group, index inside the group)
         self._where = [(g, j) for g, size in enumerate(sizes) for j in range(size)]
 
