@@ -1,6 +1,9 @@
 """Environment steps per second: one plain env loop vs the rollout engine at several num_envs.
 
     uv run python benchmarks/env_speed.py [--episodes 8] [--num-envs 1 4 8] [--workers 2 --worker-num-envs 2 8]
+    uv run python benchmarks/env_speed.py --fastpath-only [--fastpath-episodes 2]
+
+First table (skipped with ``--fastpath-only``): rollout engine rows.
 
 Every row runs the same episodes (seeds 0..E-1) with uniform random actions, except the
 "MLP policy" row (a TanhGaussianPolicy 256x2, deterministic, batched in blocks of 16).
@@ -8,7 +11,15 @@ Times include building the envs (and worker processes), as an evaluation call pa
 "in-process" steps all envs in this process (the default); "worker processes" splits them
 over subprocesses (UNIQ_ENV_WORKERS). PointGoal episodes are shortened to 250 steps
 to keep the run short (a reset rebuilds the MuJoCo model: about 0.05 s).
-Writes the Markdown table to benchmarks/out/env_speed.md.
+
+Second table, the navigation fast path (envs/fastpath.py): per navigation task, one env
+stepped with the same seeds and random actions through upstream safety-gymnasium
+(UNIQ_ENV_FASTPATH=0), through the fast path, and the MuJoCo-only limit: the same physics
+work alone (frameskip x mj_step + one mj_forward per step, on the same model, no Python
+around it), all in the same run. Steps/s over full 1000-step episodes, resets included
+(s/reset reported apart); the limit has no resets.
+
+Writes the Markdown tables to benchmarks/out/env_speed.md.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import numpy as np
 import torch
 
 import uniq.evaluate as evaluate
-from envs.tasks import get_task, make_env, make_vec_env
+from envs.tasks import TASKS, get_task, make_env, make_vec_env
 from uniq.atomic import atomic_write_text
 from uniq.nets import TanhGaussianPolicy
 
@@ -48,6 +59,70 @@ def single_env(spec, episodes: int) -> float:
     return steps / (time.perf_counter() - started)
 
 
+def nav_loop(name: str, episodes: int, fastpath_on: bool) -> tuple[float, float]:
+    """(steps/s including resets, seconds per reset) of one env, upstream or fast path."""
+    env = make_env(name, fastpath_on=fastpath_on)
+    rng = np.random.default_rng(0)
+    steps, reset_time = 0, 0.0
+    started = time.perf_counter()
+    for i in range(episodes):
+        t = time.perf_counter()
+        env.reset(seed=i)
+        reset_time += time.perf_counter() - t
+        done = False
+        while not done:
+            _, _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2))
+            done = terminated or truncated
+            steps += 1
+    total = time.perf_counter() - started
+    env.close()
+    return steps / total, reset_time / episodes
+
+
+def mujoco_limit(name: str, steps: int) -> float:
+    """Steps/s of the physics alone: frameskip x mj_step + mj_forward per env step."""
+    import mujoco
+
+    env = make_env(name, seed=0)
+    task = env.unwrapped.task
+    model, data = task.model, task.data
+    frameskip = task.sim_conf.frameskip_binom_n  # binom_p = 1.0: always the max frameskip
+    low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+    actions = np.random.default_rng(0).uniform(low, high, size=(steps, model.nu))
+    started = time.perf_counter()
+    for action in actions:
+        data.ctrl[:] = action
+        for _ in range(frameskip):
+            mujoco.mj_step(model, data)
+        mujoco.mj_forward(model, data)
+    rate = steps / (time.perf_counter() - started)
+    env.close()
+    return rate
+
+
+def fastpath_table(episodes: int) -> list[str]:
+    names = [name for name, spec in TASKS.items() if spec.family == "navigation"]
+    lines = [
+        f"Navigation fast path (envs/fastpath.py): steps/s of one env, {episodes} full "
+        "1000-step episodes per cell with resets (seeds 0..), random actions; limit = "
+        "frameskip x mj_step + mj_forward alone. Same run, same process.",
+        "",
+        "| task | upstream | fast path | MuJoCo limit | fast / upstream | upstream / limit "
+        "| fast / limit | s/reset upstream | s/reset fast |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        upstream, reset_up = nav_loop(name, episodes, fastpath_on=False)
+        fast, reset_fast = nav_loop(name, episodes, fastpath_on=True)
+        limit = mujoco_limit(name, 1000 * episodes)
+        lines.append(
+            f"| {name} | {upstream:.0f} | {fast:.0f} | {limit:.0f} | {fast / upstream:.2f}x "
+            f"| {upstream / limit:.2f} | {fast / limit:.2f} | {reset_up:.3f} | {reset_fast:.3f} |"
+        )
+        print(f"done: {name} (fast path)", flush=True)
+    return lines
+
+
 def with_rollout(spec, episodes: int, num_envs: int, act_fn, workers: int) -> float:
     """Steps/s of uniq.evaluate.rollout with ``workers`` env processes (0: in-process)."""
     original = evaluate.make_vec_env
@@ -66,9 +141,22 @@ def main(argv=None) -> int:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--workers", type=int, default=2, help="processes in the worker rows")
     parser.add_argument("--worker-num-envs", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--fastpath-episodes", type=int, default=2)
+    parser.add_argument(
+        "--fastpath-only", action="store_true", help="only the navigation fast path table"
+    )
     parser.add_argument("--out", default="benchmarks/out/env_speed.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    machine = f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
+    fast_lines = fastpath_table(args.fastpath_episodes)
+    fast_lines.append(f"({machine}; load average {load:.1f} at the start.)")
+    if args.fastpath_only:
+        table = "\n".join(fast_lines) + "\n"
+        print(table)
+        atomic_write_text(args.out, table)
+        return 0
     rng = np.random.default_rng(0)
 
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -116,7 +204,7 @@ def main(argv=None) -> int:
         "",
         f"Evaluation with the policy vs raw random stepping of one env (target >= 0.8x): {ratios}.",
     ]
-    table = "\n".join(lines) + "\n"
+    table = "\n".join(lines + [""] + fast_lines) + "\n"
     print(table)
     atomic_write_text(args.out, table)
     return 0

@@ -125,6 +125,7 @@ def collect(
         cost_std=float(costs.std()),
         cost_min=float(costs.min()),
         cost_max=float(costs.max()),
+        env_fastpath=bool(result.env_fastpath),
         **extra,
     )
     data.save(out)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from envs import fastpath
 from envs.compat import import_safety_gymnasium
 
 
@@ -121,16 +122,20 @@ def resolve_task(task: str | TaskSpec) -> TaskSpec:
     return task if isinstance(task, TaskSpec) else get_task(task)
 
 
-def make_env(task: str | TaskSpec, seed: int | None = None):
+def make_env(task: str | TaskSpec, seed: int | None = None, fastpath_on: bool | None = None):
     """One environment of ``task`` (a registered name, or a spec copy with overrides).
 
     Its ``step`` returns ``(obs, reward, cost, terminated, truncated, info)`` and episodes are
     truncated at the spec's ``max_episode_steps``. ``seed`` seeds the first ``reset``.
     An episode depends only on its reset seed and the actions, not on the env's history
     (see :func:`_reset_from_cold_solver`).
+
+    ``fastpath_on`` (default: ``$UNIQ_ENV_FASTPATH``, on) installs or removes the
+    bit-identical fast path of :mod:`envs.fastpath`; it holds for the whole process.
     """
     spec = resolve_task(task)
     sg = import_safety_gymnasium()
+    fastpath.set_enabled(fastpath.enabled_by_env() if fastpath_on is None else fastpath_on)
     _compile_worlds_without_skybox()
     env = sg.make(spec.name, max_episode_steps=spec.max_episode_steps)
     if hasattr(env.unwrapped, "task"):  # the Safety-Gym navigation builder
@@ -211,14 +216,14 @@ def _cold_solver_reset_wrapper() -> type:
 # (safety_gymnasium.vector auto-resets without a seed, which would tie episodes to slots.)
 
 
-def _serve(conn, spec: TaskSpec, count: int) -> None:
+def _serve(conn, spec: TaskSpec, count: int, fastpath_on: bool) -> None:
     """Worker process: hold ``count`` envs and answer reset/step requests until "close"."""
     try:
-        envs = [make_env(spec) for _ in range(count)]
+        envs = [make_env(spec, fastpath_on=fastpath_on) for _ in range(count)]
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
-    conn.send(("ok", (envs[0].observation_space, envs[0].action_space)))
+    conn.send(("ok", (envs[0].observation_space, envs[0].action_space, fastpath.is_active())))
     while True:
         command, items = conn.recv()
         if command == "close":
@@ -239,9 +244,13 @@ def _serve(conn, spec: TaskSpec, count: int) -> None:
 class _LocalEnvs:
     """Envs stepped in this process (the same requests a worker process answers)."""
 
-    def __init__(self, spec: TaskSpec, count: int):
-        self.envs = [make_env(spec) for _ in range(count)]
-        self.spaces = (self.envs[0].observation_space, self.envs[0].action_space)
+    def __init__(self, spec: TaskSpec, count: int, fastpath_on: bool):
+        self.envs = [make_env(spec, fastpath_on=fastpath_on) for _ in range(count)]
+        self.spaces = (
+            self.envs[0].observation_space,
+            self.envs[0].action_space,
+            fastpath.is_active(),
+        )
 
     def request(self, command: str, items: list) -> None:
         if command == "reset":
@@ -260,9 +269,11 @@ class _LocalEnvs:
 class _WorkerEnvs:
     """Envs stepped in a subprocess; ``request`` returns at once, ``receive`` waits."""
 
-    def __init__(self, spec: TaskSpec, count: int, context):
+    def __init__(self, spec: TaskSpec, count: int, context, fastpath_on: bool):
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, spec, count), daemon=True)
+        self.process = context.Process(
+            target=_serve, args=(child, spec, count, fastpath_on), daemon=True
+        )
         self.process.start()
         child.close()
 
@@ -322,9 +333,20 @@ class VecEnv:
     re-imports it through :mod:`envs.compat`), and a ``step`` over many slots sends one
     message per worker and lets them run in parallel. The caller chooses which slots to
     reset and with which seed, so an episode never depends on the slot that ran it.
+
+    ``fastpath_on`` (default ``$UNIQ_ENV_FASTPATH``) is resolved here once and handed to
+    every worker, forked or spawned, so all of them run the same code as this process;
+    ``self.fastpath`` says whether the fast path is on (for provenance).
     """
 
-    def __init__(self, task: str | TaskSpec, num_envs: int, workers: int | None = None):
+    def __init__(
+        self,
+        task: str | TaskSpec,
+        num_envs: int,
+        workers: int | None = None,
+        fastpath_on: bool | None = None,
+        start_method: str | None = None,
+    ):
         self.spec = resolve_task(task)
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -334,24 +356,36 @@ class VecEnv:
         # Import here first: forked workers inherit it, and unpickling the spaces they send
         # back would otherwise import gymnasium without the shim (and print its notice).
         import_safety_gymnasium()
+        wanted = fastpath.enabled_by_env() if fastpath_on is None else fastpath_on
+        # What this process can actually run (False on an unsupported safety-gymnasium).
+        self.fastpath = fastpath.set_enabled(wanted)
         if workers == 0:
-            self._groups: list[Any] = [_LocalEnvs(self.spec, num_envs)]
+            self._groups: list[Any] = [_LocalEnvs(self.spec, num_envs, self.fastpath)]
             sizes = [num_envs]
-            spaces = self._groups[0].spaces
+            replies = [self._groups[0].spaces]
         else:
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            context = mp.get_context(method)
+            if start_method is None:
+                start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            context = mp.get_context(start_method)
             sizes = [len(block) for block in np.array_split(np.arange(num_envs), workers)]
             self._groups = []
             try:
                 for size in sizes:
-                    self._groups.append(_WorkerEnvs(self.spec, size, context))
+                    self._groups.append(_WorkerEnvs(self.spec, size, context, self.fastpath))
                 # each worker reports that its envs are built, with their spaces
-                spaces = [group.receive() for group in self._groups][0]
+                replies = [group.receive() for group in self._groups]
             except BaseException:
                 self.close()
                 raise
-        self.observation_space, self.action_space = spaces
+        self.observation_space, self.action_space, _ = replies[0]
+        self.worker_fastpath = [reply[2] for reply in replies]
+        """Whether each worker (or this process, without workers) runs the fast path."""
+        if any(on != self.fastpath for on in self.worker_fastpath):
+            self.close()
+            raise RuntimeError(
+                f"env workers run the fast path {self.worker_fastpath}, this process "
+                f"{self.fastpath}: every env of one evaluation must run the same code."
+            )
         # slot -> (group, index inside the group)
         self._where = [(g, j) for g, size in enumerate(sizes) for j in range(size)]
 
@@ -401,6 +435,11 @@ class VecEnv:
         self.close()
 
 
-def make_vec_env(task: str | TaskSpec, num_envs: int, workers: int | None = None) -> VecEnv:
-    """A :class:`VecEnv` of ``num_envs`` envs (``workers`` processes; default: see default_workers)."""
-    return VecEnv(task, num_envs, workers)
+def make_vec_env(
+    task: str | TaskSpec, num_envs: int, workers: int | None = None, **kwargs
+) -> VecEnv:
+    """A :class:`VecEnv` of ``num_envs`` envs (``workers`` processes; default: see default_workers).
+
+    ``kwargs``: :class:`VecEnv`'s ``fastpath_on`` and ``start_method``.
+    """
+    return VecEnv(task, num_envs, workers, **kwargs)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from envs import fastpath
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
 from uniq.atomic import atomic_write_text, git_commit
 from uniq.data import OfflineData
@@ -64,6 +65,8 @@ class Rollouts:
     episode_costs: np.ndarray
     episode_lengths: np.ndarray
     data: OfflineData | None = None
+    env_fastpath: bool | None = None
+    """Whether the envs ran safety-gymnasium's fast path (envs/fastpath.py; same bits)."""
 
 
 class _Recorder:
@@ -178,8 +181,9 @@ def rollout(
                     episode_of[slot] = -1
             if restart:
                 obs[restart] = venv.reset(restart, [seed + episode_of[k] for k in restart])
+        env_fastpath = venv.fastpath
     data = recorder.finish(seed) if recorder is not None else None
-    return Rollouts(returns, costs, lengths, data)
+    return Rollouts(returns, costs, lengths, data, env_fastpath)
 
 
 def _checked_actions(actions, count: int, spec: TaskSpec) -> np.ndarray:
@@ -388,6 +392,8 @@ def evaluate_policy_file(
     record.update(env=spec.name, **metrics)
     record["eval_seed_base"] = eval_seed_base(seed)
     record["eval_wall_time_s"] = round(time.perf_counter() - started, 3)
+    # The evaluation's envs (and their workers) ran with this process's fast-path setting.
+    record["env_fastpath"] = fastpath.is_active()
     if out_path is not None:
         write_json_atomic(out_path, record)
     return record

@@ -1,0 +1,535 @@
+"""A bit-identical fast path for safety-gymnasium 1.0.0's navigation hot spots.
+
+safety-gymnasium spends most of a navigation step in Python around the physics: gremlin
+moves built with ``np.r_`` before every physics sub-step, a per-object pseudo-lidar loop,
+contact loops that look up geom names by string, body look-ups by name for every position,
+and a reset that samples the layout by rejection with numpy calls on 2-vectors. Each
+replacement below returns exactly the same bits as the upstream function it replaces (same
+float operations on the same operands, the same random draws in the same order); what goes
+is Python overhead: name look-ups are done once per compiled model, and elementwise work on
+a few objects is done by one numpy call instead of a Python loop. The matrix products keep
+upstream's own per-object vector-matrix product (numpy runs it per row of a stacked array,
+the same BLAS call), and every other vectorised operation is elementwise and exactly
+rounded, or a max over non-negative values, whose result does not depend on its order.
+tests/test_fastpath.py runs upstream and the fast path side by side and compares every
+observation, reward, cost and RNG state bit for bit.
+
+One switch: ``UNIQ_ENV_FASTPATH=0`` leaves upstream in place (default on). The patches are
+class attributes, so they hold for every env of the process: :func:`envs.tasks.make_env`
+applies the setting it is given (or reads the variable) before building an env, and the
+vectorised envs hand the parent's setting to their worker processes explicitly.
+
+The patches apply only to the pinned safety-gymnasium 1.0.0; on any other version
+:func:`set_enabled` warns once and leaves upstream behaviour in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import importlib.metadata
+import math
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from envs.compat import import_safety_gymnasium
+
+FASTPATH_ENV = "UNIQ_ENV_FASTPATH"
+SUPPORTED_VERSION = "1.0.0"
+
+
+def enabled_by_env() -> bool:
+    """The switch: ``$UNIQ_ENV_FASTPATH`` (default on; ``0``, ``false``, ``off`` or ``no`` turn it off)."""
+    return os.environ.get(FASTPATH_ENV, "1").strip().lower() not in {"0", "false", "off", "no"}
+
+
+# ---------------------------------------------------------------- per-model look-ups
+#
+# A navigation env compiles a new MjModel at every reset, so ids are cached per model:
+# each cache holds the model it was built for and is rebuilt when ``engine.model`` changes.
+
+
+def _cached(owner: Any, key: str, model: Any, build: Callable[[], Any]) -> Any:
+    cache = owner.__dict__.get(key)
+    if cache is None or cache[0] is not model:
+        cache = (model, build())
+        owner.__dict__[key] = cache
+    return cache[1]
+
+
+def _agent_id(engine: Any) -> int:
+    return _cached(
+        engine, "_fastpath_agent_id", engine.model, lambda: engine.model.body("agent").id
+    )
+
+
+def _body_ids(obstacle: Any) -> np.ndarray:
+    """Body ids of an obstacle's objects, in the order of its upstream ``pos`` property."""
+    model = obstacle.engine.model
+    name = obstacle.name
+    if name == "goal":
+        names = ["goal"]
+    elif name == "gremlins":
+        names = [f"gremlin{i}obj" for i in range(obstacle.num)]
+    else:  # hazards -> hazard0.., buttons -> button0.., vases -> vase0..
+        names = [f"{name[:-1]}{i}" for i in range(obstacle.num)]
+    return _cached(
+        obstacle, "_fastpath_body_ids", model, lambda: np.array([model.body(n).id for n in names])
+    )
+
+
+_POSITIONED = {"goal", "gremlins", "hazards", "buttons", "vases"}
+"""Obstacles whose upstream ``pos`` reads ``data.body(name).xpos`` of the bodies above."""
+
+
+def _positions(obstacle: Any) -> Any:
+    """The positions upstream's ``obstacle.pos`` returns (a copy), as one ``(n, 3)`` array."""
+    if obstacle.name not in _POSITIONED:
+        return obstacle.pos
+    return obstacle.engine.data.xpos[_body_ids(obstacle)]
+
+
+def _geom_names(engine: Any) -> np.ndarray:
+    model = engine.model
+    return _cached(
+        engine,
+        "_fastpath_geom_names",
+        model,
+        lambda: np.array([model.geom(g).name for g in range(model.ngeom)], dtype=object),
+    )
+
+
+def _geom_flags(engine: Any, agent: Any, key: str, test: Callable[[str], bool]) -> np.ndarray:
+    """``test(name)`` for every geom id of the current model (cached per model and key)."""
+    flags = engine.__dict__.setdefault("_fastpath_geom_flags", {})
+    model = engine.model
+    if flags.get("model") is not model:
+        flags.clear()
+        flags["model"] = model
+    if key not in flags:
+        flags[key] = np.array([test(n) for n in _geom_names(engine)], dtype=bool)
+    return flags[key]
+
+
+def _agent_geoms(engine: Any, agent: Any) -> np.ndarray:
+    names = agent.body_info.geom_names
+    return _geom_flags(engine, agent, "agent", lambda n: n in names)
+
+
+def _contacts_touching(engine: Any, agent: Any, key: str, test: Callable[[str], bool]):
+    """Per contact: does one of its geoms pass ``test``, does one belong to the agent.
+
+    Upstream's predicate, ``any(test(n) for n in names) and any(n in agent_geoms for n in
+    names)`` over the two geom names of each of ``data.contact[:ncon]``, evaluated on
+    per-geom flags instead of name strings.
+    """
+    data = engine.data
+    ncon = data.ncon
+    contact = data.contact
+    g1, g2 = contact.geom1[:ncon], contact.geom2[:ncon]
+    hit = _geom_flags(engine, agent, key, test)
+    mine = _agent_geoms(engine, agent)
+    return hit[g1] | hit[g2], mine[g1] | mine[g2]
+
+
+# ---------------------------------------------------------------- replacements
+
+
+def gremlins_move(self) -> None:
+    """Replaces ``Gremlins.move``: a plain 3-vector instead of ``np.r_`` (whose type resolution was ~45% of a Button step), mocap ids looked up once per model."""
+    data = self.engine.data
+    phase = float(data.time)
+    target = np.array([np.sin(phase), np.cos(phase)]) * self.travel
+    pos = np.empty(3)
+    pos[:2] = target
+    pos[2] = self.size
+    model = self.engine.model
+    ids = _cached(
+        self,
+        "_fastpath_mocap_ids",
+        model,
+        lambda: model.body_mocapid[[model.body(f"gremlin{i}mocap").id for i in range(self.num)]],
+    )
+    # Upstream writes the same target to every gremlin's mocap (one row each).
+    data.mocap_pos[ids] = pos
+
+
+def gremlins_cal_cost(self) -> dict:
+    """Replaces ``Gremlins.cal_cost``: contacts tested on per-geom flags, not by name strings per contact."""
+    cost = {}
+    if not self.is_constrained:
+        return cost
+    cost["cost_gremlins"] = 0
+    touching, agent = _contacts_touching(
+        self.engine, self.agent, "gremlin", lambda n: n.startswith("gremlin")
+    )
+    for _ in range(int(np.count_nonzero(touching & agent))):
+        cost["cost_gremlins"] += self.contact_cost  # the same sum, term by term, as upstream
+    return cost
+
+
+def buttons_cal_cost(self) -> dict:
+    """Replaces ``Buttons.cal_cost``: contacts tested on per-geom flags, not by name strings per contact."""
+    assert self.goal_button is not None, (
+        "Please make sure this method can get information about goal button."
+    )
+    cost = {}
+    if not self.is_constrained or not self.timer == 0:
+        return cost
+    cost["cost_buttons"] = 0
+    goal = f"button{self.goal_button}"
+    button, agent = _contacts_touching(
+        self.engine, self.agent, "button", lambda n: n.startswith("button")
+    )
+    is_goal, _ = _contacts_touching(self.engine, self.agent, goal, lambda n: n == goal)
+    for _ in range(int(np.count_nonzero(button & agent & ~is_goal))):
+        cost["cost_buttons"] += self.cost
+    return cost
+
+
+def button_goal_achieved(self) -> bool:
+    """Replaces ``ButtonLevel0.goal_achieved``: contacts tested on per-geom flags, not by name strings per contact."""
+    goal = f"button{self.buttons.goal_button}"
+    is_goal, agent = _contacts_touching(self.agent.engine, self.agent, goal, lambda n: n == goal)
+    return bool((is_goal & agent).any())
+
+
+def hazards_cal_cost(self) -> dict:
+    """Replaces ``Hazards.cal_cost``: all hazard distances in one numpy expression instead of one ``dist_xy`` call each."""
+    cost = {}
+    if not self.is_constrained:
+        return cost
+    cost["cost_hazards"] = 0
+    engine = self.engine
+    agent_xy = engine.data.xpos[_agent_id(engine), :2]
+    # dist_xy's arithmetic per row: sqrt((hx - ax)^2 + (hy - ay)^2), each step exactly rounded.
+    dists = np.sqrt(np.sum(np.square(_positions(self)[:, :2] - agent_xy), axis=1))
+    for h_dist in dists[dists <= self.size]:  # np.float64 terms, in hazard order, as upstream
+        cost["cost_hazards"] += self.cost * (self.size - h_dist)
+    return cost
+
+
+def agent_dist_xy(self, pos) -> Any:
+    """Replaces ``BaseAgent.dist_xy``: the same two squares, sum and sqrt on Python floats, without a body look-up by name."""
+    pos = np.asarray(pos)
+    if pos.shape == (3,):
+        pos = pos[:2]
+    if pos.shape != (2,) or pos.dtype != np.float64:
+        return _UPSTREAM[("bases.base_agent", "BaseAgent", "dist_xy")](self, pos)
+    agent = self.engine.data.xpos[_agent_id(self.engine)]
+    dx = float(pos[0]) - float(agent[0])
+    dy = float(pos[1]) - float(agent[1])
+    # np.square is x*x, np.sum of two is a + b, and both square roots are correctly rounded.
+    return np.float64(math.sqrt(dx * dx + dy * dy))
+
+
+def agent_get_sensor(self, name: str) -> np.ndarray:
+    """Replaces ``BaseAgent.get_sensor``: the sensor's address and size looked up once per model, not by name at every read."""
+    model = self.engine.model
+    table = _cached(self, "_fastpath_sensors", model, dict)
+    if name not in table:
+        sensor = model.sensor(name).id
+        adr = int(model.sensor_adr[sensor])
+        table[name] = (adr, adr + int(model.sensor_dim[sensor]))
+    start, stop = table[name]
+    return self.engine.data.sensordata[start:stop].copy()
+
+
+def agent_apply_action(self, action: np.ndarray, noise: np.ndarray | None = None) -> None:
+    """Replaces ``BaseAgent.apply_action``: calls the ``clip`` ufunc that ``np.clip`` ends in, without its Python argument checks (~60 us)."""
+    action = np.array(action, copy=False)  # Cast to ndarray
+    action_range = self.engine.model.actuator_ctrlrange
+    # np.clip -> numpy.core._methods._clip -> um.clip(a, min, max, out=None) for array bounds.
+    self.engine.data.ctrl[:] = _CLIP(action, action_range[:, 0], action_range[:, 1], out=None)
+    if noise:
+        self.engine.data.ctrl[:] += noise
+
+
+_CLIP = np.core.umath.clip
+
+
+def _lidar_pseudo(
+    task: Any, positions: np.ndarray, group: np.ndarray, groups: int
+) -> np.ndarray | None:
+    """``BaseTask._obs_lidar_pseudo`` of ``groups`` obstacles at once: ``[groups, num_bins]``.
+
+    Object ``i`` at ``positions[i]`` (x, y[, z]) belongs to the lidar of ``group[i]``. None
+    where upstream would fail or take another branch (the caller then runs upstream).
+    """
+    conf = task.lidar_conf
+    num_bins = conf.num_bins
+    obs = np.zeros((groups, num_bins))
+    if len(positions) == 0:
+        return obs
+    engine = task.agent.engine
+    agent = _agent_id(engine)
+    agent_3vec = engine.data.xpos[agent].copy()
+    agent_mat = engine.data.xmat[agent].copy().reshape(3, -1)
+    # _ego_xy: [x, y, 0] - agent position, then upstream's vector @ matrix product per row
+    # (a stacked matmul makes the same BLAS gemv call for each object).
+    world_3vec = np.zeros((len(positions), 3))
+    world_3vec[:, :2] = positions[:, :2]
+    world_3vec -= agent_3vec
+    ego = np.matmul(world_3vec[:, None, :], agent_mat)[:, 0, :2]
+    z = np.empty(len(positions), dtype=np.complex128)
+    z.real, z.imag = ego[:, 0], ego[:, 1]
+    dist = np.abs(z)
+    angle = np.arctan2(z.imag, z.real) % (np.pi * 2)  # np.angle(z), without its Python wrapper
+    bin_size = (np.pi * 2) / num_bins
+    if not np.isfinite(angle).all():
+        return None
+    bins = (angle / bin_size).astype(np.int64)
+    sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
+    index, value = [bins], [sensor]
+    if conf.alias:
+        alias = (angle - bin_size * bins) / bin_size
+        if not ((alias >= 0) & (alias <= 1)).all():
+            return None
+        index += [(bins + 1) % num_bins, (bins - 1) % num_bins]
+        value += [alias * sensor, (1 - alias) * sensor]
+    if (bins >= num_bins).any():
+        return None
+    # Every reading is >= +0.0, so the max per bin does not depend on the order of updates.
+    offset = group * num_bins
+    np.maximum.at(obs.reshape(-1), np.concatenate(index) + np.tile(offset, len(index)),
+                  np.concatenate(value))  # fmt: skip
+    return obs
+
+
+def _fast_lidar_applies(task: Any) -> bool:
+    conf = task.lidar_conf
+    return (
+        conf.type == "pseudo"
+        and conf.max_dist is not None
+        and type(task)._obs_lidar is _owner("bases.base_task", "BaseTask")._obs_lidar
+    )
+
+
+def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
+    """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects instead of a Python loop with ``complex``/``np.angle`` each."""
+    array = np.array(positions, ndmin=2)
+    if self.lidar_conf.max_dist is not None and array.dtype == np.float64 and array.ndim == 2:
+        if array.shape[1] in (2, 3):
+            obs = _lidar_pseudo(self, array, np.zeros(len(array), np.int64), 1)
+            if obs is not None:
+                return obs[0]
+    return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](self, positions)
+
+
+def _all_lidars(task: Any, observed: list) -> np.ndarray | None:
+    """The pseudo-lidars of all ``observed`` obstacles in one pass (None: not applicable)."""
+    model = task.agent.engine.model
+
+    def build():
+        ids = [_body_ids(o) for o in observed]
+        group = np.repeat(np.arange(len(observed)), [len(i) for i in ids])
+        return np.concatenate(ids).astype(np.int64), group
+
+    ids, group = _cached(task, "_fastpath_lidar_ids", model, build)
+    positions = task.agent.engine.data.xpos[ids]
+    return _lidar_pseudo(task, positions, group, len(observed))
+
+
+def _flat_bounds(task: Any, space: Any) -> tuple[list, np.ndarray, np.ndarray]:
+    """(key, shape) per box of the Dict space, in its order, and the flattened bounds."""
+
+    def build():
+        boxes = space.spaces
+        items = [(key, box.shape) for key, box in boxes.items()]
+        low = np.concatenate([box.low.ravel() for box in boxes.values()])
+        high = np.concatenate([box.high.ravel() for box in boxes.values()])
+        return items, low, high
+
+    return _cached(task, "_fastpath_obs_bounds", space, build)
+
+
+def _task_obs(task: Any, button_timer: bool) -> Any:
+    """``BaseTask.obs`` (and ``ButtonLevel0.obs`` with ``button_timer``), for flat vector obs."""
+    mujoco.mj_forward(task.model, task.data)  # Needed to get sensor's data correct
+    obs = task.agent.obs_sensor()
+    obstacles = task._obstacles
+    observed = [o for o in obstacles if o.is_lidar_observed]
+    lidars = None
+    if _fast_lidar_applies(task) and all(o.name in _POSITIONED for o in observed):
+        rows = _all_lidars(task, observed)
+        if rows is not None:
+            lidars = {o.name: row for o, row in zip(observed, rows, strict=True)}
+    for obstacle in obstacles:
+        if obstacle.is_lidar_observed:
+            if lidars:
+                obs[obstacle.name + "_lidar"] = lidars[obstacle.name]
+            else:
+                obs[obstacle.name + "_lidar"] = task._obs_lidar(
+                    _positions(obstacle), obstacle.group
+                )
+        if hasattr(obstacle, "is_comp_observed") and obstacle.is_comp_observed:
+            obs[obstacle.name + "_comp"] = task._obs_compass(obstacle.pos)
+    if button_timer and task.buttons.timer != 0:
+        obs["buttons_lidar"] = np.zeros(task.lidar_conf.num_bins)
+    space = task.obs_info.obs_space_dict
+    items, low, high = _flat_bounds(task, space)
+    # gymnasium's Dict.contains + flatten: same keys, each a float64 array of its box's shape,
+    # within bounds (a NaN fails, as there), concatenated in the space's key order.
+    parts = []
+    ok = obs.keys() == space.spaces.keys()
+    for key, shape in items if ok else ():
+        value = obs[key]
+        if not (
+            isinstance(value, np.ndarray) and value.dtype == np.float64 and value.shape == shape
+        ):
+            ok = False
+            break
+        parts.append(value.ravel())
+    if ok:
+        flat = np.concatenate(parts)
+        if np.all(flat >= low) and np.all(flat <= high):
+            return flat
+    # Anything unusual: upstream's own check (and its message) and flatten.
+    import gymnasium  # imported by safety-gymnasium already (through the shim)
+
+    assert space.contains(obs), f"Bad obs {obs} {space}"
+    return gymnasium.spaces.utils.flatten(space, obs)
+
+
+def task_obs(self) -> Any:
+    """Replaces ``BaseTask.obs``: positions by cached body ids, and gymnasium's Dict check and flatten as one bounds test and one concatenate."""
+    if self.observe_vision or not self.observation_flatten:
+        return _UPSTREAM[("bases.base_task", "BaseTask", "obs")](self)
+    return _task_obs(self, button_timer=False)
+
+
+def button_obs(self) -> Any:
+    """Replaces ``ButtonLevel0.obs``: as ``BaseTask.obs`` above, plus its blank button lidar while the timer runs."""
+    if self.observe_vision or not self.observation_flatten:
+        return _UPSTREAM[_BUTTON + ("obs",)](self)
+    return _task_obs(self, button_timer=True)
+
+
+def sample_layout(self) -> bool:
+    """Replaces ``RandomGenerator.sample_layout``: the keepout test on Python floats instead of numpy calls on 2-vectors; the same draws (``draw_placement``, upstream) in the same order."""
+    layout = {}
+    placed = []  # (keepout, x, y) of the objects in ``layout``, in its order
+    margin = self.placements_margin
+    for name, (placements, keepout) in self.placements.items():
+        conflicted = True
+        for _ in range(100):
+            xy = self.draw_placement(placements, keepout)
+            x, y = float(xy[0]), float(xy[1])
+            for other_keepout, other_x, other_y in placed:
+                dx, dy = x - other_x, y - other_y
+                if math.sqrt(dx * dx + dy * dy) < other_keepout + margin + keepout:
+                    break
+            else:
+                conflicted = False
+                break
+        if conflicted:
+            return False
+        layout[name] = xy
+        placed.append((self.placements[name][1], x, y))
+    self.layout = layout
+    return True
+
+
+class _CachedYaml:
+    """Stands in for ``yaml`` inside ``safety_gymnasium.world``: assets.yaml parsed once."""
+
+    def __init__(self, yaml: Any):
+        self._yaml = yaml
+        self._parsed: dict = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self._yaml, name)
+
+    def load(self, stream, Loader):  # noqa: N803 (yaml's own argument name)
+        key = (getattr(stream, "name", None), Loader)
+        if key[0] is None:
+            return self._yaml.load(stream, Loader=Loader)
+        if key not in self._parsed:
+            self._parsed[key] = self._yaml.load(stream, Loader=Loader)
+        return copy.deepcopy(self._parsed[key])  # World.build appends into what it loads
+
+
+def world_yaml(yaml: Any) -> Any:
+    """Replaces ``yaml`` in ``safety_gymnasium.world``: ``World.build`` re-parses assets.yaml at every reset (~0.06 s); a deep copy of one parse is the same dict."""
+    return yaml if isinstance(yaml, _CachedYaml) else _CachedYaml(yaml)
+
+
+# ---------------------------------------------------------------- the switch
+
+_BUTTON = ("tasks.safe_navigation.button.button_level0", "ButtonLevel0")
+
+_PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
+    ("assets.mocaps.gremlins", "Gremlins", "move"): lambda _: gremlins_move,
+    ("assets.mocaps.gremlins", "Gremlins", "cal_cost"): lambda _: gremlins_cal_cost,
+    ("assets.geoms.buttons", "Buttons", "cal_cost"): lambda _: buttons_cal_cost,
+    ("assets.geoms.hazards", "Hazards", "cal_cost"): lambda _: hazards_cal_cost,
+    ("bases.base_agent", "BaseAgent", "dist_xy"): lambda _: agent_dist_xy,
+    ("bases.base_agent", "BaseAgent", "get_sensor"): lambda _: agent_get_sensor,
+    ("bases.base_agent", "BaseAgent", "apply_action"): lambda _: agent_apply_action,
+    ("bases.base_task", "BaseTask", "_obs_lidar_pseudo"): lambda _: task_obs_lidar_pseudo,
+    ("bases.base_task", "BaseTask", "obs"): lambda _: task_obs,
+    _BUTTON + ("obs",): lambda _: button_obs,
+    _BUTTON + ("goal_achieved",): lambda _: property(button_goal_achieved),
+    ("utils.random_generator", "RandomGenerator", "sample_layout"): lambda _: sample_layout,
+    ("world", "", "yaml"): world_yaml,
+}
+"""(module under safety_gymnasium, class or "" for the module, attribute) -> its replacement
+(a function of the upstream attribute)."""
+
+_UPSTREAM: dict[tuple[str, str, str], Any] = {}
+"""The upstream attributes the patches replaced (restored by ``set_enabled(False)``)."""
+_active = False
+
+
+def _owner(module: str, cls: str) -> Any:
+    mod = importlib.import_module(f"safety_gymnasium.{module}")
+    return getattr(mod, cls) if cls else mod
+
+
+@functools.cache
+def _version_supported() -> bool:
+    version = importlib.metadata.version("safety-gymnasium")
+    if version != SUPPORTED_VERSION:
+        warnings.warn(
+            f"envs/fastpath.py: safety-gymnasium {version} is installed, but the fast path "
+            f"was proven bit-identical only for {SUPPORTED_VERSION} (the pinned version); "
+            "leaving upstream behaviour in place.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Install (``True``) or remove (``False``) every patch; returns whether the fast path is active.
+
+    Process-wide: every env of this process, built before or after, runs the same code.
+    """
+    global _active
+    if enabled == _active:
+        return _active
+    if enabled and not _version_supported():
+        return False
+    import_safety_gymnasium()
+    for (module, cls, attr), replacement in _PATCHES.items():
+        owner = _owner(module, cls)
+        key = (module, cls, attr)
+        if enabled:
+            _UPSTREAM[key] = owner.__dict__[attr] if cls else getattr(owner, attr)
+            setattr(owner, attr, replacement(_UPSTREAM[key]))
+        else:
+            setattr(owner, attr, _UPSTREAM[key])
+    _active = enabled
+    return _active
+
+
+def is_active() -> bool:
+    """Whether the fast path is installed in this process now."""
+    return _active

@@ -1,0 +1,126 @@
+"""envs/fastpath.py returns exactly what upstream safety-gymnasium returns, and its switch.
+
+Each equality test runs the same reset seeds and actions through upstream
+(``fastpath_on=False``) and through the fast path, and compares bit for bit: observations
+(as raw bytes), rewards, costs, terminated, truncated, the cost entries of info (values and
+types) and the layout RNG's full state after every reset. The patches are process-wide, so
+the two runs happen one after the other in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from envs import fastpath
+from envs.tasks import TASKS, make_env, make_vec_env
+
+NAV_TASKS = [name for name, spec in TASKS.items() if spec.family == "navigation"]
+
+
+def _trace(name: str, fastpath_on: bool, episodes: list[tuple[int, int]]) -> list:
+    """Everything the env returns over ``episodes`` = [(reset seed, max steps), ...]."""
+    env = make_env(name, fastpath_on=fastpath_on)
+    assert fastpath.is_active() == fastpath_on
+    rng = np.random.default_rng(1234)
+    out = []
+    for seed, steps in episodes:
+        obs, _ = env.reset(seed=seed)
+        state = env.unwrapped.task.random_generator.random_generator.get_state()
+        out.append(("reset", obs.tobytes(), obs.dtype, state[1].tobytes(), state[2:]))
+        for _ in range(steps):
+            obs, reward, cost, terminated, truncated, info = env.step(rng.uniform(-1, 1, 2))
+            costs = {k: (v, type(v)) for k, v in info.items() if k.startswith("cost")}
+            out.append(
+                (obs.tobytes(), obs.dtype, reward, type(reward), cost, terminated, truncated, costs)
+            )
+            if terminated or truncated:
+                break
+    env.close()
+    return out
+
+
+def _assert_identical(name: str, episodes: list[tuple[int, int]]) -> None:
+    try:
+        upstream = _trace(name, False, episodes)
+        fast = _trace(name, True, episodes)
+    finally:
+        fastpath.set_enabled(fastpath.enabled_by_env())
+    assert len(fast) == len(upstream)
+    for t, (a, b) in enumerate(zip(upstream, fast, strict=True)):
+        assert a == b, f"{name}: record {t} differs:\nupstream {a}\nfast     {b}"
+
+
+@pytest.mark.parametrize("name", NAV_TASKS)
+def test_bit_identical_to_upstream(name):
+    # One full 1000-step episode, then a reset with a new seed and a shorter one (CI time).
+    _assert_identical(name, [(7, 1000), (8, 200)])
+
+
+@pytest.mark.long
+@pytest.mark.skipif(
+    os.environ.get("UNIQ_LONG_TESTS") != "1", reason="long check: set UNIQ_LONG_TESTS=1"
+)
+@pytest.mark.parametrize("name", NAV_TASKS)
+def test_bit_identical_to_upstream_long(name):
+    """Five full 1000-step episodes per task. Skipped by default (CI);
+
+    run with ``UNIQ_LONG_TESTS=1 uv run pytest tests/test_fastpath.py -k long``.
+    """
+    _assert_identical(name, [(seed, 1000) for seed in range(100, 105)])
+
+
+def test_switch_off_leaves_upstream(monkeypatch):
+    from safety_gymnasium.assets.mocaps.gremlins import Gremlins
+
+    upstream_move = Gremlins.__dict__["move"]
+    monkeypatch.setenv(fastpath.FASTPATH_ENV, "0")
+    try:
+        make_env("SafetyPointButton1-v0").close()
+        assert not fastpath.is_active()
+        assert Gremlins.__dict__["move"] is fastpath._UPSTREAM.get(
+            ("assets.mocaps.gremlins", "Gremlins", "move"), upstream_move
+        )
+        monkeypatch.setenv(fastpath.FASTPATH_ENV, "1")
+        make_env("SafetyPointButton1-v0").close()
+        assert fastpath.is_active()
+        assert Gremlins.__dict__["move"] is fastpath.gremlins_move
+    finally:
+        fastpath.set_enabled(True)
+
+
+def test_other_version_refused_with_warning(monkeypatch):
+    fastpath.set_enabled(False)
+    fastpath._version_supported.cache_clear()
+    monkeypatch.setattr(fastpath.importlib.metadata, "version", lambda _: "1.1.0")
+    try:
+        with pytest.warns(RuntimeWarning, match="safety-gymnasium 1.1.0"):
+            assert fastpath.set_enabled(True) is False
+        assert not fastpath.is_active()
+    finally:
+        monkeypatch.undo()
+        fastpath._version_supported.cache_clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert fastpath.set_enabled(True)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_workers_get_the_parents_setting(monkeypatch, start_method, setting):
+    monkeypatch.setenv(fastpath.FASTPATH_ENV, setting)
+    try:
+        with make_vec_env("SafetyPointGoal1-v0", 2, workers=2, start_method=start_method) as venv:
+            assert venv.fastpath is (setting == "1")
+            assert venv.worker_fastpath == [setting == "1"] * 2
+            obs = venv.reset([0, 1], [3, 4])
+            venv.step([0, 1], np.zeros((2, 2)))
+        # the same first observations as an in-process env with the other setting
+        env = make_env("SafetyPointGoal1-v0", fastpath_on=setting != "1")
+        assert env.reset(seed=4)[0].tobytes() == obs[1].tobytes()
+        env.close()
+    finally:
+        fastpath.set_enabled(True)
