@@ -20,7 +20,7 @@ jobs=(
   "SafetyCarButton1-v0 unsafe 1000000"
   "SafetyCarButton1-v0 safe 3000000 $SAFE"
 )
-run() { OMP_NUM_THREADS=1 nice -n 19 uv run uniq-bench "$@"; }
+run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 for job in "${jobs[@]}"; do
   read -r task kind steps rest <<< "$job"
   seed=$([ "$kind" = safe ] && echo 0 || echo 1)
