@@ -66,7 +66,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from uniq.method import ConfigError, Method
-from uniq.nets import TanhGaussianPolicy, TwinQ, mlp, soft_update
+from uniq.nets import TanhGaussianPolicy, TwinQ, mlp, orthogonal_init_, soft_update
 
 RATIO_FORMS = ("state", "state_action")
 ACTOR_WEIGHTS = ("recipe", "advantage")
@@ -219,17 +219,20 @@ class UNIQ(Method):
             obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max, members=k
         ).to(self.device)
         self.critic = TwinQ(obs_dim, act_dim, h, d, members=k).to(self.device)
+        # The reference initialises every network orthogonally with zero biases.
+        orthogonal_init_(self.actor)
+        orthogonal_init_(self.critic)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         if cfg.value_form == "expectile":
-            self.value = mlp(obs_dim, 1, h, d, members=k).to(self.device)
+            self.value = orthogonal_init_(mlp(obs_dim, 1, h, d, members=k).to(self.device))
             self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
         if cfg.occupancy_correction:
             in_dim = obs_dim + (act_dim if cfg.ratio_form == "state_action" else 0)
             names = ("c_un", "c_mix") if cfg.ratio_form == "state" else ("c",)
             for n in names:  # c_un: P(UN | x); c_mix: P(MIX | x); c: P(UN | s, a)
-                net = mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout, members=k)
+                net = orthogonal_init_(mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout, members=k))
                 setattr(self, n, net.to(self.device))
             self.classifiers = names
             params = [p for n in names for p in getattr(self, n).parameters()]

@@ -71,6 +71,24 @@ def mlp(
 
 
 @torch.no_grad()
+def orthogonal_init_(module: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Every linear layer of ``module``: weight <- an orthogonal matrix (times ``gain``), bias <- 0.
+
+    For a :class:`BatchedLinear`, each member gets its own orthogonal matrix, drawn as a
+    plain ``nn.Linear``'s would be (``[out, in]``, then transposed). Returns ``module``.
+    """
+    for mod in module.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.orthogonal_(mod.weight, gain)
+            nn.init.zeros_(mod.bias)
+        elif isinstance(mod, BatchedLinear):
+            for w in mod.weight:  # [in, out]
+                w.copy_(nn.init.orthogonal_(torch.empty_like(w.T), gain).T)
+            mod.bias.zero_()
+    return module
+
+
+@torch.no_grad()
 def stack_members(batched: nn.Module, plains: Sequence[nn.Module]) -> None:
     """Copy K plain modules (``members=None``) into the same module built with ``members=K``."""
     for name, mod in batched.named_modules():
