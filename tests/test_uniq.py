@@ -266,6 +266,91 @@ def test_ablation_weights_are_constant_per_source():
     assert torch.equal(W_actor, torch.zeros(64))
 
 
+# ---------------------------------------------------------------------------- reference recipe
+def fixed_batch(method: UNIQ, seed: int = 0, terminal_share: float = 0.25) -> dict:
+    """A batch of the sizes ``method.batches()`` asks for, from a fixed random stream."""
+    g = torch.Generator().manual_seed(seed)
+    obs_dim, act_dim = method.spec.obs_dim, method.spec.act_dim
+
+    def part(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "observations": torch.randn(n, obs_dim, generator=g),
+            "actions": torch.rand(n, act_dim, generator=g) * 2 - 1,
+            "next_observations": torch.randn(n, obs_dim, generator=g),
+            "terminals": (torch.rand(n, generator=g) < terminal_share).float(),
+            "index": torch.arange(n),
+        }
+
+    return {key: part(n) for key, (_, n) in method.batches().items()}
+
+
+def set_output(head: torch.nn.Sequential, bias: list[float]) -> None:
+    """Make an MLP's output the constant ``bias`` (its last layer's weights zeroed)."""
+    with torch.no_grad():
+        head[-1].weight.zero_()
+        head[-1].bias.copy_(torch.tensor(bias))
+
+
+def test_uniq_policy_log_std_is_the_reference_tanh_form_and_round_trips(tmp_path):
+    from uniq.nets import save_policy
+
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=3)
+    actor = UNIQ(UNIQConfig(**TINY), spec, {}, "cpu", 0).actor
+    x = torch.tensor([-3.0, 0.0, 3.0])  # the trunk's raw log-std outputs
+    set_output(actor.trunk, [0.0, 0.0, 0.0, *x.tolist()])
+    _, log_std = actor(torch.zeros(1, 1))
+    # -5 + 3.5 (tanh(x) + 1): smooth inside [-5, 2]; a hard clamp would give [-3, 0, 2]
+    torch.testing.assert_close(log_std[0], -5 + 3.5 * (torch.tanh(x) + 1))
+    save_policy(actor, tmp_path / "policy.pt", {})
+    loaded, _ = load_policy(tmp_path / "policy.pt")
+    torch.testing.assert_close(loaded(torch.zeros(1, 1))[1], log_std)
+    # a policy.pt written before the option existed was a clamp policy, and still loads as one
+    payload = torch.load(tmp_path / "policy.pt", weights_only=False)
+    del payload["kwargs"]["log_std_form"]
+    torch.save(payload, tmp_path / "old.pt")
+    old, _ = load_policy(tmp_path / "old.pt")
+    torch.testing.assert_close(old(torch.zeros(1, 1))[1][0], x.clamp(-5, 2))
+
+
+def test_uniq_actor_loss_clips_dataset_actions_and_log_pi_as_the_reference():
+    """Four rows of a 2-D action: (A) a saturated action inside the log-pi clip, where the
+    action clip 1 - 1e-7 sets the value; (B) far below -5 act_dim and (C) above 2 act_dim:
+    clipped, and with no gradient; (D) an ordinary row."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=2)
+    method = UNIQ(UNIQConfig(**TINY), spec, {}, "cpu", 0)
+    mean = torch.tensor([[2.5, 2.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    log_std = torch.tensor([[0.0, 0.0], [-3.0, -3.0], [-5.0, -5.0], [0.0, 0.0]])
+    log_std.requires_grad_(True)
+    actions = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.5, -0.5]])
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    loss = method.actor_loss(mean, log_std, actions, weight)
+
+    # Independently, in float64: a clipped to float32(1 - 1e-7), u = atanh(a),
+    # log pi = sum_j log N(u_j; mean_j, std_j) - log(1 - a_j^2).
+    a = actions.double().clamp(-float(torch.tensor(1 - 1e-7)), float(torch.tensor(1 - 1e-7)))
+    u = torch.atanh(a)
+    normal = torch.distributions.Normal(mean.detach().double(), log_std.detach().double().exp())
+    log_pi = (normal.log_prob(u) - torch.log(1 - a.square())).sum(-1)
+    assert log_pi[0] > -10 and log_pi[1] < -10 and log_pi[2] > 4 and -10 < log_pi[3] < 4
+    expected = -(weight.double() * log_pi.clamp(-10, 4)).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+    loss.backward()
+    for grad in (mean.grad, log_std.grad):
+        assert (grad[1:3] == 0).all() and (grad[[0, 3]] != 0).all()
+
+
+def test_actor_q_and_v_are_clipped_to_max_v():
+    """A target critic that says Q = 1000 everywhere: clipped, Q = V = max_v = 500, so A = 0
+    and every actor row weighs exactly 1 (unclipped, A = alpha log pi varies by row)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=2, act_dim=2)
+    method = UNIQ(UNIQConfig(**dict(TINY, occupancy_correction=False)), spec, {}, "cpu", 0)
+    for head in (method.critic_target.q1, method.critic_target.q2):
+        set_output(head, [1000.0])
+    out = method.update(fixed_batch(method))
+    assert out["actor_weight_max"] == 1.0
+    assert method.cfg.max_v == 5.0 / (1 - 0.99)
+
+
 @pytest.mark.parametrize("members", [None, 2])
 @pytest.mark.parametrize(
     "overrides", [{}, {"ratio_form": "state_action", "value_form": "expectile"}]

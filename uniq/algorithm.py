@@ -33,11 +33,15 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
    logged ``critic_loss`` is the part with a gradient. ``value_form="expectile"``: V is a
    separate network fitted by expectile (0.7) regression to Q_target(s, a) on B.
 
-3. Actor (tanh-Gaussian), weighted behaviour cloning on D_MIX:
+3. Actor (tanh-Gaussian, log_std = -5 + 3.5 (tanh(x) + 1)), weighted behaviour cloning on D_MIX:
 
-       A      = min(Q_target(s, a) - V(s), 10)
+       Q, V   = clip(Q_target(s, a), +-max_v), clip(V(s), +-max_v)     max_v = R / (1 - gamma)
+       A      = min(Q - V, 10)
        weight = min( exp(A - max A) / mean(exp(A - max A)) * clip(1 / W^2, 0, 100), 100 )
-       L_pi   = - E_MIX[ weight * log pi(a|s) ]
+       L_pi   = - E_MIX[ weight * clip(log pi(a|s), -5 act_dim, 2 act_dim) ]
+
+   with dataset actions clipped to [-1 + 1e-7, 1 - 1e-7] before atanh. The clip of log pi
+   passes no gradient outside its range (torch.clip), as the reference's.
 
    1 / W^2 at W = 0 is +inf and the clip makes it 100 (see :func:`inverse_square_weight`);
    without occupancy correction the factor is 1 on D_MIX. ``actor_weight="advantage"``
@@ -66,7 +70,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from uniq.method import ConfigError, Method
-from uniq.nets import TanhGaussianPolicy, TwinQ, mlp, orthogonal_init_, soft_update
+from uniq.nets import (
+    LOG_STD_FORMS,
+    TanhGaussianPolicy,
+    TwinQ,
+    mlp,
+    orthogonal_init_,
+    soft_update,
+)
 
 RATIO_FORMS = ("state", "state_action")
 ACTOR_WEIGHTS = ("recipe", "advantage")
@@ -141,9 +152,20 @@ class UNIQConfig:
     weight_clip: float = 100.0
     """The actor's per-sample weight is clipped above at this value (reference 100)."""
     log_std_min: float = -5.0
-    """Lower clamp of the policy's log standard deviation (reference -5)."""
+    """Lower bound of the policy's log standard deviation (reference -5)."""
     log_std_max: float = 2.0
-    """Upper clamp of the policy's log standard deviation (reference 2)."""
+    """Upper bound of the policy's log standard deviation (reference 2)."""
+    log_std_form: str = "tanh"
+    """'tanh': log_std = min + (max - min) (tanh(x) + 1) / 2 = -5 + 3.5 (tanh(x) + 1), as the
+    authors' code; 'clamp': a hard clamp of x to [min, max]."""
+    action_eps: float = 1e-7
+    """Dataset actions are clipped to [-1 + eps, 1 - eps] before atanh in log pi(a|s)
+    (reference 1e-7)."""
+    log_pi_min_per_dim: float = -5.0
+    """The actor's log pi(a|s) is clipped below at this times act_dim (reference -5 act_dim);
+    outside the clip the row gets no gradient (torch.clip)."""
+    log_pi_max_per_dim: float = 2.0
+    """The actor's log pi(a|s) is clipped above at this times act_dim (reference 2 act_dim)."""
     value_log_every: int = 10
     """Updates between evaluations of the constant (1 - gamma) E_B[V(s)] for the log (suite choice;
     every update would cost ~9% of the step and change no gradient)."""
@@ -155,10 +177,17 @@ class UNIQConfig:
             raise ConfigError(f"value_form={self.value_form!r}; choose one of {VALUE_FORMS}")
         if self.actor_weight not in ACTOR_WEIGHTS:
             raise ConfigError(f"actor_weight={self.actor_weight!r}; choose one of {ACTOR_WEIGHTS}")
+        if self.log_std_form not in LOG_STD_FORMS:
+            raise ConfigError(f"log_std_form={self.log_std_form!r}; choose one of {LOG_STD_FORMS}")
         if self.value_log_every < 1:
             raise ConfigError(f"value_log_every={self.value_log_every}; need >= 1")
         if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
             raise ConfigError("need 0 <= ratio_quantile_low < ratio_quantile_high <= 1")
+
+    @property
+    def max_v(self) -> float:
+        """max_v = R / (1 - gamma): the values V and the actor's Q are clipped to [-max_v, max_v]."""
+        return self.reward_factor / (1 - self.gamma)
 
 
 def inverse_square_weight(W: torch.Tensor, clip: float) -> torch.Tensor:
@@ -216,7 +245,15 @@ class UNIQ(Method):
         super().__init__(cfg, spec, data, device, seed, members)
         obs_dim, act_dim, h, d, k = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members
         self.actor = TanhGaussianPolicy(
-            obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max, members=k
+            obs_dim,
+            act_dim,
+            h,
+            d,
+            cfg.log_std_min,
+            cfg.log_std_max,
+            eps=cfg.action_eps,
+            members=k,
+            log_std_form=cfg.log_std_form,
         ).to(self.device)
         self.critic = TwinQ(obs_dim, act_dim, h, d, members=k).to(self.device)
         # The reference initialises every network orthogonally with zero biases.
@@ -483,6 +520,8 @@ class UNIQ(Method):
                     torch.cat([s, s_act], -2), torch.cat([a, a_act], -2)
                 )
                 Q_sa, Q_act = Q_all.split([n, m_a], -1)
+                V_act = V_act.clamp(-cfg.max_v, cfg.max_v)
+            Q_act = Q_act.clamp(-cfg.max_v, cfg.max_v)
             target = g * not_done * V_next
 
         # Critic: L_Q = -E[W r] + 1/2 E[r^2] (+ the constant (1 - gamma) E[V(s)]), per Q head.
@@ -510,8 +549,7 @@ class UNIQ(Method):
         # Actor: weighted BC on D_MIX.
         with torch.no_grad():
             weight = self.actor_weights(Q_act - V_act, W_act)
-        log_pi = self.actor.dist_log_prob(mean[..., :m_a, :], log_std[..., :m_a, :], a_act)
-        actor_loss = -(weight * log_pi).mean(-1)
+        actor_loss = self.actor_loss(mean[..., :m_a, :], log_std[..., :m_a, :], a_act, weight)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
         self.actor_opt.step()
@@ -526,6 +564,20 @@ class UNIQ(Method):
             actor_weight_max=weight.amax(-1),
         )
         return out
+
+    def actor_loss(
+        self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """L_pi = -mean(weight * clip(log pi(a|s), -5 act_dim, 2 act_dim)) per member, from the
+        policy's (mean, log_std) on the actor batch and its dataset actions.
+
+        torch.clip passes no gradient outside the range: rows whose likelihood already fits
+        (above) and far outliers (below) stop pulling on the policy.
+        """
+        cfg, act_dim = self.cfg, self.spec.act_dim
+        log_pi = self.actor.dist_log_prob(mean, log_std, actions)
+        log_pi = log_pi.clip(cfg.log_pi_min_per_dim * act_dim, cfg.log_pi_max_per_dim * act_dim)
+        return -(weight * log_pi).mean(-1)
 
     def _soft_values(self, mean, log_std, mix, un, s_next, with_v_s: bool):
         """V(s) = Q_target(s, a~pi) - alpha log pi(a|s) on every state an update needs, and
@@ -547,4 +599,5 @@ class UNIQ(Method):
         v = q[..., :n] - cfg.alpha * torch.cat([logp_mix, logp_other], -1)
         V_mix, V_un, V_next = v.split([m, s_un.shape[-2], s_next.shape[-2]], -1)
         V_s = torch.cat([V_mix[..., :m_c], V_un], -1) if with_v_s else None
-        return V_s, V_next, V_mix[..., :m_a], q[..., n:]
+        V_act = V_mix[..., :m_a].clamp(-cfg.max_v, cfg.max_v)  # the actor's V, as its Q
+        return V_s, V_next, V_act, q[..., n:]

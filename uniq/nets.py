@@ -111,11 +111,18 @@ def unstack_member(batched: nn.Module, plain: nn.Module, k: int) -> nn.Module:
     return plain
 
 
-class TanhGaussianPolicy(nn.Module):
-    """pi(a|s) = tanh(N(mu(s), sigma(s)^2)), log sigma clamped to [log_std_min, log_std_max].
+LOG_STD_FORMS = ("clamp", "tanh")
 
-    ``log_prob`` of given (dataset) actions inverts the tanh on actions clipped to
-    ``[-1 + eps, 1 - eps]`` so that saturated actions (exactly +-1) keep a finite log-prob.
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(a|s) = tanh(N(mu(s), sigma(s)^2)), with log sigma from the trunk's raw output x as
+
+        log_std_form="clamp":  log sigma = clamp(x, log_std_min, log_std_max)
+        log_std_form="tanh":   log sigma = log_std_min + (log_std_max - log_std_min) (tanh(x) + 1) / 2
+
+    (the tanh form keeps a gradient at the bounds). ``log_prob`` of given (dataset) actions
+    inverts the tanh on actions clipped to ``[-1 + eps, 1 - eps]`` so that saturated actions
+    (exactly +-1) keep a finite log-prob.
     """
 
     def __init__(
@@ -128,8 +135,11 @@ class TanhGaussianPolicy(nn.Module):
         log_std_max: float = 2.0,
         eps: float = 1e-5,
         members: int | None = None,
+        log_std_form: str = "clamp",  # policy.pt files without it were written with "clamp"
     ):
         super().__init__()
+        if log_std_form not in LOG_STD_FORMS:
+            raise ValueError(f"log_std_form={log_std_form!r}; choose one of {LOG_STD_FORMS}")
         self.members = members
         self.init_kwargs = dict(  # of one member: what policy.pt stores
             obs_dim=obs_dim,
@@ -139,13 +149,18 @@ class TanhGaussianPolicy(nn.Module):
             log_std_min=log_std_min,
             log_std_max=log_std_max,
             eps=eps,
+            log_std_form=log_std_form,
         )
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth, members=members)
         self.log_std_min, self.log_std_max, self.eps = log_std_min, log_std_max, eps
+        self.log_std_form = log_std_form
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.trunk(obs).chunk(2, dim=-1)
-        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+        mean, x = self.trunk(obs).chunk(2, dim=-1)
+        lo, hi = self.log_std_min, self.log_std_max
+        if self.log_std_form == "tanh":
+            return mean, lo + 0.5 * (hi - lo) * (torch.tanh(x) + 1)
+        return mean, x.clamp(lo, hi)
 
     @staticmethod
     def _gaussian_log_prob(u, mean, log_std) -> torch.Tensor:
