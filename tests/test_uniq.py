@@ -378,3 +378,34 @@ def test_every_uniq_network_starts_orthogonal_with_zero_biases(members, override
                 torch.testing.assert_close(gram, torch.eye(len(gram)), atol=1e-5, rtol=0)
                 assert torch.equal(b, torch.zeros_like(b)), name
     assert layers == (3 + 2 * 6 + 2 * 3) * (members or 1)  # actor, twin Q and target, 2 more
+
+
+def test_weights_take_quantiles_over_the_mix_rows_separately_for_s_and_next_s():
+    """Known answer, computed with numpy's percentiles: critic batch = 5 D_MIX + 3 D_UN rows,
+    actor batch = 8 D_MIX rows, tau(s') = 1.1 tau(s) on D_MIX (correlated, as in data)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(hidden=8, batch_mix=5, batch_un=3, actor_batch=8)
+    method = UNIQ(cfg, spec, {}, "cpu", 0)
+    tau_s = torch.tensor([0.2, 1.0, 0.5, 3.0, 0.8, 2.0, 0.1, 6.0])
+    tau_mix = torch.stack([tau_s, 1.1 * tau_s], -1)
+    tau_un = torch.tensor([[4.0, 9.0], [0.3, 5.0], [2.5, 2.6]])
+    method._tau = {"mix": tau_mix, "un": tau_un}
+    W, W_act = method._weights({"index": torch.arange(8)}, {"index": torch.arange(3)})
+
+    R, g = 5.0, 0.99
+
+    def w(x, ref):
+        lo, hi = np.percentile(ref, [10, 90])  # linear interpolation, as torch.quantile
+        return -R * (np.clip(x, lo, hi) - lo) / (hi - lo)
+
+    t_mix, t_un = tau_mix.double().numpy(), tau_un.double().numpy()
+    critic_rows = np.concatenate([t_mix[:5], t_un])
+    W_expected = np.clip(
+        w(critic_rows[:, 0], t_mix[:5, 0]) + g * w(critic_rows[:, 1], t_mix[:5, 1]), -R, R
+    )
+    W_act_expected = w(t_mix[:, 0], t_mix[:, 0]) + g * w(t_mix[:, 1], t_mix[:, 1])
+    np.testing.assert_allclose(W.double().numpy(), W_expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(W_act.double().numpy(), W_act_expected, rtol=1e-5, atol=1e-6)
+    assert W.min() == -R and W_act.min() == pytest.approx(
+        -R * (1 + g)
+    )  # clipped only in the critic

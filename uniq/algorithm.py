@@ -11,11 +11,14 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
    ``ratio_form="state_action"`` (the paper's derivation): one balanced classifier
    c(s, a) = P(UN | s, a), tau(s, a) = c / (1 - c). Probabilities are clipped to
    [0.05, 0.95], so tau lies in [1/19, 19].
-   Per batch, tau is clipped to its [10%, 90%] quantiles and min-max scaled to
-   w in [-R, 0] (the most undesirable-looking -> -R), and a transition's weight is
+   Per batch, tau is clipped to the [10%, 90%] quantiles of its D_MIX rows (separately for
+   s and s') and min-max scaled to w in [-R, 0] (the most undesirable-looking -> -R), and a
+   transition's weight is
 
        W(s, a, s') = w(s) + gamma w(s')          (state form)
        W(s, a)     = (1 + gamma) w(s, a)          (state_action form; same range as above)
+
+   clipped to [-R, R] in the critic (so W in [-R, 0] there), unclipped in the actor.
 
    Without occupancy correction (ablation): W = -R (1 + gamma) on D_UN rows, 0 on D_MIX.
 
@@ -209,14 +212,20 @@ def actor_weights(A: torch.Tensor, W: torch.Tensor | None, cfg: UNIQConfig) -> t
     return weight.clamp(max=cfg.weight_clip)
 
 
-def scale_ratio(tau: torch.Tensor, q: tuple[float, float], reward_factor: float) -> torch.Tensor:
-    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of ``tau``
-    along its last dimension.
+def scale_ratio(
+    tau: torch.Tensor,
+    q: tuple[float, float],
+    reward_factor: float,
+    ref: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of
+    ``ref`` (default: ``tau`` itself) along the last dimension.
 
     w is in [-R, 0]: 0 for the least and -R for the most undesirable-looking rows. A batch
     whose quantiles coincide (constant tau) gets w = 0.
     """
-    lo, hi = (v.unsqueeze(-1) for v in quantiles(tau, q))  # per member when batched
+    ref = tau if ref is None else ref
+    lo, hi = (v.unsqueeze(-1) for v in quantiles(ref, q))  # per member when batched
     return (tau.clamp(lo, hi) - lo) / (hi - lo).clamp_min(1e-12) * -reward_factor
 
 
@@ -458,7 +467,14 @@ class UNIQ(Method):
 
     # ------------------------------------------------------------------ weights
     def _weights(self, mix: dict, un: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W on the critic batch [mix[:batch_mix]; un], W on the actor batch mix[:actor_batch])."""
+        """(W on the critic batch [mix[:batch_mix]; un], W on the actor batch mix[:actor_batch]).
+
+        W = w(s) + gamma w(s') (state form; (1 + gamma) w(s, a) for the state-action form),
+        w scaled by :func:`scale_ratio` with quantiles taken separately for s and s' over the
+        batch's D_MIX rows only: in the critic its ``batch_mix`` rows (D_UN rows are scaled
+        by them, so mostly land at -R), in the actor all its rows. The critic's W is then
+        clipped to [-R, R] (so to [-R, 0]); the actor's is not, as in the reference.
+        """
         cfg, R, g = self.cfg, self.cfg.reward_factor, self.cfg.gamma
         m_c, m_a = cfg.batch_mix, cfg.actor_batch
         if not cfg.occupancy_correction:
@@ -472,14 +488,17 @@ class UNIQ(Method):
             )
             return W_c, obs_un.new_zeros((*lead, m_a))
 
-        def transition_weight(tau: torch.Tensor) -> torch.Tensor:
-            # one scale for s and s' (per member): quantiles over the rows' tau(s) and tau(s')
-            w = scale_ratio(tau.flatten(-2), self.ratio_q, R).view_as(tau)
-            return w[..., 0] + g * w[..., 1] if tau.shape[-1] == 2 else (1 + g) * w[..., 0]
+        def transition_weight(tau: torch.Tensor, n_ref: int) -> torch.Tensor:
+            # tau [..., rows, (s, s')] -> [..., (s, s'), rows]: one scale per column (and
+            # member), from the first n_ref rows (the D_MIX ones)
+            t = tau.transpose(-1, -2)
+            w = scale_ratio(t, self.ratio_q, R, ref=t[..., :n_ref])
+            return w[..., 0, :] + g * w[..., 1, :] if t.shape[-2] == 2 else (1 + g) * w[..., 0, :]
 
         tau_mix = self._gather_tau("mix", mix["index"])
         tau_c = torch.cat([tau_mix[..., :m_c, :], self._gather_tau("un", un["index"])], -2)
-        return transition_weight(tau_c), transition_weight(tau_mix[..., :m_a, :])
+        W_critic = transition_weight(tau_c, m_c).clamp(-R, R)
+        return W_critic, transition_weight(tau_mix[..., :m_a, :], m_a)
 
     def actor_weights(self, A: torch.Tensor, W_act: torch.Tensor) -> torch.Tensor:
         """The actor's weights (:func:`actor_weights`) with the 1/W^2 factor where the config
