@@ -262,7 +262,8 @@ def test_ablation_weights_are_constant_per_source():
     un = {"observations": torch.zeros(32, 1)}
     W, W_actor = method._weights(mix, un)
     assert torch.equal(W[:32], torch.zeros(32))
-    assert torch.allclose(W[32:], torch.full((32,), -5.0 * 1.99))  # -R (1 + gamma)
+    # -R: the corrected critic's clip of W to [-R, R] caps D_UN-like rows there too
+    assert torch.equal(W[32:], torch.full((32,), -5.0))
     assert torch.equal(W_actor, torch.zeros(64))
 
 

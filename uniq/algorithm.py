@@ -20,7 +20,8 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
 
    clipped to [-R, R] in the critic (so W in [-R, 0] there), unclipped in the actor.
 
-   Without occupancy correction (ablation): W = -R (1 + gamma) on D_UN rows, 0 on D_MIX.
+   Without occupancy correction (ablation): W = -R on D_UN rows (the clipped value of the
+   corrected form's most undesirable rows), 0 on D_MIX.
 
 2. Critic (twin Q, Polyak targets), over the concatenated D_MIX + D_UN batch B:
 
@@ -482,7 +483,8 @@ class UNIQ(Method):
             W_c = torch.cat(
                 [
                     obs_un.new_zeros((*lead, m_c)),
-                    obs_un.new_full((*lead, obs_un.shape[-2]), -R * (1 + g)),
+                    # -R: the most undesirable weight the corrected critic's clip allows
+                    obs_un.new_full((*lead, obs_un.shape[-2]), -R),
                 ],
                 -1,
             )
