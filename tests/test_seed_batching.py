@@ -202,7 +202,7 @@ def test_each_member_starts_exactly_as_a_separate_run_with_its_seed(tmp_path, da
 
 def test_batched_run_writes_each_seeds_files_and_resumes_bit_exact(tmp_path, data, monkeypatch):
     un, mix = data
-    kw = dict(TINY, value_log_every=7)
+    kw = TINY
     fast = dict(FAST, log_every=8)
     seeds = [3, 4, 5]
     train(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -215,14 +218,21 @@ def test_diagnose_uses_the_value_the_update_uses(value_form):
     spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
     method = UNIQ(UNIQConfig(**dict(TINY, value_form=value_form)), spec, {}, "cpu", 0)
     s = torch.linspace(-1, 1, 9)[:, None]
+    # outputs beyond max_v = 500 on half the states: the update clips V there
+    for head in (method.critic_target.q1, method.critic_target.q2, getattr(method, "value", None)):
+        if head is not None:
+            with torch.no_grad():
+                head[-1].weight.fill_(2000.0)
     torch.manual_seed(1)
     v = _value(method, s)
     if value_form == "expectile":  # the separate network, no policy sample
-        assert torch.equal(v, method.value(s).squeeze(-1))
+        raw = method.value(s).squeeze(-1)
     else:
         torch.manual_seed(1)
         a, logp = method.actor.sample(s)
-        assert torch.equal(v, method.critic_target.min_q(s, a) - method.cfg.alpha * logp)
+        raw = method.critic_target.min_q(s, a) - method.cfg.alpha * logp
+    assert (raw.abs() > 500).any() and (raw.abs() < 500).any()
+    assert torch.equal(v, raw.clamp(-500, 500))
 
 
 def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
@@ -410,3 +420,40 @@ def test_weights_take_quantiles_over_the_mix_rows_separately_for_s_and_next_s():
     assert W.min() == -R and W_act.min() == pytest.approx(
         -R * (1 + g)
     )  # clipped only in the critic
+
+
+def test_critic_loss_and_gradient_have_the_online_value_term(monkeypatch):
+    """The critic's loss and gradient against a direct transcription of design.md 5.3:
+    per head r_i = Q_i(s, a) - gamma (1 - done) clip(V_target(s'), +-500),
+    L = mean_i [-mean(W r_i) + 1/2 mean(r_i^2)] + (1 - gamma) mean(min_i Q_i(s, a~pi) - alpha
+    log pi), the last term through the online critic. Without occupancy correction W is
+    known (0 on D_MIX, -R on D_UN); the target critic says 1000 so the V(s') clip is active;
+    the policy noise is zero so a~pi = tanh(mean)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=2, act_dim=2)
+    cfg = UNIQConfig(**dict(TINY, occupancy_correction=False))
+    method = UNIQ(cfg, spec, {}, "cpu", 0)
+    for head in (method.critic_target.q1, method.critic_target.q2):
+        set_output(head, [1000.0])
+    batch = fixed_batch(method)
+    critic, actor = copy.deepcopy(method.critic), copy.deepcopy(method.actor)
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
+    out = method.update(batch)
+
+    mix, un, m = batch["mix"], batch["un"], cfg.batch_mix
+    s = torch.cat([mix["observations"][:m], un["observations"]])
+    a = torch.cat([mix["actions"][:m], un["actions"]])
+    done = torch.cat([mix["terminals"][:m], un["terminals"]])
+    W = torch.cat([torch.zeros(m), torch.full((cfg.batch_un,), -5.0)])
+    with torch.no_grad():
+        mu, log_std = actor(s)
+        a_pi = torch.tanh(mu)
+        logp = (-log_std - 0.5 * math.log(2 * math.pi) - torch.log(1 - a_pi**2)).sum(-1)
+    target = 0.99 * (1 - done) * 500.0
+    losses = [-(W * (q - target)).mean() + 0.5 * (q - target).square().mean() for q in critic(s, a)]
+    v_online = torch.min(*critic(s, a_pi)) - 1e-3 * logp
+    loss = sum(losses) / 2 + 0.01 * v_online.mean()
+    grads = torch.autograd.grad(loss, list(critic.parameters()))
+    torch.testing.assert_close(out["critic_loss"], loss.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["v_mean"], v_online.mean().detach(), rtol=1e-5, atol=1e-5)
+    for got, want in zip((p.grad for p in method.critic.parameters()), grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -25,17 +25,19 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
 
 2. Critic (twin Q, Polyak targets), over the concatenated D_MIX + D_UN batch B:
 
-       r(s, a)  = Q(s, a) - gamma (1 - done) V(s')          (implicit reward)
-       V(s)     = Q_target(s, a~pi) - alpha log pi(a|s)     (value_form="policy")
-       L_Q = - E_B[W r]                                     (low reward where rho_UN is)
-             + 1/2 E_B[r^2]                                 (chi^2 regularizer)
-             + (1 - gamma) E_B[V(s)]
+       V(s')    = clip(min_i Q_target_i(s', a') - alpha log pi(a'|s'), +-max_v),  a' ~ pi
+       r_i      = Q_i(s, a) - gamma (1 - done) V(s')        (implicit reward, head i)
+       V_on(s)  = min_i Q_i(s, a~pi) - alpha log pi(a|s)    (the ONLINE critic)
+       L_i = - E_B[W r_i]                                   (low reward where rho_UN is)
+             + 1/2 E_B[r_i^2]                               (chi^2 regularizer)
+             + (1 - gamma) E_B[V_on(s)]
+       L_Q = mean_i L_i
 
-   computed for each Q head and averaged. V uses the target critic, so it carries no
-   gradient: the last term is constant for the critic. It is computed every
-   ``value_log_every`` updates, for the log only (``v_mean``, ``critic_objective``); the
-   logged ``critic_loss`` is the part with a gradient. ``value_form="expectile"``: V is a
-   separate network fitted by expectile (0.7) regression to Q_target(s, a) on B.
+   The value term goes through the online critic with its gradient, as in the reference
+   (the policy sample is a constant there: no gradient into the actor); it is logged as
+   ``v_mean``. ``value_form="expectile"``: V is a separate network fitted by expectile
+   (0.7) regression to Q_target(s, a) on B, and the value term, V of that network, is a
+   constant for the critic.
 
 3. Actor (tanh-Gaussian, log_std = -5 + 3.5 (tanh(x) + 1)), weighted behaviour cloning on D_MIX:
 
@@ -55,8 +57,9 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
 Speed: the classifiers are frozen after ``pretrain``, so tau of every dataset row (and of
 its next state) is computed once and gathered by row index. The actor's 512 D_MIX rows
 include the critic's 256 (all rows are i.i.d. uniform draws), so one policy forward
-serves the actor's log-likelihood and V on those states, and every target-critic
-evaluation of an update is one batched call.
+serves the actor's log-likelihood and V on those states, every target-critic evaluation
+of an update is one batched call, and the online critic evaluates Q(s, a) and
+Q(s, a~pi) in one call.
 
 Batched over seeds (``members=K``): batches are ``[K, B, ...]``, every per-batch statistic
 above (the quantiles and min-max scaling of tau, max A and mean exp(A - max A), the means of
@@ -170,9 +173,6 @@ class UNIQConfig:
     outside the clip the row gets no gradient (torch.clip)."""
     log_pi_max_per_dim: float = 2.0
     """The actor's log pi(a|s) is clipped above at this times act_dim (reference 2 act_dim)."""
-    value_log_every: int = 10
-    """Updates between evaluations of the constant (1 - gamma) E_B[V(s)] for the log (suite choice;
-    every update would cost ~9% of the step and change no gradient)."""
 
     def __post_init__(self) -> None:
         if self.ratio_form not in RATIO_FORMS:
@@ -183,8 +183,6 @@ class UNIQConfig:
             raise ConfigError(f"actor_weight={self.actor_weight!r}; choose one of {ACTOR_WEIGHTS}")
         if self.log_std_form not in LOG_STD_FORMS:
             raise ConfigError(f"log_std_form={self.log_std_form!r}; choose one of {LOG_STD_FORMS}")
-        if self.value_log_every < 1:
-            raise ConfigError(f"value_log_every={self.value_log_every}; need >= 1")
         if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
             raise ConfigError("need 0 <= ratio_quantile_low < ratio_quantile_high <= 1")
 
@@ -291,7 +289,6 @@ class UNIQ(Method):
         self._tau: dict[str, torch.Tensor] = {}
         """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a));
         [K, N, ...] when batched (each member's classifiers)."""
-        self._updates = 0  # decides when E[V(s)] is logged; checkpointed (it changes RNG use)
         if members is not None:  # member k's rows of a [K, N, ...] table: table[_members, index]
             self._members = torch.arange(members, device=self.device).unsqueeze(-1)
 
@@ -454,12 +451,6 @@ class UNIQ(Method):
         tau = self._tau[source]
         return tau[index] if self.members is None else tau[self._members, index]
 
-    def extra_state(self) -> dict:
-        return {"updates": self._updates}
-
-    def load_extra_state(self, state: dict) -> None:
-        self._updates = state.get("updates", 0)
-
     def load_state_dict(self, state) -> None:
         super().load_state_dict(state)
         if self.cfg.occupancy_correction:
@@ -516,49 +507,54 @@ class UNIQ(Method):
         cfg, g = self.cfg, self.cfg.gamma
         mix, un = batch["mix"], batch["un"]
         m_c, m_a = cfg.batch_mix, cfg.actor_batch
-        log_value = self._updates % cfg.value_log_every == 0
-        self._updates += 1
 
         s = torch.cat([mix["observations"][..., :m_c, :], un["observations"]], -2)
         a = torch.cat([mix["actions"][..., :m_c, :], un["actions"]], -2)
         s_next = torch.cat([mix["next_observations"][..., :m_c, :], un["next_observations"]], -2)
         not_done = 1 - torch.cat([mix["terminals"][..., :m_c], un["terminals"]], -1)
         s_act, a_act = mix["observations"][..., :m_a, :], mix["actions"][..., :m_a, :]
+        n = s.shape[-2]
 
         # The actor's forward pass on D_MIX (with grad) also gives pi(.|s) for V on those states.
         mean, log_std = self.actor(mix["observations"])
         with torch.no_grad():
             W, W_act = self._weights(mix, un)
             if cfg.value_form == "policy":
-                V_s, V_next, V_act, Q_act = self._soft_values(
-                    mean, log_std, mix, un, s_next, log_value
+                a_pi, logp_pi, V_next, V_act, Q_act = self._soft_values(
+                    mean, log_std, un["observations"], s_next, s_act, a_act
                 )
             else:
-                n = s.shape[-2]
                 v = self.value(torch.cat([s, s_next, s_act], -2)).squeeze(-1)
                 V_s, V_next, V_act = v.split([n, n, m_a], -1)
                 Q_all = self.critic_target.min_q(
                     torch.cat([s, s_act], -2), torch.cat([a, a_act], -2)
                 )
                 Q_sa, Q_act = Q_all.split([n, m_a], -1)
+                V_next = V_next.clamp(-cfg.max_v, cfg.max_v)
                 V_act = V_act.clamp(-cfg.max_v, cfg.max_v)
             Q_act = Q_act.clamp(-cfg.max_v, cfg.max_v)
             target = g * not_done * V_next
 
-        # Critic: L_Q = -E[W r] + 1/2 E[r^2] (+ the constant (1 - gamma) E[V(s)]), per Q head.
-        r = torch.stack(self.critic(s, a)) - target  # [2 heads, (K,) batch]
+        # Critic, per Q head i: L_i = -E[W r_i] + 1/2 E[r_i^2] + (1 - gamma) E[V(s)].
+        if cfg.value_form == "policy":
+            # V(s) through the online critic (gradient into it; a ~ pi is a constant): its
+            # forward shares one call with Q(s, a)
+            q = torch.stack(self.critic(torch.cat([s, s], -2), torch.cat([a, a_pi], -2)))
+            Q, V_s = q[..., :n], q[..., n:].amin(0) - cfg.alpha * logp_pi
+        else:  # the separate V network's V(s): a constant for the critic
+            Q = torch.stack(self.critic(s, a))
+        r = Q - target  # [2 heads, (K,) batch]
+        v_mean = V_s.mean(-1)
         critic_loss = (
             -(W * r).mean(-1)  # low implicit reward where rho_UN is
             + 0.5 * r.square().mean(-1)  # chi^2 regularizer
+            + (1 - g) * v_mean  # the initial-state value term
         ).mean(0)  # per member
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.sum().backward()  # sum over members: each gets its own gradient
         self.critic_opt.step()
 
         out = {}
-        if V_s is not None:
-            v_mean = V_s.mean(-1)
-            out.update(v_mean=v_mean, critic_objective=critic_loss.detach() + (1 - g) * v_mean)
         if cfg.value_form == "expectile":
             u = Q_sa - self.value(s).squeeze(-1)
             value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean(-1)
@@ -580,6 +576,7 @@ class UNIQ(Method):
         out.update(
             critic_loss=critic_loss.detach(),
             actor_loss=actor_loss.detach(),
+            v_mean=v_mean.detach(),
             reward_mix=r[..., :m_c].mean(-1),  # implicit reward: should end lower on D_UN
             reward_un=r[..., m_c:].mean(-1),
             actor_weight_max=weight.amax(-1),
@@ -600,25 +597,31 @@ class UNIQ(Method):
         log_pi = log_pi.clip(cfg.log_pi_min_per_dim * act_dim, cfg.log_pi_max_per_dim * act_dim)
         return -(weight * log_pi).mean(-1)
 
-    def _soft_values(self, mean, log_std, mix, un, s_next, with_v_s: bool):
-        """V(s) = Q_target(s, a~pi) - alpha log pi(a|s) on every state an update needs, and
-        Q_target on the actor's data pairs, in one target-critic call.
+    def _soft_values(self, mean, log_std, s_un, s_next, s_act, a_act):
+        """The policy's samples and the target critic's values an update needs, with every
+        target-critic evaluation in one call:
 
-        Returns V on the critic batch (None unless ``with_v_s``: only the log reads it), V on
-        its next states, V and Q_target on the actor batch.
+        - a ~ pi(.|s) and log pi on the critic batch's states (for the online V(s));
+        - V(s') = clip(Q_target(s', a') - alpha log pi(a'|s'), +-max_v) on its next states;
+        - V(s) = clip(Q_target(s, a~pi) - alpha log pi, +-max_v) and Q_target(s, a) (clipped
+          by the caller) on the actor batch (s_act, a_act).
+
+        ``mean, log_std``: the policy on the D_MIX rows, whose first ``batch_mix`` are the
+        critic's and first ``actor_batch`` the actor's, so one sample serves both.
         """
         cfg = self.cfg
-        m, m_c, m_a = mean.shape[-2], cfg.batch_mix, cfg.actor_batch
+        m_c, m_a, n_un = cfg.batch_mix, cfg.actor_batch, s_un.shape[-2]
         a_mix, logp_mix = self.actor.dist_sample(mean.detach(), log_std.detach())
-        s_un = un["observations"] if with_v_s else un["observations"][..., :0, :]
-        s_other = torch.cat([s_un, s_next], -2)
-        a_other, logp_other = self.actor.sample(s_other)
-        s_all = torch.cat([mix["observations"], s_other, mix["observations"][..., :m_a, :]], -2)
-        a_all = torch.cat([a_mix, a_other, mix["actions"][..., :m_a, :]], -2)
-        q = self.critic_target.min_q(s_all, a_all)
-        n = m + s_other.shape[-2]
-        v = q[..., :n] - cfg.alpha * torch.cat([logp_mix, logp_other], -1)
-        V_mix, V_un, V_next = v.split([m, s_un.shape[-2], s_next.shape[-2]], -1)
-        V_s = torch.cat([V_mix[..., :m_c], V_un], -1) if with_v_s else None
-        V_act = V_mix[..., :m_a].clamp(-cfg.max_v, cfg.max_v)  # the actor's V, as its Q
-        return V_s, V_next, V_act, q[..., n:]
+        a_other, logp_other = self.actor.sample(torch.cat([s_un, s_next], -2))
+        a_un, a_next = a_other.split([n_un, s_next.shape[-2]], -2)
+        logp_un, logp_next = logp_other.split([n_un, s_next.shape[-2]], -1)
+        q = self.critic_target.min_q(
+            torch.cat([s_next, s_act, s_act], -2),
+            torch.cat([a_next, a_mix[..., :m_a, :], a_act], -2),
+        )
+        q_next, q_pi, Q_act = q.split([s_next.shape[-2], m_a, m_a], -1)
+        V_next = (q_next - cfg.alpha * logp_next).clamp(-cfg.max_v, cfg.max_v)
+        V_act = (q_pi - cfg.alpha * logp_mix[..., :m_a]).clamp(-cfg.max_v, cfg.max_v)
+        a_pi = torch.cat([a_mix[..., :m_c, :], a_un], -2)
+        logp_pi = torch.cat([logp_mix[..., :m_c], logp_un], -1)
+        return a_pi, logp_pi, V_next, V_act, Q_act
