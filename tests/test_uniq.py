@@ -85,8 +85,10 @@ def test_sync_free_quantiles_equal_torch_quantile():
 
 
 # ---------------------------------------------------------------------------- ratio estimator
-@pytest.mark.parametrize("form", ["state", "state_action"])
-def test_ratio_estimator_recovers_gaussian_density_ratio(form):
+@pytest.mark.parametrize(
+    "form, stop", [("state", "gap"), ("state_action", "gap"), ("state", "heldout")]
+)
+def test_ratio_estimator_recovers_gaussian_density_ratio(form, stop):
     """D_UN states ~ N(1, 1), D_MIX states ~ N(0, 1): tau(x) = exp(x - 1/2) exactly.
 
     Actions are drawn from the same distribution in both sets, so the (s, a) form must
@@ -98,6 +100,7 @@ def test_ratio_estimator_recovers_gaussian_density_ratio(form):
     0.06-0.21 over seeds. So: correlation of log tau with the truth > 0.98 and mean
     absolute error < 0.3 (a constant estimate has correlation 0 and error 0.75; a ratio in
     the wrong direction has correlation -1), and E_MIX[tau] within 0.15 of its exact 1.
+    Both stop rules: the reference's gap rule and the held-out early stopping.
     """
     rng = np.random.default_rng(0)
     n = 4000
@@ -114,6 +117,7 @@ def test_ratio_estimator_recovers_gaussian_density_ratio(form):
         ratio_lr=3e-3,
         ratio_eval_every=50,
         ratio_form=form,
+        ratio_stop=stop,  # "gap": navigation checks every 5000 steps, so all 400 run
     )
     method = UNIQ(cfg, spec, make_sources(un, mix, torch.device("cpu"), gen), "cpu", 0)
     info = method.pretrain()
@@ -457,3 +461,79 @@ def test_critic_loss_and_gradient_have_the_online_value_term(monkeypatch):
     torch.testing.assert_close(out["v_mean"], v_online.mean().detach(), rtol=1e-5, atol=1e-5)
     for got, want in zip((p.grad for p in method.critic.parameters()), grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def gaussian_sources(n_un: int = 300, n_mix: int = 400, seed: int = 0):
+    """1-D states, D_UN ~ N(1, 1) and D_MIX ~ N(-1, 1), as samplers with a fixed generator."""
+    rng = np.random.default_rng(seed)
+    x_un, x_mix = rng.normal(1, 1, (n_un, 1)), rng.normal(-1, 1, (n_mix, 1))
+    un = offline(x_un, np.zeros((n_un, 1)), x_un, 10, 0.0)
+    mix = offline(x_mix, np.zeros((n_mix, 1)), x_mix, 10, 1.0)
+    return make_sources(un, mix, torch.device("cpu"), seed_everything(0))
+
+
+def pretrained(**overrides) -> tuple[UNIQ, dict]:
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(**dict(hidden=16, ratio_batch=64, ratio_lr=3e-3, **overrides))
+    method = UNIQ(cfg, spec, gaussian_sources(), "cpu", 0)
+    return method, method.pretrain()
+
+
+def test_classifiers_train_one_after_the_other_each_with_its_own_stop():
+    """c_mix is trained first and alone: what c_un's threshold is cannot change it; each
+    stops at its own first check past its threshold (-1: the first check; 2: never, a gap is
+    at most 0.9)."""
+    kw = dict(ratio_check_every=10, ratio_steps=60, ratio_gap_mix=-1.0)
+    a, info_a = pretrained(**kw, ratio_gap_un=2.0)
+    b, info_b = pretrained(**kw, ratio_gap_un=-1.0)
+    assert info_a["ratio_steps_c_mix"] == info_b["ratio_steps_c_mix"] == 10
+    assert info_a["ratio_steps_c_un"] == 60 and info_b["ratio_steps_c_un"] == 10
+    assert_same = torch.testing.assert_close
+    for k, v in a.c_mix.state_dict().items():
+        assert_same(v, b.c_mix.state_dict()[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, b.c_un.state_dict()[k]) for k, v in a.c_un.state_dict().items())
+
+
+def test_gap_stop_rule_stops_at_the_first_check_past_the_threshold():
+    """Known answer: the data are smaller than 5000 rows, so the gap is over every row,
+    recomputed here with dropout off. Each classifier stops at step S, the first check with
+    its gap above its threshold (c_mix 0.2, c_un 0.4); a run limited to S - 10 steps
+    repeats the same draws and ends with a gap not above the threshold."""
+    threshold = {"c_mix": 0.2, "c_un": 0.4}
+    kw = dict(ratio_check_every=10, ratio_steps=2000, ratio_gap_mix=0.2, ratio_gap_un=0.4)
+    method, info = pretrained(**kw)
+    x_un, x_mix = (method.data[k].tensors["observations"] for k in ("un", "mix"))
+    with torch.no_grad():  # frozen: eval mode, dropout off
+        p = {n: [method._probs(getattr(method, n), x).mean() for x in (x_mix, x_un)]
+             for n in threshold}  # fmt: skip
+    gaps = {"c_mix": p["c_mix"][0] - p["c_mix"][1], "c_un": p["c_un"][1] - p["c_un"][0]}
+    for name, gap in gaps.items():
+        steps = info[f"ratio_steps_{name}"]
+        assert steps % 10 == 0 and 10 < steps < 2000, info
+        assert gap > threshold[name] and info[f"ratio_final_gap_{name}"] == pytest.approx(
+            float(gap)
+        )
+    # c_un's limit S - 10 must not cut c_mix short (then c_mix stops as before)
+    assert info["ratio_steps_c_un"] - 10 >= info["ratio_steps_c_mix"], info
+    for name in threshold:
+        limit = info[f"ratio_steps_{name}"] - 10
+        _, short = pretrained(**dict(kw, ratio_steps=limit))
+        assert short[f"ratio_steps_{name}"] == limit
+        assert short[f"ratio_final_gap_{name}"] <= threshold[name], (name, short)
+
+
+def test_classifier_stop_rule_defaults_are_the_task_familys():
+    spec = {f: TaskSpec("T-v0", f, obs_dim=1, act_dim=1) for f in ("velocity", "navigation")}
+    cfg = UNIQConfig(**TINY)
+    vel, nav = (UNIQ(cfg, spec[f], {}, "cpu", 0).cfg for f in ("velocity", "navigation"))
+    assert (vel.ratio_check_every, vel.ratio_gap_mix, vel.ratio_gap_un) == (1000, 0.2, 0.2)
+    assert (nav.ratio_check_every, nav.ratio_gap_mix, nav.ratio_gap_un) == (5000, 0.2, 0.5)
+    own = UNIQ(UNIQConfig(**TINY, ratio_gap_un=0.3), spec["navigation"], {}, "cpu", 0).cfg
+    assert (own.ratio_check_every, own.ratio_gap_un) == (5000, 0.3)  # an explicit value wins
+    assert cfg.ratio_check_every is None  # the user's config is left as given
+    _, info = pretrained(ratio_steps=5)  # the values used are logged with the pretraining
+    assert (info["ratio_check_every"], info["ratio_gap_mix"], info["ratio_gap_un"]) == (
+        5000,
+        0.2,
+        0.5,
+    )

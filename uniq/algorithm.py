@@ -6,11 +6,14 @@ the undesirable occupancy rho_UN use D_UN plus D_MIX reweighted by the occupancy
 tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
 
 1. Ratio estimation (``pretrain``, then frozen). ``ratio_form="state"`` (reference code,
-   default): two state classifiers, c_un(s) = P(UN | s) and c_mix(s) = P(MIX | s), trained
-   independently on the same balanced batches, tau(s) = c_un(s) / c_mix(s).
-   ``ratio_form="state_action"`` (the paper's derivation): one balanced classifier
-   c(s, a) = P(UN | s, a), tau(s, a) = c / (1 - c). Probabilities are clipped to
-   [0.05, 0.95], so tau lies in [1/19, 19].
+   default): two state classifiers, c_mix(s) = P(MIX | s) and c_un(s) = P(UN | s),
+   tau(s) = c_un(s) / c_mix(s). ``ratio_form="state_action"`` (the paper's derivation): one
+   balanced classifier c(s, a) = P(UN | s, a), tau(s, a) = c / (1 - c). Probabilities are
+   clipped to [0.05, 0.95], so tau lies in [1/19, 19]. ``ratio_stop="gap"`` (reference):
+   the classifiers are trained one after the other, each until the gap between its mean
+   output on in-sample positive and negative rows exceeds a per-family threshold (checked
+   every 1000 steps on velocity tasks, 5000 on navigation ones); ``"heldout"``: together,
+   early-stopped on held-out trajectories.
    Per batch, tau is clipped to the [10%, 90%] quantiles of its D_MIX rows (separately for
    s and s') and min-max scaled to w in [-R, 0] (the most undesirable-looking -> -R), and a
    transition's weight is
@@ -70,6 +73,7 @@ the losses) is taken per member along the batch dimension, and tau is cached per
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +91,13 @@ from uniq.nets import (
 )
 
 RATIO_FORMS = ("state", "state_action")
+RATIO_STOPS = ("gap", "heldout")
+FAMILY_DEFAULTS: dict[str, dict[str, float]] = {
+    # the reference's stop rule per task family (design.md section 5.1)
+    "velocity": {"ratio_check_every": 1000, "ratio_gap_mix": 0.2, "ratio_gap_un": 0.2},
+    "navigation": {"ratio_check_every": 5000, "ratio_gap_mix": 0.2, "ratio_gap_un": 0.5},
+}
+"""What a UNIQConfig field left at None means, per ``TaskSpec.family``."""
 ACTOR_WEIGHTS = ("recipe", "advantage")
 VALUE_FORMS = ("policy", "expectile")
 
@@ -128,17 +139,32 @@ class UNIQConfig:
     ratio_batch: int = 1024
     """Rows from each of D_UN and D_MIX per classifier step (reference 1024 + 1024)."""
     ratio_steps: int = 50_000
-    """Maximum classifier steps (reference 50k); early stopping usually ends sooner."""
+    """Maximum steps of each classifier (reference 50k); the stop rule usually ends sooner."""
     ratio_prob_min: float = 0.05
     """Lower clip of the classifiers' sigmoid output (reference 0.05)."""
     ratio_prob_max: float = 0.95
     """Upper clip of the classifiers' sigmoid output (reference 0.95)."""
+    ratio_stop: str = "gap"
+    """'gap': the reference's rule, each classifier trained in turn until the gap between
+    its mean output on in-sample positive and negative rows exceeds a threshold;
+    'heldout': both trained together, early-stopped on held-out trajectories (suite option)."""
+    ratio_check_every: int | None = None
+    """'gap': classifier steps between gap checks. None: the family's reference value
+    (velocity 1000, navigation 5000)."""
+    ratio_gap_mix: float | None = None
+    """'gap': c_mix stops once mean c_mix(D_MIX) - mean c_mix(D_UN) exceeds this. None: the
+    family's reference value (0.2 for both families)."""
+    ratio_gap_un: float | None = None
+    """'gap': c_un (and the state-action form's c) stops once mean c_un(D_UN) - mean
+    c_un(D_MIX) exceeds this. None: the family's reference value (velocity 0.2, navigation 0.5)."""
+    ratio_check_rows: int = 5000
+    """'gap': in-sample rows of each set on which the gap is measured, dropout off (reference 5000)."""
     ratio_holdout: float = 0.1
-    """Share of each dataset's trajectories held out for early stopping (suite choice; 0 = none)."""
+    """'heldout': share of each dataset's trajectories held out for early stopping (suite choice; 0 = none)."""
     ratio_eval_every: int = 1000
-    """Classifier steps between held-out evaluations (suite choice)."""
+    """'heldout': classifier steps between held-out evaluations (suite choice)."""
     ratio_patience: int = 5
-    """Stop after this many evaluations without held-out improvement; keep the best (suite choice)."""
+    """'heldout': stop after this many evaluations without held-out improvement; keep the best (suite choice)."""
     ratio_quantile_low: float = 0.1
     """Per batch, tau is clipped below at this quantile (reference 10th percentile)."""
     ratio_quantile_high: float = 0.9
@@ -181,10 +207,22 @@ class UNIQConfig:
             raise ConfigError(f"value_form={self.value_form!r}; choose one of {VALUE_FORMS}")
         if self.actor_weight not in ACTOR_WEIGHTS:
             raise ConfigError(f"actor_weight={self.actor_weight!r}; choose one of {ACTOR_WEIGHTS}")
+        if self.ratio_stop not in RATIO_STOPS:
+            raise ConfigError(f"ratio_stop={self.ratio_stop!r}; choose one of {RATIO_STOPS}")
         if self.log_std_form not in LOG_STD_FORMS:
             raise ConfigError(f"log_std_form={self.log_std_form!r}; choose one of {LOG_STD_FORMS}")
         if not 0 <= self.ratio_quantile_low < self.ratio_quantile_high <= 1:
             raise ConfigError("need 0 <= ratio_quantile_low < ratio_quantile_high <= 1")
+
+    def for_family(self, family: str) -> UNIQConfig:
+        """This config with every field left at None set to ``family``'s reference value
+        (:data:`FAMILY_DEFAULTS`)."""
+        if family not in FAMILY_DEFAULTS:
+            raise ConfigError(
+                f"task family {family!r} has no UNIQ defaults; known: {sorted(FAMILY_DEFAULTS)}"
+            )
+        unset = {k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
 
     @property
     def max_v(self) -> float:
@@ -250,6 +288,7 @@ class UNIQ(Method):
     supports_members = True
 
     def __init__(self, cfg: UNIQConfig, spec, data, device, seed: int, members: int | None = None):
+        cfg = cfg.for_family(spec.family)  # None fields -> the family's reference values
         super().__init__(cfg, spec, data, device, seed, members)
         obs_dim, act_dim, h, d, k = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members
         self.actor = TanhGaussianPolicy(
@@ -275,7 +314,7 @@ class UNIQ(Method):
             self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
         if cfg.occupancy_correction:
             in_dim = obs_dim + (act_dim if cfg.ratio_form == "state_action" else 0)
-            names = ("c_un", "c_mix") if cfg.ratio_form == "state" else ("c",)
+            names = ("c_mix", "c_un") if cfg.ratio_form == "state" else ("c",)  # training order
             for n in names:  # c_un: P(UN | x); c_mix: P(MIX | x); c: P(UN | s, a)
                 net = orthogonal_init_(mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout, members=k))
                 setattr(self, n, net.to(self.device))
@@ -318,18 +357,29 @@ class UNIQ(Method):
         c = self._probs(self.c, x)
         return c / (1 - c)
 
-    def _classifier_loss(self, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
-        """Balanced BCE summed over the classifiers: label UN for c_un and c, MIX for c_mix."""
+    def _bce(self, name: str, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
+        """BCE of classifier ``name`` (label UN for c_un and c, MIX for c_mix), the mean over
+        each class summed: E_UN[bce] + E_MIX[bce], as the reference (balanced even when the
+        two sets differ in size)."""
         x = torch.cat([x_un, x_mix])
         is_un = torch.cat([x_un.new_ones(len(x_un)), x_mix.new_zeros(len(x_mix))])
-        loss = 0.0
-        for n in self.classifiers:
-            target = 1 - is_un if n == "c_mix" else is_un
-            p = self._probs(getattr(self, n), x)
-            # mean over each class separately = balanced even when the two sets differ in size
-            bce = F.binary_cross_entropy(p, target, reduction="none")
-            loss = loss + 0.5 * (bce[: len(x_un)].mean() + bce[len(x_un) :].mean())
-        return loss
+        target = 1 - is_un if name == "c_mix" else is_un
+        bce = F.binary_cross_entropy(self._probs(getattr(self, name), x), target, reduction="none")
+        return bce[: len(x_un)].mean() + bce[len(x_un) :].mean()
+
+    def _classifier_loss(self, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
+        """The classifiers' BCEs (:meth:`_bce`) summed."""
+        return sum(self._bce(n, x_un, x_mix) for n in self.classifiers)
+
+    def _gap(self, name: str, x_un: torch.Tensor, x_mix: torch.Tensor) -> float:
+        """Mean output of classifier ``name`` on its positive rows minus on its negative ones
+        (c_mix: D_MIX positive; c_un, c: D_UN positive), dropout off."""
+        net = getattr(self, name)
+        net.eval()
+        with torch.no_grad():
+            p_un, p_mix = self._probs(net, x_un).mean(), self._probs(net, x_mix).mean()
+        net.train()
+        return float(p_mix - p_un if name == "c_mix" else p_un - p_mix)
 
     def _holdout_split(self, t: dict[str, torch.Tensor], gen: torch.Generator):
         """(train rows, held-out rows): whole trajectories held out, so no near-duplicate leaks."""
@@ -352,9 +402,70 @@ class UNIQ(Method):
         return rows[~mask], rows[mask]
 
     def pretrain(self) -> dict[str, float]:
-        """Train the ratio classifiers (BCE, early stopping on held-out trajectories), freeze them."""
+        """Train the ratio classifiers (``ratio_stop``: the reference's gap rule, or held-out
+        early stopping), freeze them and cache tau of every row."""
         if not self.cfg.occupancy_correction:
             return {}
+        info = self._pretrain_gap() if self.cfg.ratio_stop == "gap" else self._pretrain_heldout()
+        self._set_classifiers_frozen(True)
+        self._cache_ratios()
+        # E_MIX[tau] = 1 for the true ratio: a check of the estimate's calibration
+        info["ratio_mean_mix"] = float(self._tau["mix"][:, 0].mean())
+        info["ratio_mean_un"] = float(self._tau["un"][:, 0].mean())
+        return info
+
+    def _pretrain_gap(self) -> dict[str, float]:
+        """The reference's rule: each classifier in turn (c_mix, then c_un; or c), BCE steps on
+        ``ratio_batch`` rows of each set; every ``ratio_check_every`` steps the gap
+        (:meth:`_gap`) on ``ratio_check_rows`` in-sample rows of each set; stop once it
+        exceeds the classifier's threshold or after ``ratio_steps``; keep the last weights.
+
+        Logs the settings used (the family's values where the config left None) and, per
+        classifier, the steps run, the final gap and the last batch loss.
+        """
+        cfg, dev = self.cfg, self.device
+        gen = self.data["mix"].generator
+        x_un, x_mix = (
+            self._features(self.data["un"].tensors),
+            self._features(self.data["mix"].tensors),
+        )
+        info: dict[str, float] = {
+            "ratio_check_every": cfg.ratio_check_every,
+            "ratio_gap_mix": cfg.ratio_gap_mix,
+            "ratio_gap_un": cfg.ratio_gap_un,
+        }
+        for name in self.classifiers:
+            threshold = cfg.ratio_gap_mix if name == "c_mix" else cfg.ratio_gap_un
+            check_un = x_un[
+                torch.randperm(len(x_un), generator=gen, device=dev)[: cfg.ratio_check_rows]
+            ]
+            check_mix = x_mix[
+                torch.randperm(len(x_mix), generator=gen, device=dev)[: cfg.ratio_check_rows]
+            ]
+            getattr(self, name).train().requires_grad_(True)
+            step, loss = 0, torch.tensor(float("nan"))
+            for step in range(1, cfg.ratio_steps + 1):
+                i_un = torch.randint(len(x_un), (cfg.ratio_batch,), generator=gen, device=dev)
+                i_mix = torch.randint(len(x_mix), (cfg.ratio_batch,), generator=gen, device=dev)
+                loss = self._bce(name, x_un[i_un], x_mix[i_mix])
+                self.ratio_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.ratio_opt.step()
+                if (
+                    step % cfg.ratio_check_every == 0
+                    and self._gap(name, check_un, check_mix) > threshold
+                ):
+                    break
+            getattr(self, name).requires_grad_(False)
+            info[f"ratio_steps_{name}"] = step
+            info[f"ratio_final_gap_{name}"] = self._gap(name, check_un, check_mix)
+            info[f"ratio_train_loss_{name}"] = float(loss.detach())
+        return info
+
+    def _pretrain_heldout(self) -> dict[str, float]:
+        """Suite option: the classifiers trained together on the rows outside held-out
+        trajectories, early-stopped on the held-out loss (patience ``ratio_patience``
+        evaluations, every ``ratio_eval_every`` steps); the best weights kept."""
         cfg = self.cfg
         un, mix = self.data["un"].tensors, self.data["mix"].tensors
         gen = self.data["mix"].generator
@@ -398,23 +509,17 @@ class UNIQ(Method):
             for n, state in best_state.items():
                 getattr(self, n).load_state_dict(state)
         self._set_classifiers_frozen(True)
-        self._cache_ratios()
-        with torch.no_grad():
-            acc = float("nan")
-            if early_stopping:
-                tau_un, tau_mix = (
-                    self.occupancy_ratio(x_un[ho_un]),
-                    self.occupancy_ratio(x_mix[ho_mix]),
-                )
-                acc = 0.5 * float((tau_un > 1).float().mean() + (tau_mix <= 1).float().mean())
+        acc = float("nan")
+        if early_stopping:
+            with torch.no_grad():
+                tau_un = self.occupancy_ratio(x_un[ho_un])
+                tau_mix = self.occupancy_ratio(x_mix[ho_mix])
+            acc = 0.5 * float((tau_un > 1).float().mean() + (tau_mix <= 1).float().mean())
         return {
             "ratio_steps_run": step,
             "ratio_train_loss": float(loss.detach()),
             "ratio_heldout_loss": best if best_state is not None else heldout,
             "ratio_heldout_balanced_acc": acc,
-            # E_MIX[tau] = 1 for the true ratio: a check of the estimate's calibration
-            "ratio_mean_mix": float(self._tau["mix"][:, 0].mean()),
-            "ratio_mean_un": float(self._tau["un"][:, 0].mean()),
         }
 
     @torch.no_grad()
