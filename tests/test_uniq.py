@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -537,3 +538,26 @@ def test_classifier_stop_rule_defaults_are_the_task_familys():
         0.2,
         0.5,
     )
+
+
+def test_every_config_field_says_where_its_default_comes_from():
+    """Each UNIQConfig field has a docstring naming its source (the authors' code, the
+    paper, or the suite), in words, not file names."""
+    import ast
+    import inspect
+    import re
+
+    from uniq import algorithm
+
+    tree = ast.parse(inspect.getsource(algorithm.UNIQConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    fields = [f.name for f in dataclasses.fields(UNIQConfig)]
+    assert sorted(docs) == sorted(fields)  # every field documented
+    sources = ("as the authors' code", "from the authors' code", "paper", "suite")
+    for name, doc in docs.items():
+        assert any(src in doc for src in sources), (name, doc)
+        assert not re.search(r"[\w/]+\.(py|yaml|sh|json)\b", doc), (name, doc)  # no file names

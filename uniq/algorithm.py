@@ -104,101 +104,128 @@ VALUE_FORMS = ("policy", "expectile")
 
 @dataclass
 class UNIQConfig:
+    """UNIQ's hyper-parameters. Defaults: the authors' code, run as in its final experiments
+    (design.md section 5); paper forms and suite options are named values beside them."""
+
     gamma: float = 0.99
-    """Discount factor (reference code 0.99)."""
+    """Discount factor (0.99, as the authors' code)."""
     batch_mix: int = 256
-    """D_MIX transitions in each critic batch (reference 256)."""
+    """D_MIX transitions in each critic batch (256, as the authors' code)."""
     batch_un: int = 256
-    """D_UN transitions in each critic batch (reference 256)."""
+    """D_UN transitions in each critic batch (256, as the authors' code)."""
     actor_batch: int = 512
-    """D_MIX transitions in each actor batch (reference 512); the first ``batch_mix`` are the critic's."""
+    """D_MIX transitions in each actor batch (512, as the authors' code, who draw them apart
+    from the critic's; here the first ``batch_mix`` are the critic's, all i.i.d. draws)."""
     hidden: int = 256
-    """Width of every hidden layer (actor, critics, classifiers; reference 256)."""
+    """Width of every hidden layer (actor, critics, classifiers; 256, as the authors' code)."""
     depth: int = 2
-    """Hidden layers of every MLP (reference 2)."""
+    """Hidden layers of every MLP (2, as the authors' code)."""
     critic_lr: float = 3e-4
-    """Adam learning rate of the twin Q (reference 3e-4)."""
+    """Adam learning rate of the twin Q, default betas (3e-4, as the authors' code)."""
     actor_lr: float = 1e-4
-    """Adam learning rate of the policy (reference 1e-4)."""
+    """Adam learning rate of the policy, default betas (1e-4, as the authors' code)."""
     tau: float = 0.005
-    """Polyak rate of the target critic (reference 0.005)."""
+    """Polyak rate of the target critic, applied after the actor step (0.005, as the
+    authors' code)."""
     alpha: float = 1e-3
-    """Entropy temperature in V(s) = Q_target(s, a~pi) - alpha log pi(a|s) (reference 1e-3)."""
+    """Fixed entropy temperature in V(s) = min_i Q_i(s, a~pi) - alpha log pi(a|s) (1e-3, as
+    the authors' code; not learned)."""
     reward_factor: float = 5.0
-    """R: ratio weights are scaled to w in [-R, 0] (reference 5)."""
+    """R: ratio weights are scaled to w in [-R, 0], the critic's W clipped to [-R, R], and
+    max_v = R / (1 - gamma) bounds the values (5, as the authors' code)."""
     occupancy_correction: bool = True
-    """False: ablation using D_UN only for the undesirable expectation (paper's ablation)."""
+    """False: the paper's ablation, the undesirable expectation from D_UN alone (D_UN rows
+    W = -R, D_MIX rows 0 in the critic; the actor's 1/W^2 factor is 1)."""
     ratio_form: str = "state"
-    """'state': c_un(s)/c_mix(s), two classifiers (reference code); 'state_action': c/(1-c), one classifier on (s, a) (paper)."""
+    """'state': tau(s) = c_un(s) / c_mix(s), two state classifiers, as the authors' code;
+    'state_action': tau(s, a) = c / (1 - c), one classifier on (s, a), the paper's derivation."""
     ratio_lr: float = 1e-4
-    """Adam learning rate of the classifiers (reference 1e-4)."""
+    """Adam learning rate of the classifiers (1e-4, as the authors' code)."""
     ratio_weight_decay: float = 1e-4
-    """Adam weight decay of the classifiers (reference 1e-4)."""
+    """Adam (L2) weight decay of the classifiers (1e-4, as the authors' code)."""
     ratio_dropout: float = 0.5
-    """Dropout after each hidden layer of the classifiers (reference 0.5)."""
+    """Dropout after each hidden layer of the classifiers, off when their outputs are used
+    (0.5, as the authors' code)."""
     ratio_batch: int = 1024
-    """Rows from each of D_UN and D_MIX per classifier step (reference 1024 + 1024)."""
+    """Rows from each of D_UN and D_MIX per classifier step (1024 + 1024, as the authors'
+    code)."""
     ratio_steps: int = 50_000
-    """Maximum steps of each classifier (reference 50k); the stop rule usually ends sooner."""
+    """Most steps of each classifier (50k, as the authors' code); the stop rule usually
+    ends sooner."""
     ratio_prob_min: float = 0.05
-    """Lower clip of the classifiers' sigmoid output (reference 0.05)."""
+    """Lower clip of the classifiers' sigmoid output (0.05, as the authors' code)."""
     ratio_prob_max: float = 0.95
-    """Upper clip of the classifiers' sigmoid output (reference 0.95)."""
+    """Upper clip of the classifiers' sigmoid output (0.95, as the authors' code)."""
     ratio_stop: str = "gap"
-    """'gap': the reference's rule, each classifier trained in turn until the gap between
-    its mean output on in-sample positive and negative rows exceeds a threshold;
-    'heldout': both trained together, early-stopped on held-out trajectories (suite option)."""
+    """'gap': the authors' stop rule, each classifier trained in turn (c_mix, then c_un)
+    until the gap between its mean output on in-sample positive and negative rows exceeds
+    its threshold, the last weights kept; 'heldout': a suite option, the classifiers trained
+    together and early-stopped on held-out trajectories, the best weights kept."""
     ratio_check_every: int | None = None
-    """'gap': classifier steps between gap checks. None: the family's reference value
-    (velocity 1000, navigation 5000)."""
+    """'gap': classifier steps between gap checks. None: the task family's value from the
+    authors' code (velocity 1000, navigation 5000)."""
     ratio_gap_mix: float | None = None
     """'gap': c_mix stops once mean c_mix(D_MIX) - mean c_mix(D_UN) exceeds this. None: the
-    family's reference value (0.2 for both families)."""
+    task family's value from the authors' code (0.2 for both families)."""
     ratio_gap_un: float | None = None
     """'gap': c_un (and the state-action form's c) stops once mean c_un(D_UN) - mean
-    c_un(D_MIX) exceeds this. None: the family's reference value (velocity 0.2, navigation 0.5)."""
+    c_un(D_MIX) exceeds this. None: the task family's value from the authors' code
+    (velocity 0.2, navigation 0.5)."""
     ratio_check_rows: int = 5000
-    """'gap': in-sample rows of each set on which the gap is measured, dropout off (reference 5000)."""
+    """'gap': in-sample rows of each set on which the gap is measured, dropout off (5000, as
+    the authors' code)."""
     ratio_holdout: float = 0.1
-    """'heldout': share of each dataset's trajectories held out for early stopping (suite choice; 0 = none)."""
+    """'heldout': share of each dataset's trajectories held out (suite choice; 0 = none;
+    the authors' code holds none out)."""
     ratio_eval_every: int = 1000
     """'heldout': classifier steps between held-out evaluations (suite choice)."""
     ratio_patience: int = 5
-    """'heldout': stop after this many evaluations without held-out improvement; keep the best (suite choice)."""
+    """'heldout': stop after this many evaluations without held-out improvement (suite
+    choice)."""
     ratio_quantile_low: float = 0.1
-    """Per batch, tau is clipped below at this quantile (reference 10th percentile)."""
+    """tau is clipped below at this quantile (linear interpolation) of the batch's D_MIX
+    rows, separately for s and s': in the critic over its D_MIX rows only, in the actor
+    over all its rows (10th percentile, as the authors' code)."""
     ratio_quantile_high: float = 0.9
-    """Per batch, tau is clipped above at this quantile (reference 90th percentile)."""
+    """tau is clipped above at this quantile, taken as the lower one (90th percentile, as
+    the authors' code)."""
     value_form: str = "policy"
-    """'policy': V(s) = Q_target(s, a~pi) - alpha log pi (reference); 'expectile': separate V network."""
+    """'policy': V(s) = min_i Q_i(s, a~pi) - alpha log pi, with the target critic for V(s')
+    and the actor and the online critic (with its gradient) for the critic's (1 - gamma)
+    E[V(s)] term, as the authors' code; 'expectile': the paper's separate V network."""
     expectile: float = 0.7
-    """Expectile of the separate V network (value_form='expectile' only)."""
+    """Expectile of the separate V network (value_form='expectile' only; the paper's form)."""
     value_lr: float = 3e-4
-    """Adam learning rate of the separate V network (value_form='expectile' only)."""
+    """Adam learning rate of the separate V network (value_form='expectile' only; suite
+    choice: the critic's rate)."""
     adv_clip: float = 10.0
-    """A = min(Q_target - V, adv_clip) in the actor's weight (reference 10)."""
+    """A = min(Q - V, adv_clip) in the actor's weight, Q and V clipped to +-max_v first
+    (10, as the authors' code)."""
     actor_weight: str = "recipe"
-    """'recipe': exp-advantage times clip(1/W^2) (reference code); 'advantage': exp-advantage
-    only, the paper's max E[exp(A) log pi] (the ratio then acts through the critic alone)."""
+    """'recipe': exp-advantage times clip(1/W^2, 0, 100) with the actor batch's unclipped W,
+    as the authors' code; 'advantage': exp-advantage only, the paper's max E[exp(A) log pi]
+    (the ratio then acts through the critic alone)."""
     inv_w2_clip: float = 100.0
-    """1/W^2 is clipped to [0, inv_w2_clip] in the actor's weight (reference 100)."""
+    """1/W^2 is clipped to [0, inv_w2_clip] in the actor's weight (100, as the authors' code;
+    W = 0 gives the clip, not inf)."""
     weight_clip: float = 100.0
-    """The actor's per-sample weight is clipped above at this value (reference 100)."""
+    """The actor's per-row weight is clipped above at this value (100, as the authors' code)."""
     log_std_min: float = -5.0
-    """Lower bound of the policy's log standard deviation (reference -5)."""
+    """Lower bound of the policy's log standard deviation (-5, as the authors' code)."""
     log_std_max: float = 2.0
-    """Upper bound of the policy's log standard deviation (reference 2)."""
+    """Upper bound of the policy's log standard deviation (2, as the authors' code)."""
     log_std_form: str = "tanh"
     """'tanh': log_std = min + (max - min) (tanh(x) + 1) / 2 = -5 + 3.5 (tanh(x) + 1), as the
-    authors' code; 'clamp': a hard clamp of x to [min, max]."""
+    authors' code; 'clamp': a hard clamp of x to [min, max] (the baselines' policy)."""
     action_eps: float = 1e-7
     """Dataset actions are clipped to [-1 + eps, 1 - eps] before atanh in log pi(a|s)
-    (reference 1e-7)."""
+    (1e-7, as the authors' code)."""
     log_pi_min_per_dim: float = -5.0
-    """The actor's log pi(a|s) is clipped below at this times act_dim (reference -5 act_dim);
-    outside the clip the row gets no gradient (torch.clip)."""
+    """The actor loss's log pi(a|s) is clipped below at this times act_dim, with no gradient
+    outside the clip (-5 act_dim, as the authors' code)."""
     log_pi_max_per_dim: float = 2.0
-    """The actor's log pi(a|s) is clipped above at this times act_dim (reference 2 act_dim)."""
+    """The actor loss's log pi(a|s) is clipped above at this times act_dim, with no gradient
+    outside the clip (2 act_dim, as the authors' code)."""
 
     def __post_init__(self) -> None:
         if self.ratio_form not in RATIO_FORMS:
