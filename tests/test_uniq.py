@@ -464,13 +464,14 @@ def test_critic_loss_and_gradient_have_the_online_value_term(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def gaussian_sources(n_un: int = 300, n_mix: int = 400, seed: int = 0):
-    """1-D states, D_UN ~ N(1, 1) and D_MIX ~ N(-1, 1), as samplers with a fixed generator."""
+def gaussian_sources(n_un: int = 300, n_mix: int = 400, seed: int = 0, run_seed: int = 0):
+    """1-D states, D_UN ~ N(1, 1) and D_MIX ~ N(-1, 1) (drawn with ``seed``), as samplers of
+    a run seeded with ``run_seed``."""
     rng = np.random.default_rng(seed)
     x_un, x_mix = rng.normal(1, 1, (n_un, 1)), rng.normal(-1, 1, (n_mix, 1))
     un = offline(x_un, np.zeros((n_un, 1)), x_un, 10, 0.0)
     mix = offline(x_mix, np.zeros((n_mix, 1)), x_mix, 10, 1.0)
-    return make_sources(un, mix, torch.device("cpu"), seed_everything(0))
+    return make_sources(un, mix, torch.device("cpu"), seed_everything(run_seed))
 
 
 def pretrained(**overrides) -> tuple[UNIQ, dict]:
@@ -561,3 +562,33 @@ def test_every_config_field_says_where_its_default_comes_from():
     for name, doc in docs.items():
         assert any(src in doc for src in sources), (name, doc)
         assert not re.search(r"[\w/]+\.(py|yaml|sh|json)\b", doc), (name, doc)  # no file names
+
+
+def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tmp_path):
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+
+    def run(seed: int, cache: bool = True, data_seed: int = 0, **overrides) -> tuple[UNIQ, dict]:
+        kw = dict(hidden=16, ratio_batch=64, ratio_steps=20, **overrides)
+        if cache:
+            kw["ratio_cache_dir"] = str(tmp_path / "cache")
+        sources = gaussian_sources(seed=data_seed, run_seed=seed)
+        method = UNIQ(UNIQConfig(**kw), spec, sources, "cpu", seed)
+        return method, method.pretrain()
+
+    def same(a: UNIQ, b: UNIQ) -> bool:
+        return all(
+            torch.equal(v, getattr(b, n).state_dict()[k])
+            for n in a.classifiers
+            for k, v in getattr(a, n).state_dict().items()
+        )
+
+    first, info0 = run(0)
+    second, info1 = run(1)
+    assert info0["ratio_cached"] == 0.0 and info1["ratio_cached"] == 1.0
+    assert same(first, second)  # seed 1 uses seed 0's classifiers, as the reference
+    assert torch.equal(first._tau["mix"], second._tau["mix"])
+    assert info1["ratio_steps_c_mix"] == info0["ratio_steps_c_mix"]  # seed 0's log with them
+    assert not same(run(1, cache=False)[0], first)  # off: each seed trains its own
+    assert run(1, ratio_lr=3e-4)[1]["ratio_cached"] == 0.0  # another config
+    assert run(1, data_seed=1)[1]["ratio_cached"] == 0.0  # other data
+    assert len(list((tmp_path / "cache").iterdir())) == 3

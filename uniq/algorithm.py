@@ -74,12 +74,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from uniq.atomic import atomic_path
 from uniq.method import ConfigError, Method
 from uniq.nets import (
     LOG_STD_FORMS,
@@ -174,6 +178,12 @@ class UNIQConfig:
     ratio_check_rows: int = 5000
     """'gap': in-sample rows of each set on which the gap is measured, dropout off (5000, as
     the authors' code)."""
+    ratio_cache_dir: str | None = None
+    """Off (None) by default. A folder where trained classifiers are kept and reused by every
+    later run whose classifiers come from the same inputs, as the authors' code reuses them
+    for every seed. Keyed by the whole config (this field aside), the task family and
+    dimensions, the classifier inputs' content, the device type and the torch version; not
+    by the seed: a seed that finds them uses the classifiers of the seed that trained them."""
     ratio_holdout: float = 0.1
     """'heldout': share of each dataset's trajectories held out (suite choice; 0 = none;
     the authors' code holds none out)."""
@@ -433,13 +443,49 @@ class UNIQ(Method):
         early stopping), freeze them and cache tau of every row."""
         if not self.cfg.occupancy_correction:
             return {}
-        info = self._pretrain_gap() if self.cfg.ratio_stop == "gap" else self._pretrain_heldout()
+        cache = self._ratio_cache_path()
+        if cache is not None and cache.exists():
+            payload = torch.load(cache, map_location=self.device, weights_only=False)
+            for n in self.classifiers:
+                getattr(self, n).load_state_dict(payload["state"][n])
+            info = dict(payload["info"], ratio_cached=1.0)
+        else:
+            info = (
+                self._pretrain_gap() if self.cfg.ratio_stop == "gap" else self._pretrain_heldout()
+            )
+            if cache is not None:
+                state = {n: getattr(self, n).state_dict() for n in self.classifiers}
+                with atomic_path(cache) as tmp:  # a run in parallel may write too: either wins
+                    torch.save({"state": state, "info": info}, tmp)
+                info = dict(info, ratio_cached=0.0)
         self._set_classifiers_frozen(True)
         self._cache_ratios()
         # E_MIX[tau] = 1 for the true ratio: a check of the estimate's calibration
         info["ratio_mean_mix"] = float(self._tau["mix"][:, 0].mean())
         info["ratio_mean_un"] = float(self._tau["un"][:, 0].mean())
         return info
+
+    def _ratio_cache_path(self) -> Path | None:
+        """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt."""
+        cfg = self.cfg
+        if cfg.ratio_cache_dir is None:
+            return None
+        h = hashlib.sha256()
+        key = {
+            "format": 1,
+            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "ratio_cache_dir"},
+            "family": self.spec.family,
+            "dims": [self.spec.obs_dim, self.spec.act_dim],
+            "device": self.device.type,
+            "torch": torch.__version__,
+        }
+        h.update(json.dumps(key, sort_keys=True).encode())
+        for source in ("un", "mix"):  # the classifiers' inputs and, for 'heldout', trajectories
+            t = self.data[source].tensors
+            for x in (self._features(t), t["initial"]):
+                h.update(str((x.dtype, tuple(x.shape))).encode())
+                h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        return Path(cfg.ratio_cache_dir) / f"uniq_ratio_{h.hexdigest()[:32]}.pt"
 
     def _pretrain_gap(self) -> dict[str, float]:
         """The reference's rule: each classifier in turn (c_mix, then c_un; or c), BCE steps on
