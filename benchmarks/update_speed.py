@@ -10,6 +10,10 @@ shared machine slows all of them alike.
 The reference, ``minimal``, is the least work an update with these networks does: one
 twin-Q TD step on 512 rows with V(s') = Q_target(s', a'~pi) - alpha log pi, one
 advantage-weighted BC step on 512 rows (one policy pass reused for V(s)), Polyak targets.
+``minimal+V`` adds the one term of UNIQ's critic loss that is more than a TD step, the
+(1 - gamma) E[V(s)] through the online critic with its gradient, on 512 rows with the
+policy sample the actor already drew: one more forward and backward of the twin Q (about
++40% of the arithmetic), so both yardsticks are reported.
 
     uv run python benchmarks/update_speed.py --threads 2 --steps 200
     uv run python benchmarks/update_speed.py --algos uniq bc-mix dwbc safedice
@@ -53,9 +57,12 @@ class Minimal(Method):
 
     name = ""  # not registered
 
-    def __init__(self, spec, data, device, batch=512, gamma=0.99, alpha=1e-3, tau=0.005):
+    def __init__(
+        self, spec, data, device, batch=512, gamma=0.99, alpha=1e-3, tau=0.005, online_v=False
+    ):
         super().__init__(None, spec, data, device, 0)
         self.batch, self.gamma, self.alpha, self.tau = batch, gamma, alpha, tau
+        self.online_v = online_v
         self.actor = TanhGaussianPolicy(spec.obs_dim, spec.act_dim).to(device)
         self.critic = TwinQ(spec.obs_dim, spec.act_dim).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -82,8 +89,16 @@ class Minimal(Method):
             adv = (q[2 * n :] - v_act).clamp(max=10)
             w = torch.exp(adv - adv.max())
             w = (w / w.mean()).clamp(max=100)
-        q1, q2 = self.critic(c["observations"], c["actions"])
+        if self.online_v:  # + (1 - gamma) E[V(s)], V(s) = min_i Q_i(s, a~pi) - alpha log pi
+            q1, q2 = self.critic(
+                torch.cat([c["observations"], a["observations"]]), torch.cat([c["actions"], a_pi])
+            )
+            q1, q2, v = q1[:n], q2[:n], torch.min(q1[n:], q2[n:]) - self.alpha * logp_pi
+        else:
+            q1, q2 = self.critic(c["observations"], c["actions"])
         critic_loss = (q1 - y).square().mean() + (q2 - y).square().mean()
+        if self.online_v:
+            critic_loss = critic_loss + (1 - self.gamma) * v.mean()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
@@ -116,8 +131,8 @@ def build(name: str, spec, device, seed: int = 0):
     un = synthetic(spec, 10, 0.5, 1)
     mix = synthetic(spec, 40, 0.0, 2)
     data = make_sources(un, mix, device, generator)
-    if name == "minimal":
-        return Minimal(spec, data, device), 0.0, generator
+    if name in ("minimal", "minimal+V"):
+        return Minimal(spec, data, device, online_v=name == "minimal+V"), 0.0, generator
     cls = registry.get_method(name)
     cfg = cls.Config(**SHORT_PRETRAIN.get(name, {}))
     method = cls(cfg, spec, data, device, seed)
@@ -165,16 +180,18 @@ def table(results: dict, threads: int, steps: int, block: int) -> str:
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{threads} thread(s)). Authors' UNIQ code: ~{AUTHORS_RATE:g} steps/s on 2 threads.",
         "",
-        "| device | method | steps/s | range | vs minimal | ms/step |",
-        "|---|---|---:|---:|---:|---:|",
+        "| device | method | steps/s | range | vs minimal | vs minimal+V | ms/step |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for device, res in results.items():
-        base = res.get("minimal", {}).get("rate")
+        rels = []
+        for ref in ("minimal", "minimal+V"):
+            base = res.get(ref, {}).get("rate")
+            rels.append({n: f"{r['rate'] / base:.2f}x" if base else "-" for n, r in res.items()})
         for name, r in res.items():
-            rel = f"{r['rate'] / base:.2f}x" if base else "-"
             lines.append(
-                f"| {device} | {name} | {r['rate']:.1f} | {r['min']:.1f}-{r['max']:.1f} | {rel} "
-                f"| {1000 / r['rate']:.2f} |"
+                f"| {device} | {name} | {r['rate']:.1f} | {r['min']:.1f}-{r['max']:.1f} "
+                f"| {rels[0][name]} | {rels[1][name]} | {1000 / r['rate']:.2f} |"
             )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines += ["", f"Peak RSS of the benchmark process: {rss:.0f} MiB."]
@@ -193,7 +210,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    names = ["minimal"] + [a for a in args.algos if a != "minimal"]
+    names = ["minimal", "minimal+V"] + [a for a in args.algos if a not in ("minimal", "minimal+V")]
     results = {
         d: measure(names, torch.device(d), args.steps, args.block, args.warmup) for d in devices
     }

@@ -125,7 +125,9 @@ def test_multipliers_rise_above_the_limit_and_fall_back_to_zero():
         cfg = ppo.PPOConfig(lagrangian=kind, lambda_init=0.0)
         m = ppo.PIDLagrangian(cfg) if kind == "pid" else ppo.AdamLagrangian(cfg)
         up = [m.update(50.0, 25.0) for _ in range(20)]
-        assert up[-1] > up[0] >= 0.0 and all(b >= a for a, b in zip(up, up[1:])), kind
+        assert up[-1] > up[0] >= 0.0 and all(
+            b >= a for a, b in zip(up[:-1], up[1:], strict=True)
+        ), kind
         down = [m.update(0.0, 25.0) for _ in range(400)]
         assert down[-1] == 0.0, kind
 

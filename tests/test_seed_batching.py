@@ -12,8 +12,7 @@ import yaml
 from test_baselines import SPEC as SPEC3
 from test_baselines import linear_gaussian_expert, make_data
 from test_train import SPEC, TINY, assert_same_state, checkpoint_params, data, log_rows
-from test_uniq import TINY as CHAIN_TINY
-from test_uniq import chain_datasets, mean_action
+from test_uniq import CHAIN, CHAIN_STEPS, chain_datasets, mean_action
 
 from baselines.bc import BC
 from baselines.dwbc import DWBC
@@ -184,9 +183,8 @@ def test_batched_uniq_members_each_avoid_the_undesirable_action(tmp_path):
     """tests/test_uniq.py's chain, two seeds batched: each member's mean action is the
     desirable side's (BC on D_MIX sits near 0 there)."""
     spec, un, mix = chain_datasets(tmp_path)
-    cfg = dict(CHAIN_TINY, ratio_steps=300, ratio_eval_every=50)  # as the one-seed test
-    kw = dict(device="cpu", log_every=100, progress=False)
-    train("uniq", spec, un, mix, [0, 1], 300, tmp_path / "uniq/seed{seed}", cfg, **kw)
+    kw = dict(device="cpu", log_every=100, progress=False)  # as the one-seed test
+    train("uniq", spec, un, mix, [0, 1], CHAIN_STEPS, tmp_path / "uniq/seed{seed}", CHAIN, **kw)
     for seed in (0, 1):
         assert mean_action(tmp_path / f"uniq/seed{seed}/policy.pt") < -0.15, seed
 
@@ -209,7 +207,7 @@ def test_each_member_starts_exactly_as_a_separate_run_with_its_seed(tmp_path, da
 
 def test_batched_run_writes_each_seeds_files_and_resumes_bit_exact(tmp_path, data, monkeypatch):
     un, mix = data
-    kw = dict(TINY, value_log_every=7)
+    kw = TINY
     fast = dict(FAST, log_every=8)
     seeds = [3, 4, 5]
     train(

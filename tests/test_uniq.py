@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +27,12 @@ from uniq.train import make_sources, seed_everything, train
 torch.set_num_threads(1)
 
 TINY = dict(hidden=32, batch_mix=32, batch_un=32, actor_batch=64, ratio_batch=64)
+CHAIN = dict(TINY, ratio_steps=300, ratio_eval_every=50)
+"""The chain problem's config (:func:`chain_datasets`)."""
+CHAIN_STEPS = 1000
+"""Updates on the chain: with the reference's orthogonal init (zero biases) the policy
+leaves BC's average action within ~1000 updates (measured: mean action -0.25 to -0.31 over
+seeds 0-2 at 1000 updates, -0.00 to -0.12 at 300)."""
 
 
 def offline(obs, act, nxt, episode_len: int, desirable: float) -> OfflineData:
@@ -76,8 +86,10 @@ def test_sync_free_quantiles_equal_torch_quantile():
 
 
 # ---------------------------------------------------------------------------- ratio estimator
-@pytest.mark.parametrize("form", ["state", "state_action"])
-def test_ratio_estimator_recovers_gaussian_density_ratio(form):
+@pytest.mark.parametrize(
+    "form, stop", [("state", "gap"), ("state_action", "gap"), ("state", "heldout")]
+)
+def test_ratio_estimator_recovers_gaussian_density_ratio(form, stop):
     """D_UN states ~ N(1, 1), D_MIX states ~ N(0, 1): tau(x) = exp(x - 1/2) exactly.
 
     Actions are drawn from the same distribution in both sets, so the (s, a) form must
@@ -89,6 +101,7 @@ def test_ratio_estimator_recovers_gaussian_density_ratio(form):
     0.06-0.21 over seeds. So: correlation of log tau with the truth > 0.98 and mean
     absolute error < 0.3 (a constant estimate has correlation 0 and error 0.75; a ratio in
     the wrong direction has correlation -1), and E_MIX[tau] within 0.15 of its exact 1.
+    Both stop rules: the reference's gap rule and the held-out early stopping.
     """
     rng = np.random.default_rng(0)
     n = 4000
@@ -105,6 +118,7 @@ def test_ratio_estimator_recovers_gaussian_density_ratio(form):
         ratio_lr=3e-3,
         ratio_eval_every=50,
         ratio_form=form,
+        ratio_stop=stop,  # "gap": navigation checks every 5000 steps, so all 400 run
     )
     method = UNIQ(cfg, spec, make_sources(un, mix, torch.device("cpu"), gen), "cpu", 0)
     info = method.pretrain()
@@ -161,9 +175,9 @@ def mean_action(policy_path, lo=-0.3, hi=0.3) -> float:
 def test_uniq_avoids_the_undesirable_action_where_bc_does_not(tmp_path):
     spec, un, mix = chain_datasets(tmp_path)
     kw = dict(device="cpu", log_every=100, progress=False)
-    uniq_cfg = dict(TINY, ratio_steps=300, ratio_eval_every=50)
-    train("uniq", spec, un, mix, 0, 300, tmp_path / "uniq", uniq_cfg, **kw)
-    train("bc-mix", spec, un, mix, 0, 300, tmp_path / "bc", dict(hidden=32, batch_size=64), **kw)
+    train("uniq", spec, un, mix, 0, CHAIN_STEPS, tmp_path / "uniq", CHAIN, **kw)
+    bc_cfg = dict(hidden=32, batch_size=64)
+    train("bc-mix", spec, un, mix, 0, CHAIN_STEPS, tmp_path / "bc", bc_cfg, **kw)
     a_uniq, a_bc = mean_action(tmp_path / "uniq/policy.pt"), mean_action(tmp_path / "bc/policy.pt")
     # desirable action -0.5, undesirable +0.5: BC sits near their average 0
     assert a_uniq < -0.15, (a_uniq, a_bc)
@@ -185,8 +199,9 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     from uniq.diagnostics import diagnose, format_report
 
     spec, un, mix = chain_datasets(tmp_path)
-    cfg = dict(TINY, ratio_steps=300, ratio_eval_every=50)
-    train("uniq", spec, un, mix, 0, 300, tmp_path / "run", cfg, device="cpu", progress=False)
+    train(
+        "uniq", spec, un, mix, 0, CHAIN_STEPS, tmp_path / "run", CHAIN, device="cpu", progress=False
+    )
     report = diagnose(tmp_path / "run", spec=spec)
     # Undesirable rows drift right, desirable ones left: the ratio tells them apart, and the
     # critic learned a lower implicit reward on D_UN's and the undesirable D_MIX rows.
@@ -208,23 +223,29 @@ def test_diagnose_uses_the_value_the_update_uses(value_form):
     spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
     method = UNIQ(UNIQConfig(**dict(TINY, value_form=value_form)), spec, {}, "cpu", 0)
     s = torch.linspace(-1, 1, 9)[:, None]
+    # outputs beyond max_v = 500 on half the states: the update clips V there
+    for head in (method.critic_target.q1, method.critic_target.q2, getattr(method, "value", None)):
+        if head is not None:
+            with torch.no_grad():
+                head[-1].weight.fill_(2000.0)
     torch.manual_seed(1)
     v = _value(method, s)
     if value_form == "expectile":  # the separate network, no policy sample
-        assert torch.equal(v, method.value(s).squeeze(-1))
+        raw = method.value(s).squeeze(-1)
     else:
         torch.manual_seed(1)
         a, logp = method.actor.sample(s)
-        assert torch.equal(v, method.critic_target.min_q(s, a) - method.cfg.alpha * logp)
+        raw = method.critic_target.min_q(s, a) - method.cfg.alpha * logp
+    assert (raw.abs() > 500).any() and (raw.abs() < 500).any()
+    assert torch.equal(v, raw.clamp(-500, 500))
 
 
 def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     from uniq.diagnostics import diagnose, format_report
 
     spec, un, mix = chain_datasets(tmp_path)
-    cfg = dict(TINY, ratio_steps=300, ratio_eval_every=50)
     out = tmp_path / "runs/seed{seed}"
-    train("uniq", spec, un, mix, [0, 1], 300, out, cfg, device="cpu", progress=False)
+    train("uniq", spec, un, mix, [0, 1], CHAIN_STEPS, out, CHAIN, device="cpu", progress=False)
     assert not (tmp_path / "runs/seed1/checkpoint.pt").exists()  # the job's is in seed0_1
     report = diagnose(tmp_path / "runs/seed1", spec=spec)
     assert report["auc"]["tau"]["desirable>mix_undesirable"] > 0.8, format_report(report)
@@ -256,5 +277,318 @@ def test_ablation_weights_are_constant_per_source():
     un = {"observations": torch.zeros(32, 1)}
     W, W_actor = method._weights(mix, un)
     assert torch.equal(W[:32], torch.zeros(32))
-    assert torch.allclose(W[32:], torch.full((32,), -5.0 * 1.99))  # -R (1 + gamma)
+    # -R: the corrected critic's clip of W to [-R, R] caps D_UN-like rows there too
+    assert torch.equal(W[32:], torch.full((32,), -5.0))
     assert torch.equal(W_actor, torch.zeros(64))
+
+
+# ---------------------------------------------------------------------------- reference recipe
+def fixed_batch(method: UNIQ, seed: int = 0, terminal_share: float = 0.25) -> dict:
+    """A batch of the sizes ``method.batches()`` asks for, from a fixed random stream."""
+    g = torch.Generator().manual_seed(seed)
+    obs_dim, act_dim = method.spec.obs_dim, method.spec.act_dim
+
+    def part(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "observations": torch.randn(n, obs_dim, generator=g),
+            "actions": torch.rand(n, act_dim, generator=g) * 2 - 1,
+            "next_observations": torch.randn(n, obs_dim, generator=g),
+            "terminals": (torch.rand(n, generator=g) < terminal_share).float(),
+            "index": torch.arange(n),
+        }
+
+    return {key: part(n) for key, (_, n) in method.batches().items()}
+
+
+def set_output(head: torch.nn.Sequential, bias: list[float]) -> None:
+    """Make an MLP's output the constant ``bias`` (its last layer's weights zeroed)."""
+    with torch.no_grad():
+        head[-1].weight.zero_()
+        head[-1].bias.copy_(torch.tensor(bias))
+
+
+def test_uniq_policy_log_std_is_the_reference_tanh_form_and_round_trips(tmp_path):
+    from uniq.nets import save_policy
+
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=3)
+    actor = UNIQ(UNIQConfig(**TINY), spec, {}, "cpu", 0).actor
+    x = torch.tensor([-3.0, 0.0, 3.0])  # the trunk's raw log-std outputs
+    set_output(actor.trunk, [0.0, 0.0, 0.0, *x.tolist()])
+    _, log_std = actor(torch.zeros(1, 1))
+    # -5 + 3.5 (tanh(x) + 1): smooth inside [-5, 2]; a hard clamp would give [-3, 0, 2]
+    torch.testing.assert_close(log_std[0], -5 + 3.5 * (torch.tanh(x) + 1))
+    save_policy(actor, tmp_path / "policy.pt", {})
+    loaded, _ = load_policy(tmp_path / "policy.pt")
+    torch.testing.assert_close(loaded(torch.zeros(1, 1))[1], log_std)
+    # a policy.pt written before the option existed was a clamp policy, and still loads as one
+    payload = torch.load(tmp_path / "policy.pt", weights_only=False)
+    del payload["kwargs"]["log_std_form"]
+    torch.save(payload, tmp_path / "old.pt")
+    old, _ = load_policy(tmp_path / "old.pt")
+    torch.testing.assert_close(old(torch.zeros(1, 1))[1][0], x.clamp(-5, 2))
+
+
+def test_uniq_actor_loss_clips_dataset_actions_and_log_pi_as_the_reference():
+    """Four rows of a 2-D action: (A) a saturated action inside the log-pi clip, where the
+    action clip 1 - 1e-7 sets the value; (B) far below -5 act_dim and (C) above 2 act_dim:
+    clipped, and with no gradient; (D) an ordinary row."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=2)
+    method = UNIQ(UNIQConfig(**TINY), spec, {}, "cpu", 0)
+    mean = torch.tensor([[2.5, 2.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    log_std = torch.tensor([[0.0, 0.0], [-3.0, -3.0], [-5.0, -5.0], [0.0, 0.0]])
+    log_std.requires_grad_(True)
+    actions = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.5, -0.5]])
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    loss = method.actor_loss(mean, log_std, actions, weight)
+
+    # Independently, in float64: a clipped to float32(1 - 1e-7), u = atanh(a),
+    # log pi = sum_j log N(u_j; mean_j, std_j) - log(1 - a_j^2).
+    a = actions.double().clamp(-float(torch.tensor(1 - 1e-7)), float(torch.tensor(1 - 1e-7)))
+    u = torch.atanh(a)
+    normal = torch.distributions.Normal(mean.detach().double(), log_std.detach().double().exp())
+    log_pi = (normal.log_prob(u) - torch.log(1 - a.square())).sum(-1)
+    assert log_pi[0] > -10 and log_pi[1] < -10 and log_pi[2] > 4 and -10 < log_pi[3] < 4
+    expected = -(weight.double() * log_pi.clamp(-10, 4)).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-5)
+    loss.backward()
+    for grad in (mean.grad, log_std.grad):
+        assert (grad[1:3] == 0).all() and (grad[[0, 3]] != 0).all()
+
+
+def test_actor_q_and_v_are_clipped_to_max_v():
+    """A target critic that says Q = 1000 everywhere: clipped, Q = V = max_v = 500, so A = 0
+    and every actor row weighs exactly 1 (unclipped, A = alpha log pi varies by row)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=2, act_dim=2)
+    method = UNIQ(UNIQConfig(**dict(TINY, occupancy_correction=False)), spec, {}, "cpu", 0)
+    for head in (method.critic_target.q1, method.critic_target.q2):
+        set_output(head, [1000.0])
+    out = method.update(fixed_batch(method))
+    assert out["actor_weight_max"] == 1.0
+    assert method.cfg.max_v == 5.0 / (1 - 0.99)
+
+
+@pytest.mark.parametrize("members", [None, 2])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"ratio_form": "state_action", "value_form": "expectile"}]
+)
+def test_every_uniq_network_starts_orthogonal_with_zero_biases(members, overrides):
+    from uniq.nets import BatchedLinear
+
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=5, act_dim=2)
+    method = UNIQ(UNIQConfig(**dict(TINY, **overrides)), spec, {}, "cpu", 0, members=members)
+    nets = [n for n in ("actor", "critic", "critic_target", "value", "c_un", "c_mix", "c")
+            if hasattr(method, n)]  # fmt: skip
+    assert len(nets) == 5
+    layers = 0
+    for name in nets:
+        for mod in getattr(method, name).modules():
+            if isinstance(mod, torch.nn.Linear):
+                weights, biases = [mod.weight], [mod.bias]  # [out, in]
+            elif isinstance(mod, BatchedLinear):
+                weights, biases = [w.T for w in mod.weight], list(mod.bias)
+            else:
+                continue
+            for w, b in zip(weights, biases, strict=True):
+                layers += 1
+                gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # the smaller side
+                torch.testing.assert_close(gram, torch.eye(len(gram)), atol=1e-5, rtol=0)
+                assert torch.equal(b, torch.zeros_like(b)), name
+    assert layers == (3 + 2 * 6 + 2 * 3) * (members or 1)  # actor, twin Q and target, 2 more
+
+
+def test_weights_take_quantiles_over_the_mix_rows_separately_for_s_and_next_s():
+    """Known answer, computed with numpy's percentiles: critic batch = 5 D_MIX + 3 D_UN rows,
+    actor batch = 8 D_MIX rows, tau(s') = 1.1 tau(s) on D_MIX (correlated, as in data)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(hidden=8, batch_mix=5, batch_un=3, actor_batch=8)
+    method = UNIQ(cfg, spec, {}, "cpu", 0)
+    tau_s = torch.tensor([0.2, 1.0, 0.5, 3.0, 0.8, 2.0, 0.1, 6.0])
+    tau_mix = torch.stack([tau_s, 1.1 * tau_s], -1)
+    tau_un = torch.tensor([[4.0, 9.0], [0.3, 5.0], [2.5, 2.6]])
+    method._tau = {"mix": tau_mix, "un": tau_un}
+    W, W_act = method._weights({"index": torch.arange(8)}, {"index": torch.arange(3)})
+
+    R, g = 5.0, 0.99
+
+    def w(x, ref):
+        lo, hi = np.percentile(ref, [10, 90])  # linear interpolation, as torch.quantile
+        return -R * (np.clip(x, lo, hi) - lo) / (hi - lo)
+
+    t_mix, t_un = tau_mix.double().numpy(), tau_un.double().numpy()
+    critic_rows = np.concatenate([t_mix[:5], t_un])
+    W_expected = np.clip(
+        w(critic_rows[:, 0], t_mix[:5, 0]) + g * w(critic_rows[:, 1], t_mix[:5, 1]), -R, R
+    )
+    W_act_expected = w(t_mix[:, 0], t_mix[:, 0]) + g * w(t_mix[:, 1], t_mix[:, 1])
+    np.testing.assert_allclose(W.double().numpy(), W_expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(W_act.double().numpy(), W_act_expected, rtol=1e-5, atol=1e-6)
+    assert W.min() == -R and W_act.min() == pytest.approx(
+        -R * (1 + g)
+    )  # clipped only in the critic
+
+
+def test_critic_loss_and_gradient_have_the_online_value_term(monkeypatch):
+    """The critic's loss and gradient against a direct transcription of design.md 5.3:
+    per head r_i = Q_i(s, a) - gamma (1 - done) clip(V_target(s'), +-500),
+    L = mean_i [-mean(W r_i) + 1/2 mean(r_i^2)] + (1 - gamma) mean(min_i Q_i(s, a~pi) - alpha
+    log pi), the last term through the online critic. Without occupancy correction W is
+    known (0 on D_MIX, -R on D_UN); the target critic says 1000 so the V(s') clip is active;
+    the policy noise is zero so a~pi = tanh(mean)."""
+    spec = TaskSpec("Chain-v0", "navigation", obs_dim=2, act_dim=2)
+    cfg = UNIQConfig(**dict(TINY, occupancy_correction=False))
+    method = UNIQ(cfg, spec, {}, "cpu", 0)
+    for head in (method.critic_target.q1, method.critic_target.q2):
+        set_output(head, [1000.0])
+    batch = fixed_batch(method)
+    critic, actor = copy.deepcopy(method.critic), copy.deepcopy(method.actor)
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)
+    out = method.update(batch)
+
+    mix, un, m = batch["mix"], batch["un"], cfg.batch_mix
+    s = torch.cat([mix["observations"][:m], un["observations"]])
+    a = torch.cat([mix["actions"][:m], un["actions"]])
+    done = torch.cat([mix["terminals"][:m], un["terminals"]])
+    W = torch.cat([torch.zeros(m), torch.full((cfg.batch_un,), -5.0)])
+    with torch.no_grad():
+        mu, log_std = actor(s)
+        a_pi = torch.tanh(mu)
+        logp = (-log_std - 0.5 * math.log(2 * math.pi) - torch.log(1 - a_pi**2)).sum(-1)
+    target = 0.99 * (1 - done) * 500.0
+    losses = [-(W * (q - target)).mean() + 0.5 * (q - target).square().mean() for q in critic(s, a)]
+    v_online = torch.min(*critic(s, a_pi)) - 1e-3 * logp
+    loss = sum(losses) / 2 + 0.01 * v_online.mean()
+    grads = torch.autograd.grad(loss, list(critic.parameters()))
+    torch.testing.assert_close(out["critic_loss"], loss.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["v_mean"], v_online.mean().detach(), rtol=1e-5, atol=1e-5)
+    for got, want in zip((p.grad for p in method.critic.parameters()), grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def gaussian_sources(n_un: int = 300, n_mix: int = 400, seed: int = 0, run_seed: int = 0):
+    """1-D states, D_UN ~ N(1, 1) and D_MIX ~ N(-1, 1) (drawn with ``seed``), as samplers of
+    a run seeded with ``run_seed``."""
+    rng = np.random.default_rng(seed)
+    x_un, x_mix = rng.normal(1, 1, (n_un, 1)), rng.normal(-1, 1, (n_mix, 1))
+    un = offline(x_un, np.zeros((n_un, 1)), x_un, 10, 0.0)
+    mix = offline(x_mix, np.zeros((n_mix, 1)), x_mix, 10, 1.0)
+    return make_sources(un, mix, torch.device("cpu"), seed_everything(run_seed))
+
+
+def pretrained(**overrides) -> tuple[UNIQ, dict]:
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(**dict(hidden=16, ratio_batch=64, ratio_lr=3e-3, **overrides))
+    method = UNIQ(cfg, spec, gaussian_sources(), "cpu", 0)
+    return method, method.pretrain()
+
+
+def test_classifiers_train_one_after_the_other_each_with_its_own_stop():
+    """c_mix is trained first and alone: what c_un's threshold is cannot change it; each
+    stops at its own first check past its threshold (-1: the first check; 2: never, a gap is
+    at most 0.9)."""
+    kw = dict(ratio_check_every=10, ratio_steps=60, ratio_gap_mix=-1.0)
+    a, info_a = pretrained(**kw, ratio_gap_un=2.0)
+    b, info_b = pretrained(**kw, ratio_gap_un=-1.0)
+    assert info_a["ratio_steps_c_mix"] == info_b["ratio_steps_c_mix"] == 10
+    assert info_a["ratio_steps_c_un"] == 60 and info_b["ratio_steps_c_un"] == 10
+    assert_same = torch.testing.assert_close
+    for k, v in a.c_mix.state_dict().items():
+        assert_same(v, b.c_mix.state_dict()[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, b.c_un.state_dict()[k]) for k, v in a.c_un.state_dict().items())
+
+
+def test_gap_stop_rule_stops_at_the_first_check_past_the_threshold():
+    """Known answer: the data are smaller than 5000 rows, so the gap is over every row,
+    recomputed here with dropout off. Each classifier stops at step S, the first check with
+    its gap above its threshold (c_mix 0.2, c_un 0.4); a run limited to S - 10 steps
+    repeats the same draws and ends with a gap not above the threshold."""
+    threshold = {"c_mix": 0.2, "c_un": 0.4}
+    kw = dict(ratio_check_every=10, ratio_steps=2000, ratio_gap_mix=0.2, ratio_gap_un=0.4)
+    method, info = pretrained(**kw)
+    x_un, x_mix = (method.data[k].tensors["observations"] for k in ("un", "mix"))
+    with torch.no_grad():  # frozen: eval mode, dropout off
+        p = {n: [method._probs(getattr(method, n), x).mean() for x in (x_mix, x_un)]
+             for n in threshold}  # fmt: skip
+    gaps = {"c_mix": p["c_mix"][0] - p["c_mix"][1], "c_un": p["c_un"][1] - p["c_un"][0]}
+    for name, gap in gaps.items():
+        steps = info[f"ratio_steps_{name}"]
+        assert steps % 10 == 0 and 10 < steps < 2000, info
+        assert gap > threshold[name] and info[f"ratio_final_gap_{name}"] == pytest.approx(
+            float(gap)
+        )
+    # c_un's limit S - 10 must not cut c_mix short (then c_mix stops as before)
+    assert info["ratio_steps_c_un"] - 10 >= info["ratio_steps_c_mix"], info
+    for name in threshold:
+        limit = info[f"ratio_steps_{name}"] - 10
+        _, short = pretrained(**dict(kw, ratio_steps=limit))
+        assert short[f"ratio_steps_{name}"] == limit
+        assert short[f"ratio_final_gap_{name}"] <= threshold[name], (name, short)
+
+
+def test_classifier_stop_rule_defaults_are_the_task_familys():
+    spec = {f: TaskSpec("T-v0", f, obs_dim=1, act_dim=1) for f in ("velocity", "navigation")}
+    cfg = UNIQConfig(**TINY)
+    vel, nav = (UNIQ(cfg, spec[f], {}, "cpu", 0).cfg for f in ("velocity", "navigation"))
+    assert (vel.ratio_check_every, vel.ratio_gap_mix, vel.ratio_gap_un) == (1000, 0.2, 0.2)
+    assert (nav.ratio_check_every, nav.ratio_gap_mix, nav.ratio_gap_un) == (5000, 0.2, 0.5)
+    own = UNIQ(UNIQConfig(**TINY, ratio_gap_un=0.3), spec["navigation"], {}, "cpu", 0).cfg
+    assert (own.ratio_check_every, own.ratio_gap_un) == (5000, 0.3)  # an explicit value wins
+    assert cfg.ratio_check_every is None  # the user's config is left as given
+    _, info = pretrained(ratio_steps=5)  # the values used are logged with the pretraining
+    assert (info["ratio_check_every"], info["ratio_gap_mix"], info["ratio_gap_un"]) == (
+        5000,
+        0.2,
+        0.5,
+    )
+
+
+def test_every_config_field_says_where_its_default_comes_from():
+    """Each UNIQConfig field has a docstring naming its source (the authors' code, the
+    paper, or the suite), in words, not file names."""
+    import ast
+    import inspect
+    import re
+
+    from uniq import algorithm
+
+    tree = ast.parse(inspect.getsource(algorithm.UNIQConfig))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    fields = [f.name for f in dataclasses.fields(UNIQConfig)]
+    assert sorted(docs) == sorted(fields)  # every field documented
+    sources = ("as the authors' code", "from the authors' code", "paper", "suite")
+    for name, doc in docs.items():
+        assert any(src in doc for src in sources), (name, doc)
+        assert not re.search(r"[\w/]+\.(py|yaml|sh|json)\b", doc), (name, doc)  # no file names
+
+
+def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tmp_path):
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+
+    def run(seed: int, cache: bool = True, data_seed: int = 0, **overrides) -> tuple[UNIQ, dict]:
+        kw = dict(hidden=16, ratio_batch=64, ratio_steps=20, **overrides)
+        if cache:
+            kw["ratio_cache_dir"] = str(tmp_path / "cache")
+        sources = gaussian_sources(seed=data_seed, run_seed=seed)
+        method = UNIQ(UNIQConfig(**kw), spec, sources, "cpu", seed)
+        return method, method.pretrain()
+
+    def same(a: UNIQ, b: UNIQ) -> bool:
+        return all(
+            torch.equal(v, getattr(b, n).state_dict()[k])
+            for n in a.classifiers
+            for k, v in getattr(a, n).state_dict().items()
+        )
+
+    first, info0 = run(0)
+    second, info1 = run(1)
+    assert info0["ratio_cached"] == 0.0 and info1["ratio_cached"] == 1.0
+    assert same(first, second)  # seed 1 uses seed 0's classifiers, as the reference
+    assert torch.equal(first._tau["mix"], second._tau["mix"])
+    assert info1["ratio_steps_c_mix"] == info0["ratio_steps_c_mix"]  # seed 0's log with them
+    assert not same(run(1, cache=False)[0], first)  # off: each seed trains its own
+    assert run(1, ratio_lr=3e-4)[1]["ratio_cached"] == 0.0  # another config
+    assert run(1, data_seed=1)[1]["ratio_cached"] == 0.0  # other data
+    assert len(list((tmp_path / "cache").iterdir())) == 3

@@ -50,17 +50,20 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def _value(method, s: torch.Tensor) -> torch.Tensor:
-    """V(s) as UNIQ's update computes it: Q_target(s, a~pi) - alpha log pi(a|s), or the
-    separate network's output when ``value_form="expectile"``."""
+    """V(s) as UNIQ's update computes it for its targets V(s') and its actor:
+    clip(Q_target(s, a~pi) - alpha log pi(a|s), +-max_v), or the separate network's output
+    (clipped alike) when ``value_form="expectile"``."""
+    max_v = method.cfg.max_v
     if method.cfg.value_form == "expectile":
-        return method.value(s).squeeze(-1)
+        return method.value(s).squeeze(-1).clamp(-max_v, max_v)
     a_pi, logp = method.actor.sample(s)
-    return method.critic_target.min_q(s, a_pi) - method.cfg.alpha * logp
+    return (method.critic_target.min_q(s, a_pi) - method.cfg.alpha * logp).clamp(-max_v, max_v)
 
 
 def _advantage(method, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """A(s, a) = Q_target(s, a) - V(s), the advantage that weights UNIQ's actor."""
-    return method.critic_target.min_q(s, a) - _value(method, s)
+    """A(s, a) = clip(Q_target(s, a), +-max_v) - V(s), the advantage that weights UNIQ's actor."""
+    max_v = method.cfg.max_v
+    return method.critic_target.min_q(s, a).clamp(-max_v, max_v) - _value(method, s)
 
 
 @torch.no_grad()

@@ -71,6 +71,24 @@ def mlp(
 
 
 @torch.no_grad()
+def orthogonal_init_(module: nn.Module, gain: float = 1.0) -> nn.Module:
+    """Every linear layer of ``module``: weight <- an orthogonal matrix (times ``gain``), bias <- 0.
+
+    For a :class:`BatchedLinear`, each member gets its own orthogonal matrix, drawn as a
+    plain ``nn.Linear``'s would be (``[out, in]``, then transposed). Returns ``module``.
+    """
+    for mod in module.modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.orthogonal_(mod.weight, gain)
+            nn.init.zeros_(mod.bias)
+        elif isinstance(mod, BatchedLinear):
+            for w in mod.weight:  # [in, out]
+                w.copy_(nn.init.orthogonal_(torch.empty_like(w.T), gain).T)
+            mod.bias.zero_()
+    return module
+
+
+@torch.no_grad()
 def stack_members(batched: nn.Module, plains: Sequence[nn.Module]) -> None:
     """Copy K plain modules (``members=None``) into the same module built with ``members=K``."""
     for name, mod in batched.named_modules():
@@ -120,11 +138,18 @@ class ObsNormalizer(nn.Module):
         return x if self.clip is None else x.clamp(-self.clip, self.clip)
 
 
-class TanhGaussianPolicy(nn.Module):
-    """pi(a|s) = tanh(N(mu(s), sigma(s)^2)), log sigma clamped to [log_std_min, log_std_max].
+LOG_STD_FORMS = ("clamp", "tanh")
 
-    ``log_prob`` of given (dataset) actions inverts the tanh on actions clipped to
-    ``[-1 + eps, 1 - eps]`` so that saturated actions (exactly +-1) keep a finite log-prob.
+
+class TanhGaussianPolicy(nn.Module):
+    """pi(a|s) = tanh(N(mu(s), sigma(s)^2)), with log sigma from the trunk's raw output x as
+
+        log_std_form="clamp":  log sigma = clamp(x, log_std_min, log_std_max)
+        log_std_form="tanh":   log sigma = log_std_min + (log_std_max - log_std_min) (tanh(x) + 1) / 2
+
+    (the tanh form keeps a gradient at the bounds). ``log_prob`` of given (dataset) actions
+    inverts the tanh on actions clipped to ``[-1 + eps, 1 - eps]`` so that saturated actions
+    (exactly +-1) keep a finite log-prob.
     ``obs_norm``: the policy standardises its raw observations itself (:class:`ObsNormalizer`,
     statistics in ``self.obs_norm``, clipped at ``obs_clip`` if given).
     """
@@ -141,8 +166,11 @@ class TanhGaussianPolicy(nn.Module):
         members: int | None = None,
         obs_norm: bool = False,
         obs_clip: float | None = None,
+        log_std_form: str = "clamp",  # policy.pt files without it were written with "clamp"
     ):
         super().__init__()
+        if log_std_form not in LOG_STD_FORMS:
+            raise ValueError(f"log_std_form={log_std_form!r}; choose one of {LOG_STD_FORMS}")
         self.members = members
         self.init_kwargs = dict(  # of one member: what policy.pt stores
             obs_dim=obs_dim,
@@ -152,18 +180,23 @@ class TanhGaussianPolicy(nn.Module):
             log_std_min=log_std_min,
             log_std_max=log_std_max,
             eps=eps,
+            log_std_form=log_std_form,
         )
         if obs_norm:  # only then: older policy files (without these keys) keep loading
             self.init_kwargs.update(obs_norm=True, obs_clip=obs_clip)
         self.obs_norm = ObsNormalizer(obs_dim, obs_clip) if obs_norm else None
         self.trunk = mlp(obs_dim, 2 * act_dim, hidden, depth, members=members)
         self.log_std_min, self.log_std_max, self.eps = log_std_min, log_std_max, eps
+        self.log_std_form = log_std_form
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        mean, log_std = self.trunk(obs).chunk(2, dim=-1)
-        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+        mean, x = self.trunk(obs).chunk(2, dim=-1)
+        lo, hi = self.log_std_min, self.log_std_max
+        if self.log_std_form == "tanh":
+            return mean, lo + 0.5 * (hi - lo) * (torch.tanh(x) + 1)
+        return mean, x.clamp(lo, hi)
 
     @staticmethod
     def _gaussian_log_prob(u, mean, log_std) -> torch.Tensor:
