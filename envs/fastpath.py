@@ -436,6 +436,104 @@ def sample_layout(self) -> bool:
     return True
 
 
+_LAYOUT_BLOCKS = (64, 8192)
+"""Standard uniform doubles in :func:`build_layout`'s first block, and the most in one block
+(each block doubles; any sizes give the same bits)."""
+
+
+def _layout_rectangles(gen: Any) -> list | None:
+    """(name, keepout, xlow, xrange, ylow, yrange) per object, as ``draw_placement`` would use.
+
+    None where ``draw_placement`` would choose among several rectangles (a random draw of
+    its own) or fail: :func:`build_layout` then leaves the whole layout to upstream.
+    """
+    out = []
+    for name, (placements, keepout) in gen.placements.items():
+        if placements is None:
+            choice = gen.constrain_placement(gen.placements_extents, keepout)
+        else:
+            constrained = []
+            for placement in placements:
+                xmin, ymin, xmax, ymax = gen.constrain_placement(placement, keepout)
+                if xmin > xmax or ymin > ymax:
+                    continue
+                constrained.append((xmin, ymin, xmax, ymax))
+            if len(constrained) != 1:
+                return None
+            choice = constrained[0]
+        xmin, ymin, xmax, ymax = (float(v) for v in choice)
+        # RandomState.uniform(low, high) on scalars: low + (high - low) * next_double, in C doubles.
+        xrange, yrange = xmax - xmin, ymax - ymin
+        if not (math.isfinite(xrange) and math.isfinite(yrange)):
+            return None  # upstream raises OverflowError there
+        out.append((name, keepout, xmin, xrange, ymin, yrange))
+    return out
+
+
+def build_layout(self) -> dict:
+    """Replaces ``RandomGenerator.build_layout``: the rejection sampler's uniform draws taken in blocks of ``random_sample`` (one numpy call per block of up to 8192 draws instead of one per coordinate), then the state rewound and advanced by exactly the draws upstream takes.
+
+    ``RandomState.uniform(low, high)`` on scalars returns ``low + (high - low) * u`` with
+    ``u`` the next standard double of the MT19937 stream, the same double
+    ``random_sample`` returns; the sum and product are done here on Python floats, the same
+    IEEE double operations. The attempts, the keepout test (as :func:`sample_layout`) and the
+    order of draws are upstream's, so the layout and the final RNG state are the same.
+    """
+    upstream = _UPSTREAM[("utils.random_generator", "RandomGenerator", "build_layout")]
+    cls = type(self)
+    rng = self.random_generator
+    if (
+        cls.draw_placement is not _owner("utils.random_generator", "RandomGenerator").draw_placement
+        or cls.sample_layout is not sample_layout
+        or type(rng) is not np.random.RandomState
+    ):
+        return upstream(self)
+    objects = _layout_rectangles(self)
+    if objects is None:
+        return upstream(self)
+    margin = self.placements_margin
+    start = rng.get_state()
+    draws: list = []
+    block = _LAYOUT_BLOCKS[0]
+    i = 0  # next unused draw in ``draws``
+    used = 0  # draws upstream would have taken so far
+    layout = None
+    for _ in range(10000):  # build_layout's attempts
+        placed: list = []  # (keepout, x, y) of the objects placed in this attempt
+        for _name, keepout, xlow, xrange, ylow, yrange in objects:
+            for _ in range(100):  # sample_layout's draws per object
+                if i + 2 > len(draws):
+                    draws = draws[i:] + rng.random_sample(block).tolist()
+                    block = min(2 * block, _LAYOUT_BLOCKS[1])
+                    i = 0
+                x = xlow + xrange * draws[i]
+                y = ylow + yrange * draws[i + 1]
+                i += 2
+                used += 2
+                for other_keepout, other_x, other_y in placed:
+                    dx, dy = x - other_x, y - other_y
+                    if math.sqrt(dx * dx + dy * dy) < other_keepout + margin + keepout:
+                        break
+                else:
+                    placed.append((keepout, x, y))
+                    break
+            else:
+                break  # this object found no place: a new attempt
+        else:
+            layout = {obj[0]: np.array([x, y]) for obj, (_, x, y) in zip(objects, placed, strict=True)}
+            break
+    # Rewind: the stream as if only the ``used`` draws had been taken, one by one.
+    rng.set_state(start)
+    if used:
+        rng.random_sample(used)
+    if layout is None:
+        from safety_gymnasium.utils.common_utils import ResamplingError
+
+        raise ResamplingError("Failed to sample layout of objects")
+    self.layout = layout
+    return self.layout
+
+
 class _CachedYaml:
     """Stands in for ``yaml`` inside ``safety_gymnasium.world``: assets.yaml parsed once."""
 
@@ -477,6 +575,7 @@ _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     _BUTTON + ("obs",): lambda _: button_obs,
     _BUTTON + ("goal_achieved",): lambda _: property(button_goal_achieved),
     ("utils.random_generator", "RandomGenerator", "sample_layout"): lambda _: sample_layout,
+    ("utils.random_generator", "RandomGenerator", "build_layout"): lambda _: build_layout,
     ("world", "", "yaml"): world_yaml,
 }
 """(module under safety_gymnasium, class or "" for the module, attribute) -> its replacement
