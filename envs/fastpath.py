@@ -311,42 +311,44 @@ def _lidar_pseudo(
     """
     conf = task.lidar_conf
     num_bins = conf.num_bins
-    obs = np.zeros((groups, num_bins))
-    if len(positions) == 0:
-        return obs
+    obs = np.zeros(groups * num_bins)
+    n = len(positions)
+    if n == 0:
+        return obs.reshape(groups, num_bins)
     engine = task.agent.engine
+    data = engine.data
     agent = _agent_id(engine)
-    agent_3vec = engine.data.xpos[agent].copy()
-    agent_mat = engine.data.xmat[agent].copy().reshape(3, -1)
+    agent_3vec = data.xpos[agent]
+    agent_mat = data.xmat[agent].reshape(3, 3)
     # _ego_xy: [x, y, 0] - agent position, then upstream's vector @ matrix product per row
     # (a stacked matmul makes the same BLAS gemv call for each object).
-    world_3vec = np.zeros((len(positions), 3))
-    world_3vec[:, :2] = positions[:, :2]
+    world_3vec = np.zeros((n, 1, 3))
+    world_3vec[:, 0, :2] = positions[:, :2]
     world_3vec -= agent_3vec
-    ego = np.matmul(world_3vec[:, None, :], agent_mat)[:, 0, :2]
-    z = np.empty(len(positions), dtype=np.complex128)
-    z.real, z.imag = ego[:, 0], ego[:, 1]
+    ego = np.matmul(world_3vec, agent_mat)
+    z = np.empty(n, dtype=np.complex128)
+    z.real, z.imag = ego[:, 0, 0], ego[:, 0, 1]
     dist = np.abs(z)
     angle = np.arctan2(z.imag, z.real) % (np.pi * 2)  # np.angle(z), without its Python wrapper
     bin_size = (np.pi * 2) / num_bins
-    if not np.isfinite(angle).all():
-        return None
-    bins = (angle / bin_size).astype(np.int64)
+    bins = (angle / bin_size).astype(np.int64)  # NaN/inf give garbage bins; caught below
     sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
-    index, value = [bins], [sensor]
+    offset = group * num_bins
     if conf.alias:
         alias = (angle - bin_size * bins) / bin_size
-        if not ((alias >= 0) & (alias <= 1)).all():
+        # One test for all: a NaN or infinite angle makes alias NaN, which fails both.
+        if not (alias.min() >= 0 and alias.max() <= 1 and bins.max() < num_bins):
             return None
-        index += [(bins + 1) % num_bins, (bins - 1) % num_bins]
-        value += [alias * sensor, (1 - alias) * sensor]
-    if (bins >= num_bins).any():
-        return None
+        index = np.concatenate([bins, (bins + 1) % num_bins, (bins - 1) % num_bins])
+        index += np.concatenate([offset, offset, offset])
+        value = np.concatenate([sensor, alias * sensor, (1 - alias) * sensor])
+    else:
+        if not (np.isfinite(angle).all() and bins.max() < num_bins):
+            return None
+        index, value = bins + offset, sensor
     # Every reading is >= +0.0, so the max per bin does not depend on the order of updates.
-    offset = group * num_bins
-    np.maximum.at(obs.reshape(-1), np.concatenate(index) + np.tile(offset, len(index)),
-                  np.concatenate(value))  # fmt: skip
-    return obs
+    np.maximum.at(obs, index, value)
+    return obs.reshape(groups, num_bins)
 
 
 def _fast_lidar_applies(task: Any) -> bool:
@@ -354,8 +356,13 @@ def _fast_lidar_applies(task: Any) -> bool:
     return (
         conf.type == "pseudo"
         and conf.max_dist is not None
-        and type(task)._obs_lidar is _owner("bases.base_task", "BaseTask")._obs_lidar
+        and type(task)._obs_lidar is _base_obs_lidar()
     )
+
+
+@functools.cache
+def _base_obs_lidar() -> Any:
+    return _owner("bases.base_task", "BaseTask")._obs_lidar
 
 
 def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
@@ -435,7 +442,7 @@ def _task_obs(task: Any, button_timer: bool) -> Any:
         parts.append(value.ravel())
     if ok:
         flat = np.concatenate(parts)
-        if np.all(flat >= low) and np.all(flat <= high):
+        if (flat >= low).all() and (flat <= high).all():
             return flat
     # Anything unusual: upstream's own check (and its message) and flatten.
     import gymnasium  # imported by safety-gymnasium already (through the shim)
