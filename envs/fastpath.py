@@ -574,7 +574,9 @@ def build_layout(self) -> dict:
             else:
                 break  # this object found no place: a new attempt
         else:
-            layout = {obj[0]: np.array([x, y]) for obj, (_, x, y) in zip(objects, placed, strict=True)}
+            layout = {
+                obj[0]: np.array([x, y]) for obj, (_, x, y) in zip(objects, placed, strict=True)
+            }
             break
     # Rewind: the stream as if only the ``used`` draws had been taken, one by one.
     rng.set_state(start)
