@@ -142,22 +142,22 @@ def _contacts_touching(engine: Any, agent: Any, key: str, test: Callable[[str], 
 
 
 def gremlins_move(self) -> None:
-    """Replaces ``Gremlins.move``: a plain 3-vector instead of ``np.r_`` (whose type resolution was ~45% of a Button step), mocap ids looked up once per model."""
-    data = self.engine.data
-    phase = float(data.time)
-    target = np.array([np.sin(phase), np.cos(phase)]) * self.travel
-    pos = np.empty(3)
-    pos[:2] = target
-    pos[2] = self.size
-    model = self.engine.model
+    """Replaces ``Gremlins.move``: one (x, y, z) row instead of ``np.r_`` (whose type resolution was ~45% of a Button step), sin/cos once per call, mocap ids looked up once per model."""
+    engine = self.engine
+    data = engine.data
     ids = _cached(
         self,
         "_fastpath_mocap_ids",
-        model,
-        lambda: model.body_mocapid[[model.body(f"gremlin{i}mocap").id for i in range(self.num)]],
+        engine.model,
+        lambda: engine.model.body_mocapid[
+            [engine.model.body(f"gremlin{i}mocap").id for i in range(self.num)]
+        ],
     )
-    # Upstream writes the same target to every gremlin's mocap (one row each).
-    data.mocap_pos[ids] = pos
+    phase = float(data.time)
+    travel = self.travel
+    # Upstream: np.array([np.sin(phase), np.cos(phase)]) * travel, then [x, y, size], written
+    # to every gremlin's mocap row: the same np.sin/np.cos calls and float64 products.
+    data.mocap_pos[ids] = (np.sin(phase) * travel, np.cos(phase) * travel, self.size)
 
 
 def gremlins_cal_cost(self) -> dict:
@@ -254,6 +254,53 @@ def agent_apply_action(self, action: np.ndarray, noise: np.ndarray | None = None
 _CLIP = np.core.umath.clip
 
 
+def task_simulation_forward(self, action: np.ndarray) -> bool:
+    """Replaces ``Underlying.simulation_forward``: model, data, the mocaps' ``move`` and ``mj_step`` looked up once per step instead of once per physics sub-step; the same calls in the same order."""
+    if self.debug:
+        self.agent.debug()
+    else:
+        noise = (
+            self.action_noise * self.random_generator.randn(self.agent.body_info.nu)
+            if self.action_noise
+            else None
+        )
+        self.agent.apply_action(action, noise)
+    model, data = self.model, self.data
+    moves = [mocap.move for mocap in self._mocaps.values()]
+    step = mujoco.mj_step
+    exception = False
+    for _ in range(
+        self.random_generator.binomial(
+            self.sim_conf.frameskip_binom_n,
+            self.sim_conf.frameskip_binom_p,
+        ),
+    ):
+        try:
+            for move in moves:
+                move()
+            step(model, data)  # Physics simulation step
+        except _mujoco_exception() as me:  # noqa: N806
+            print("MujocoException", me)
+            exception = True
+            break
+    if exception:
+        return exception
+    mujoco.mj_forward(model, data)  # Needed to get sensor readings correct!
+    return exception
+
+
+@functools.cache
+def _mujoco_exception() -> type:
+    from safety_gymnasium.utils.common_utils import MujocoException
+
+    return MujocoException
+
+
+def goal_pos(self) -> np.ndarray:
+    """Replaces the ``Goal.pos`` property: ``xpos`` of the goal body by its id, cached per model, not looked up by name at every read (three times a step)."""
+    return self.engine.data.xpos[_body_ids(self)[0]].copy()
+
+
 def _lidar_pseudo(
     task: Any, positions: np.ndarray, group: np.ndarray, groups: int
 ) -> np.ndarray | None:
@@ -264,42 +311,44 @@ def _lidar_pseudo(
     """
     conf = task.lidar_conf
     num_bins = conf.num_bins
-    obs = np.zeros((groups, num_bins))
-    if len(positions) == 0:
-        return obs
+    obs = np.zeros(groups * num_bins)
+    n = len(positions)
+    if n == 0:
+        return obs.reshape(groups, num_bins)
     engine = task.agent.engine
+    data = engine.data
     agent = _agent_id(engine)
-    agent_3vec = engine.data.xpos[agent].copy()
-    agent_mat = engine.data.xmat[agent].copy().reshape(3, -1)
+    agent_3vec = data.xpos[agent]
+    agent_mat = data.xmat[agent].reshape(3, 3)
     # _ego_xy: [x, y, 0] - agent position, then upstream's vector @ matrix product per row
     # (a stacked matmul makes the same BLAS gemv call for each object).
-    world_3vec = np.zeros((len(positions), 3))
-    world_3vec[:, :2] = positions[:, :2]
+    world_3vec = np.zeros((n, 1, 3))
+    world_3vec[:, 0, :2] = positions[:, :2]
     world_3vec -= agent_3vec
-    ego = np.matmul(world_3vec[:, None, :], agent_mat)[:, 0, :2]
-    z = np.empty(len(positions), dtype=np.complex128)
-    z.real, z.imag = ego[:, 0], ego[:, 1]
+    ego = np.matmul(world_3vec, agent_mat)
+    z = np.empty(n, dtype=np.complex128)
+    z.real, z.imag = ego[:, 0, 0], ego[:, 0, 1]
     dist = np.abs(z)
     angle = np.arctan2(z.imag, z.real) % (np.pi * 2)  # np.angle(z), without its Python wrapper
     bin_size = (np.pi * 2) / num_bins
-    if not np.isfinite(angle).all():
-        return None
-    bins = (angle / bin_size).astype(np.int64)
+    bins = (angle / bin_size).astype(np.int64)  # NaN/inf give garbage bins; caught below
     sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
-    index, value = [bins], [sensor]
+    offset = group * num_bins
     if conf.alias:
         alias = (angle - bin_size * bins) / bin_size
-        if not ((alias >= 0) & (alias <= 1)).all():
+        # One test for all: a NaN or infinite angle makes alias NaN, which fails both.
+        if not (alias.min() >= 0 and alias.max() <= 1 and bins.max() < num_bins):
             return None
-        index += [(bins + 1) % num_bins, (bins - 1) % num_bins]
-        value += [alias * sensor, (1 - alias) * sensor]
-    if (bins >= num_bins).any():
-        return None
+        index = np.concatenate([bins, (bins + 1) % num_bins, (bins - 1) % num_bins])
+        index += np.concatenate([offset, offset, offset])
+        value = np.concatenate([sensor, alias * sensor, (1 - alias) * sensor])
+    else:
+        if not (np.isfinite(angle).all() and bins.max() < num_bins):
+            return None
+        index, value = bins + offset, sensor
     # Every reading is >= +0.0, so the max per bin does not depend on the order of updates.
-    offset = group * num_bins
-    np.maximum.at(obs.reshape(-1), np.concatenate(index) + np.tile(offset, len(index)),
-                  np.concatenate(value))  # fmt: skip
-    return obs
+    np.maximum.at(obs, index, value)
+    return obs.reshape(groups, num_bins)
 
 
 def _fast_lidar_applies(task: Any) -> bool:
@@ -307,8 +356,13 @@ def _fast_lidar_applies(task: Any) -> bool:
     return (
         conf.type == "pseudo"
         and conf.max_dist is not None
-        and type(task)._obs_lidar is _owner("bases.base_task", "BaseTask")._obs_lidar
+        and type(task)._obs_lidar is _base_obs_lidar()
     )
+
+
+@functools.cache
+def _base_obs_lidar() -> Any:
+    return _owner("bases.base_task", "BaseTask")._obs_lidar
 
 
 def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
@@ -388,7 +442,7 @@ def _task_obs(task: Any, button_timer: bool) -> Any:
         parts.append(value.ravel())
     if ok:
         flat = np.concatenate(parts)
-        if np.all(flat >= low) and np.all(flat <= high):
+        if (flat >= low).all() and (flat <= high).all():
             return flat
     # Anything unusual: upstream's own check (and its message) and flatten.
     import gymnasium  # imported by safety-gymnasium already (through the shim)
@@ -436,6 +490,106 @@ def sample_layout(self) -> bool:
     return True
 
 
+_LAYOUT_BLOCKS = (64, 8192)
+"""Standard uniform doubles in :func:`build_layout`'s first block, and the most in one block
+(each block doubles; any sizes give the same bits)."""
+
+
+def _layout_rectangles(gen: Any) -> list | None:
+    """(name, keepout, xlow, xrange, ylow, yrange) per object, as ``draw_placement`` would use.
+
+    None where ``draw_placement`` would choose among several rectangles (a random draw of
+    its own) or fail: :func:`build_layout` then leaves the whole layout to upstream.
+    """
+    out = []
+    for name, (placements, keepout) in gen.placements.items():
+        if placements is None:
+            choice = gen.constrain_placement(gen.placements_extents, keepout)
+        else:
+            constrained = []
+            for placement in placements:
+                xmin, ymin, xmax, ymax = gen.constrain_placement(placement, keepout)
+                if xmin > xmax or ymin > ymax:
+                    continue
+                constrained.append((xmin, ymin, xmax, ymax))
+            if len(constrained) != 1:
+                return None
+            choice = constrained[0]
+        xmin, ymin, xmax, ymax = (float(v) for v in choice)
+        # RandomState.uniform(low, high) on scalars: low + (high - low) * next_double, in C doubles.
+        xrange, yrange = xmax - xmin, ymax - ymin
+        if not (math.isfinite(xrange) and math.isfinite(yrange)):
+            return None  # upstream raises OverflowError there
+        out.append((name, keepout, xmin, xrange, ymin, yrange))
+    return out
+
+
+def build_layout(self) -> dict:
+    """Replaces ``RandomGenerator.build_layout``: the rejection sampler's uniform draws taken in blocks of ``random_sample`` (one numpy call per block of up to 8192 draws instead of one per coordinate), then the state rewound and advanced by exactly the draws upstream takes.
+
+    ``RandomState.uniform(low, high)`` on scalars returns ``low + (high - low) * u`` with
+    ``u`` the next standard double of the MT19937 stream, the same double
+    ``random_sample`` returns; the sum and product are done here on Python floats, the same
+    IEEE double operations. The attempts, the keepout test (as :func:`sample_layout`) and the
+    order of draws are upstream's, so the layout and the final RNG state are the same.
+    """
+    upstream = _UPSTREAM[("utils.random_generator", "RandomGenerator", "build_layout")]
+    cls = type(self)
+    rng = self.random_generator
+    if (
+        cls.draw_placement is not _owner("utils.random_generator", "RandomGenerator").draw_placement
+        or cls.sample_layout is not sample_layout
+        or type(rng) is not np.random.RandomState
+    ):
+        return upstream(self)
+    objects = _layout_rectangles(self)
+    if objects is None:
+        return upstream(self)
+    margin = self.placements_margin
+    start = rng.get_state()
+    draws: list = []
+    block = _LAYOUT_BLOCKS[0]
+    i = 0  # next unused draw in ``draws``
+    used = 0  # draws upstream would have taken so far
+    layout = None
+    for _ in range(10000):  # build_layout's attempts
+        placed: list = []  # (keepout, x, y) of the objects placed in this attempt
+        for _name, keepout, xlow, xrange, ylow, yrange in objects:
+            for _ in range(100):  # sample_layout's draws per object
+                if i + 2 > len(draws):
+                    draws = draws[i:] + rng.random_sample(block).tolist()
+                    block = min(2 * block, _LAYOUT_BLOCKS[1])
+                    i = 0
+                x = xlow + xrange * draws[i]
+                y = ylow + yrange * draws[i + 1]
+                i += 2
+                used += 2
+                for other_keepout, other_x, other_y in placed:
+                    dx, dy = x - other_x, y - other_y
+                    if math.sqrt(dx * dx + dy * dy) < other_keepout + margin + keepout:
+                        break
+                else:
+                    placed.append((keepout, x, y))
+                    break
+            else:
+                break  # this object found no place: a new attempt
+        else:
+            layout = {
+                obj[0]: np.array([x, y]) for obj, (_, x, y) in zip(objects, placed, strict=True)
+            }
+            break
+    # Rewind: the stream as if only the ``used`` draws had been taken, one by one.
+    rng.set_state(start)
+    if used:
+        rng.random_sample(used)
+    if layout is None:
+        from safety_gymnasium.utils.common_utils import ResamplingError
+
+        raise ResamplingError("Failed to sample layout of objects")
+    self.layout = layout
+    return self.layout
+
+
 class _CachedYaml:
     """Stands in for ``yaml`` inside ``safety_gymnasium.world``: assets.yaml parsed once."""
 
@@ -472,11 +626,14 @@ _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("bases.base_agent", "BaseAgent", "dist_xy"): lambda _: agent_dist_xy,
     ("bases.base_agent", "BaseAgent", "get_sensor"): lambda _: agent_get_sensor,
     ("bases.base_agent", "BaseAgent", "apply_action"): lambda _: agent_apply_action,
+    ("bases.underlying", "Underlying", "simulation_forward"): lambda _: task_simulation_forward,
+    ("assets.geoms.goal", "Goal", "pos"): lambda _: property(goal_pos),
     ("bases.base_task", "BaseTask", "_obs_lidar_pseudo"): lambda _: task_obs_lidar_pseudo,
     ("bases.base_task", "BaseTask", "obs"): lambda _: task_obs,
     _BUTTON + ("obs",): lambda _: button_obs,
     _BUTTON + ("goal_achieved",): lambda _: property(button_goal_achieved),
     ("utils.random_generator", "RandomGenerator", "sample_layout"): lambda _: sample_layout,
+    ("utils.random_generator", "RandomGenerator", "build_layout"): lambda _: build_layout,
     ("world", "", "yaml"): world_yaml,
 }
 """(module under safety_gymnasium, class or "" for the module, attribute) -> its replacement

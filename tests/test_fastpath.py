@@ -124,3 +124,36 @@ def test_workers_get_the_parents_setting(monkeypatch, start_method, setting):
         env.close()
     finally:
         fastpath.set_enabled(True)
+
+
+def _layouts(gen, build, seeds) -> list:
+    out = []
+    for seed in seeds:
+        gen.set_random_seed(seed)
+        try:
+            layout = build(gen)
+            result = [(k, v.tobytes()) for k, v in layout.items()]
+        except AssertionError as err:  # ResamplingError
+            result = (type(err), str(err))
+        state = gen.random_generator.get_state()
+        out.append((result, state[1].tobytes(), state[2:]))
+    return out
+
+
+@pytest.mark.parametrize("case", ["task", "one_rectangle", "several_rectangles", "impossible"])
+def test_block_layout_sampler_matches_upstream(case):
+    """build_layout's block draws give upstream's layouts and RNG states, on paths the episodes may not reach."""
+    env = make_env("SafetyPointButton1-v0", seed=0, fastpath_on=True)
+    gen = env.unwrapped.task.random_generator
+    placements = dict(gen.placements)
+    if case == "one_rectangle":  # an object with fixed `locations`: one rectangle, no choice draw
+        placements["goal"] = ([(0.5, 0.5, 0.7, 0.7)], placements["goal"][1])
+    elif case == "several_rectangles":  # a choice among rectangles: left to upstream
+        placements["goal"] = ([(-1.0, -1.0, 0.0, 0.0), (0.0, 0.0, 1.0, 1.0)], 0.1)
+    elif case == "impossible":  # no layout fits: ResamplingError after all attempts
+        placements = {"hazard0": (None, 0.9), "hazard1": (None, 0.9)}
+    gen.placements = placements
+    upstream = fastpath._UPSTREAM[("utils.random_generator", "RandomGenerator", "build_layout")]
+    seeds = range(1) if case == "impossible" else range(20)
+    assert _layouts(gen, upstream, seeds) == _layouts(gen, fastpath.build_layout, seeds)
+    env.close()
