@@ -110,6 +110,8 @@ rule rollouts:
         episodes=lambda w: W.rollout_episodes(config, w.env, w.kind),
         seed=lambda w: config["rollouts"]["seed"] + W.kind_offset(w.kind),
         num_envs=config["rollouts"]["num_envs"],
+    wildcard_constraints:
+        env=W.name_regex(W.generated_tasks(config)),
     log:
         f"{LOGS}/rollouts/{{env}}_{{kind}}.log",
     benchmark:
@@ -119,6 +121,29 @@ rule rollouts:
         "uniq-bench collect --task {wildcards.env} {params.source} --episodes {params.episodes}"
         " --seed {params.seed} --num-envs {params.num_envs} --no-progress --out {output}"
         " > {log} 2>&1"
+
+
+# A `data: dsrl` task's rollouts are the user's DSRL file split into desirable (safe) and
+# undesirable (unsafe) episodes: one job writes both, so they always come from one version
+# of the file. From the dataset rule on, nothing differs from generated rollouts.
+rule dsrl_rollouts:
+    input:
+        dsrl=lambda w: W.dsrl_path(config, w.env),
+    output:
+        safe=f"{DATA}/{{env}}/rollouts_safe.h5",
+        unsafe=f"{DATA}/{{env}}/rollouts_unsafe.h5",
+    params:
+        rule=lambda w: W.dsrl_args(config, w.env),
+    wildcard_constraints:
+        env=W.name_regex(W.dsrl_tasks(config)),
+    log:
+        f"{LOGS}/rollouts/{{env}}_dsrl.log",
+    benchmark:
+        f"{LOGS}/benchmarks/rollouts/{{env}}_dsrl.tsv"
+    threads: 1
+    shell:
+        "uniq-bench dsrl --task {wildcards.env} --file {input.dsrl:q} {params.rule}"
+        " --out-safe {output.safe} --out-unsafe {output.unsafe} > {log} 2>&1"
 
 
 rule dataset:

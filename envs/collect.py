@@ -10,7 +10,9 @@ File attributes: env_id, seed, source (``sac`` | ``sac-lagrangian`` | ``ppo`` |
 ``ppo-lagrangian`` | ``scripted``), kind, episodes, return_mean/std/min/max,
 cost_mean/std/min/max, cost_limit, the demonstrator's file name, path and SHA-256 and its
 training stats, and the content checksum (written by ``OfflineData.save``).
-``is_desirable`` is 1 for ``safe`` rollouts and 0 for ``unsafe`` ones.
+``is_desirable`` is 1 for ``safe`` rollouts and 0 for ``unsafe`` ones. Rollouts of a
+``data: dsrl`` task are not collected but cut from the user's DSRL file (envs/dsrl.py), in
+the same format.
 """
 
 from __future__ import annotations

@@ -37,23 +37,48 @@ def check_gap(safe: OfflineData, unsafe: OfflineData, min_cost_gap: float = 0.25
     c_safe = float(safe.episode_costs().mean())
     c_unsafe = float(unsafe.episode_costs().mean())
     if not (c_unsafe > 0 and c_safe <= (1.0 - min_cost_gap) * c_unsafe):
+        origin = _dsrl_origin(safe)
+        fix = (
+            f"{origin} Lower the task's dsrl_cost_threshold in the config"
+            if origin
+            else "Train the demonstrators longer (task demo_steps), check the safe "
+            "demonstrator's cost limit"
+        )
         raise SplitError(
             f"no clear cost gap between the demonstrators: safe rollouts cost {c_safe:.2f} per "
             f"episode on average, unsafe ones {c_unsafe:.2f} (needed: safe <= "
-            f"{1 - min_cost_gap:.2f} x unsafe). Train the demonstrators longer (task "
-            "demo_steps), check the safe demonstrator's cost limit, or pass --allow-no-gap "
-            "to split anyway."
+            f"{1 - min_cost_gap:.2f} x unsafe). {fix}, or pass --allow-no-gap "
+            "(datasets.allow_no_gap) to split anyway."
         )
 
 
-def _need(kind: str, have: int, asked: dict[str, int], path) -> None:
+def _dsrl_origin(data: OfflineData) -> str | None:
+    """Where rollouts cut from a DSRL file came from, with both class counts (else None)."""
+    a = data.attrs
+    if a.get("source") != "dsrl":
+        return None
+    return (
+        f"They are the {'desirable' if a.get('kind') == 'safe' else 'undesirable'} episodes "
+        f"of the DSRL file {a.get('dsrl_path')}, which gave {a.get('dsrl_desirable')} "
+        f"desirable and {a.get('dsrl_undesirable')} undesirable episodes of "
+        f"{a.get('dsrl_episodes')} under the split rule ({a.get('split_rule')})."
+    )
+
+
+def _need(kind: str, have: int, asked: dict[str, int], path, data: OfflineData) -> None:
     total = sum(asked.values())
     if total > have:
         detail = " + ".join(f"{k}={v}" for k, v in asked.items())
+        origin = _dsrl_origin(data)
+        more = (
+            "move the task's dsrl_return_threshold / dsrl_cost_threshold in the config"
+            if origin
+            else f"collect more {kind} episodes (the config's rollout episodes)"
+        )
         raise SplitError(
             f"{path}: holds {have} {kind} trajectories but the split asks for {total} "
-            f"({detail}). Lower {' / '.join(asked)} in the variant's config, or collect more "
-            f"{kind} episodes (the config's rollout episodes)."
+            f"({detail}). {origin + ' ' if origin else ''}Lower {' / '.join(asked)} in the "
+            f"variant's config, or {more}."
         )
 
 
@@ -79,12 +104,13 @@ def build_split(
         raise SplitError("n_un must be >= 1: D_UN is the labeled undesirable set.")
     if n_mix_desirable + n_mix_undesirable == 0:
         raise SplitError("D_MIX would be empty; set n_mix_desirable and/or n_mix_undesirable.")
-    _need("safe", safe.num_episodes(), {"n_mix_desirable": n_mix_desirable}, safe_source)
+    _need("safe", safe.num_episodes(), {"n_mix_desirable": n_mix_desirable}, safe_source, safe)
     _need(
         "unsafe",
         unsafe.num_episodes(),
         {"n_un": n_un, "n_mix_undesirable": n_mix_undesirable},
         unsafe_source,
+        unsafe,
     )
     rng = np.random.default_rng(seed)
     safe_perm = rng.permutation(safe.num_episodes())

@@ -65,10 +65,13 @@ def expected_counts(config: dict) -> dict[str, int]:
                 for algo in block["algorithms"]:
                     for seed in block.get("seeds") or default_seeds:
                         runs.add((env, variant, algo, seed))
-    rl_tasks = [t for t, spec in config["tasks"].items() if spec.get("data") != "scripted"]
+    source = {t: spec.get("data", "demonstrator") for t, spec in config["tasks"].items()}
+    rl_tasks = [t for t, s in source.items() if s == "demonstrator"]
+    dsrl_tasks = [t for t, s in source.items() if s == "dsrl"]
     counts = {
         "demonstrator": 2 * len(rl_tasks),
-        "rollouts": 2 * len(config["tasks"]),
+        "rollouts": 2 * (len(config["tasks"]) - len(dsrl_tasks)),
+        "dsrl_rollouts": len(dsrl_tasks),  # one job writes both kinds
         "dataset": len(datasets),
         "train": len(runs),
         "evaluate": len(runs),
@@ -207,6 +210,20 @@ BAD_CONFIGS = {
         lambda c: c["rollouts"].update({"episodes": 3}),
         ["rollouts.episodes", "6 unsafe"],
     ),
+    "dsrl without a path": (
+        lambda c: c["tasks"].update({"SafetyHalfCheetahVelocity-v1": {"data": "dsrl"}}),
+        ["tasks.SafetyHalfCheetahVelocity-v1", "`data: dsrl` needs `path:", "DSRL datasets"],
+    ),
+    "dsrl file missing": (
+        lambda c: c["tasks"].update(
+            {"SafetyHalfCheetahVelocity-v1": {"data": "dsrl", "path": "no/such/file.hdf5"}}
+        ),
+        ["tasks.SafetyHalfCheetahVelocity-v1.path", "no/such/file.hdf5", "is not a file"],
+    ),
+    "dsrl keys on a generated task": (
+        lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"dsrl_cost_threshold": 0.3}),
+        ["tasks.SafetyPointGoal1-v0", "dsrl_cost_threshold", "`data: dsrl` only", "scripted"],
+    ),
 }
 
 SCHEMA_ERRORS = {
@@ -219,6 +236,10 @@ SCHEMA_ERRORS = {
     "bad data source": (
         lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"data": "d4rl"}),
         "d4rl",
+    ),
+    "dsrl threshold outside [0, 1]": (
+        lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"dsrl_return_threshold": 1.5}),
+        "1.5",
     ),
 }
 
@@ -397,4 +418,67 @@ def test_smoke_workflow_end_to_end(tmp_path):
     for exp in config["experiments"]:
         assert f"{exp}_" in html and f"results/smoke/{exp}/table.csv" in html, exp
     assert "Probability of improvement of UNIQ" in html  # a caption from report/
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+# ---------------------------------------------------------------- a DSRL file as the data
+
+DSRL_TASK = "SafetyHalfCheetahVelocity-v1"
+
+
+@pytest.mark.slow
+def test_dsrl_file_runs_through_the_workflow_with_one_config_line(tmp_path, make_dsrl):
+    # Episode i: reward i and cost COSTS[i] per step; under the default rule episodes 5, 7
+    # and 9 are desirable (see tests/test_dsrl.py), enough for smoke's default split (2 + 2/4).
+    costs = [9, 0, 8, 1, 7, 2, 6, 3, 5, 4]
+    (tmp_path / "dsrl").mkdir()
+    make_dsrl(tmp_path / "dsrl" / "OfflineHalfCheetahVelocity.hdf5", list(range(10)), costs)
+    config = load("smoke.yaml")
+    config["tasks"] = {DSRL_TASK: {"data": "dsrl", "path": "dsrl/OfflineHalfCheetahVelocity.hdf5"}}
+    config["experiments"] = {"main": config["experiments"]["main"]}
+    config["datasets"]["allow_no_gap"] = False  # the file's classes do differ in cost
+    config["train"]["eval_every"] = 0
+    path = tmp_path / "dsrl.yaml"
+    path.write_text(yaml.safe_dump(config))
+    common = ("--configfile", str(path), "--directory", str(tmp_path))
+
+    dry = snakemake("-n", "--printshellcmds", *common, cwd=tmp_path)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out
+    assert job_counts(out) == expected_counts(config)  # no demonstrator, one dsrl_rollouts
+    assert (
+        f"uniq-bench dsrl --task {DSRL_TASK} --file dsrl/OfflineHalfCheetahVelocity.hdf5"
+        " --return-threshold 0.5 --cost-threshold 0.5" in out
+    )
+
+    # One real run and what it needs: dsrl_rollouts, dataset, train, evaluate (live env).
+    run = f"results/smoke/runs/{DSRL_TASK}/default/bc-mix/seed0"
+    start = time.monotonic()
+    result = snakemake(
+        "--cores", "2", *common, "--show-failed-logs", f"{run}/eval.json", cwd=tmp_path
+    )  # fmt: skip
+    print(f"dsrl workflow wall time: {time.monotonic() - start:.0f} s")
+    assert result.returncode == 0, result.stderr[-6000:]
+    from uniq.data import OfflineData
+
+    data = tmp_path / "results" / "smoke" / "data" / DSRL_TASK
+    safe = OfflineData.load(data / "rollouts_safe.h5")
+    assert (safe.attrs["source"], safe.attrs["dsrl_desirable"], safe.num_episodes()) == (
+        "dsrl",
+        3,
+        3,
+    )
+    mix = OfflineData.load(data / "default" / "mix.h5")
+    assert mix.attrs["sources"] == {"safe": "dsrl", "unsafe": "dsrl"}
+    assert mix.is_desirable.sum() == 2 * 20 and mix.num_episodes() == 6
+    record = json.loads((tmp_path / run / "eval.json").read_text())
+    # Normalised against the file's returns (0 .. 180 over its 20-step episodes).
+    expected = (record["return_mean"] - 0.0) / 180.0
+    assert record["return_normalized"] == pytest.approx(expected)
+
+    # The file is an input Snakemake tracks: a new version of it redoes the data.
+    make_dsrl(tmp_path / "dsrl" / "OfflineHalfCheetahVelocity.hdf5", list(range(10)), costs[::-1])
+    again = snakemake("-n", "--quiet", "rules", *common, f"{run}/eval.json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert job_counts(again.stdout + again.stderr).get("dsrl_rollouts") == 1
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)

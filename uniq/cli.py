@@ -282,6 +282,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_collect)
 
+    def _dsrl(args: argparse.Namespace) -> int:
+        from envs.dsrl import dsrl_rollouts
+        from uniq.data import DatasetError
+
+        thresholds = {  # unset: envs.dsrl's defaults, kept in one place
+            k: v
+            for k, v in (
+                ("return_threshold", args.return_threshold),
+                ("cost_threshold", args.cost_threshold),
+            )
+            if v is not None
+        }
+        try:
+            safe, unsafe = dsrl_rollouts(
+                args.task, args.file, args.out_safe, args.out_unsafe, **thresholds
+            )
+        except (DatasetError, KeyError, ValueError) as err:
+            logging.getLogger("envs.dsrl").error("%s", err.args[0] if err.args else err)
+            return 2
+        a = safe.attrs
+        logging.getLogger("envs.dsrl").info(
+            "%s: %d episodes -> %d desirable (%s), %d undesirable (%s); %s",
+            args.file,
+            a["dsrl_episodes"],
+            a["dsrl_desirable"],
+            args.out_safe,
+            a["dsrl_undesirable"],
+            args.out_unsafe,
+            a["split_rule"],
+        )
+        return 0
+
+    p = sub.add_parser(
+        "dsrl",
+        help="split a DSRL HDF5 file into desirable / undesirable rollouts_{safe,unsafe}.h5",
+    )
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    p.add_argument("--file", required=True, help="the DSRL .hdf5 file of that task")
+    p.add_argument(
+        "--return-threshold",
+        type=float,
+        help="desirable: min-max normalised return above this (default: the authors' 0.5)",
+    )
+    p.add_argument(
+        "--cost-threshold",
+        type=float,
+        help="desirable: min-max normalised cost below this (default: the authors' 0.5)",
+    )
+    p.add_argument("--out-safe", required=True, help=".../rollouts_safe.h5 (desirable episodes)")
+    p.add_argument(
+        "--out-unsafe", required=True, help=".../rollouts_unsafe.h5 (undesirable episodes)"
+    )
+    p.set_defaults(handler=_dsrl)
+
     def _split(args: argparse.Namespace) -> int:
         from envs.splits import SplitError, split_files
         from uniq.data import DatasetError

@@ -12,7 +12,8 @@ tested without Snakemake:
   a run (``main``'s default split is also ``undesirable_size``'s |D_UN| = 100) select the same
   files, so it is trained once;
 - the rollouts of an env hold enough trajectories for the largest split any experiment
-  draws from them (``rollouts.episodes: auto``).
+  draws from them (``rollouts.episodes: auto``), unless they come from a DSRL file
+  (``data: dsrl``), which holds what it holds.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def check(config: dict) -> None:
                 "is not in this checkout; train it (demonstrators/README.md) or use "
                 "`data: demonstrator` (retrain through the workflow) or `data: scripted`"
             )
+    for env, entry in config["tasks"].items():
+        _check_dsrl(env, entry)
     external = config.get("external_results", {})
     clash = sorted(set(external) & set(config["algorithms"]))
     if clash:
@@ -155,9 +158,37 @@ def check(config: dict) -> None:
                 f"config `external_results.{algo}.experiments`: unknown {missing}; "
                 f"valid: {_choices(config['experiments'])}"
             )
-    for env in config["tasks"]:
+    for env in generated_tasks(config):  # a DSRL file holds what it holds (the split checks)
         for kind in KINDS:
             rollout_episodes(config, env, kind)  # raises when a fixed count is too small
+
+
+DSRL_KEYS = ("path", "dsrl_return_threshold", "dsrl_cost_threshold")
+
+
+def _check_dsrl(env: str, entry: dict) -> None:
+    """A ``data: dsrl`` task names an existing file; its keys are not set on other tasks."""
+    source = entry.get("data", "demonstrator")
+    if source != "dsrl":
+        stray = [k for k in DSRL_KEYS if k in entry]
+        if stray:
+            raise WorkflowConfigError(
+                f"config `tasks.{env}`: {', '.join(stray)} apply to `data: dsrl` only, but the "
+                f"task has `data: {source}`; set `data: dsrl` or remove them"
+            )
+        return
+    if "path" not in entry:
+        raise WorkflowConfigError(
+            f"config `tasks.{env}`: `data: dsrl` needs `path: <DSRL's .hdf5 file of {env}>`; "
+            "nothing is downloaded (README, 'DSRL datasets', says where DSRL publishes them)"
+        )
+    path = Path(entry["path"]).expanduser()
+    if not path.is_file():
+        raise WorkflowConfigError(
+            f"config `tasks.{env}.path`: {path} is not a file (a relative path is read from "
+            f"the working directory, {Path.cwd()}); download DSRL's file of {env} (README, "
+            "'DSRL datasets') or fix the path"
+        )
 
 
 def experiment_tasks(config: dict, exp: str) -> list[str]:
@@ -250,8 +281,37 @@ def rollout_episodes(config: dict, env: str, kind: str) -> int:
 
 
 def data_source(config: dict, env: str) -> str:
-    """``committed`` (demonstrators/), ``demonstrator`` (trained by the workflow) or ``scripted``."""
+    """``committed`` (demonstrators/), ``demonstrator`` (trained by the workflow), ``scripted``
+    or ``dsrl`` (the user's DSRL file)."""
     return config["tasks"][env]["data"]
+
+
+def dsrl_tasks(config: dict) -> list[str]:
+    """Tasks whose rollouts are cut from a DSRL file (rule ``dsrl_rollouts``)."""
+    return [env for env in config["tasks"] if data_source(config, env) == "dsrl"]
+
+
+def generated_tasks(config: dict) -> list[str]:
+    """Tasks whose rollouts the suite generates (rule ``rollouts``)."""
+    return [env for env in config["tasks"] if data_source(config, env) != "dsrl"]
+
+
+def dsrl_path(config: dict, env: str) -> str:
+    """The task's DSRL file (``~`` expanded), an input Snakemake tracks."""
+    return str(Path(config["tasks"][env]["path"]).expanduser())
+
+
+def dsrl_args(config: dict, env: str) -> str:
+    """``--return-threshold R --cost-threshold C``: the task's split rule, defaults filled in
+    (always spelled out, so a changed default reruns the job through its params)."""
+    from envs.dsrl import COST_THRESHOLD, RETURN_THRESHOLD
+
+    entry = config["tasks"][env]
+    r = entry.get("dsrl_return_threshold", RETURN_THRESHOLD)
+    c = entry.get("dsrl_cost_threshold", COST_THRESHOLD)
+    return (
+        f"--return-threshold {_format_value(float(r))} --cost-threshold {_format_value(float(c))}"
+    )
 
 
 def demo_steps(config: dict, env: str) -> int:
