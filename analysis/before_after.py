@@ -25,9 +25,9 @@ from uniq.atomic import atomic_write_text  # noqa: E402
 from uniq.stats import interval_estimates, score_arrays  # noqa: E402
 
 
-def _runs(paths: list[str], task: str, steps: int | None) -> pd.DataFrame:
+def _runs(paths: list[str], task: str, steps: int | None, variant: str) -> pd.DataFrame:
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    df = df[df["task"] == task]
+    df = df[(df["task"] == task) & (df["variant"] == variant)]
     if steps is not None:
         df = df[df["steps"] == steps]
     return df.drop_duplicates(["algo", "seed"], keep="last")
@@ -79,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--after", nargs="+", required=True, help="summary.csv file(s)")
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--steps", type=int, help="only runs of this many training steps")
+    p.add_argument(
+        "--variant", default="default", help="dataset variant (a summary may hold several)"
+    )
     p.add_argument("--reps", type=int, default=2000)
     p.add_argument("--title", default="")
     p.add_argument("--out", help="Markdown file (default: print)")
     args = p.parse_args(argv)
-    before = _runs(args.before, args.task, args.steps)
-    after = _runs(args.after, args.task, args.steps)
+    before = _runs(args.before, args.task, args.steps, args.variant)
+    after = _runs(args.after, args.task, args.steps, args.variant)
     text = (f"{args.title}\n\n" if args.title else "") + table(
         before, after, args.methods, args.reps
     )
