@@ -120,7 +120,7 @@ class PIDLagrangian:
 
     def __init__(self, cfg: PPOConfig):
         self.cfg = cfg
-        self.integral, self.smoothed, self.previous, self.value = cfg.lambda_init, None, None, 0.0
+        self.integral, self.smoothed, self.previous = cfg.lambda_init, None, None
         self.value = cfg.lambda_init
 
     def update(self, episode_cost: float, cost_limit: float) -> float:
@@ -378,6 +378,8 @@ def _check_resumable(
 
 
 def _warm_start(agent: PPOAgent, path: str, spec: TaskSpec) -> None:
+    if not Path(path).exists():
+        raise ValueError(f"init_from={path}: no such policy file; give a policy.pt of {spec.name}.")
     policy, meta = load_policy(path)
     if meta.get("task") != spec.name:
         raise ValueError(f"init_from={path}: a policy of {meta.get('task')!r}, not of {spec.name}.")
@@ -456,7 +458,11 @@ def train_ppo(
             ep_ret = np.array([r for r, _ in finished]) if finished else np.array([np.nan])
             ep_cost = np.array([c for _, c in finished]) if finished else np.array([np.nan])
             info = agent.update(batch, gen)
-            lam = agent.multiplier.update(float(ep_cost.mean()), limit) if agent.multiplier else 0.0
+            lam = agent.lam
+            if (
+                agent.multiplier and finished
+            ):  # an epoch without a whole episode says nothing of J_c
+                lam = agent.multiplier.update(float(ep_cost.mean()), limit)
             step, epoch = step + E * T, epoch + 1
             row = {
                 "step": step, "epoch": epoch, "episodes": len(finished),

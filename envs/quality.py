@@ -123,7 +123,10 @@ def select(
         table.append(dict(_summary(result), policy=path.name))
     ok = [r for r in table if max_cost is not None and r["cost_mean"] <= max_cost]
     chosen = max(ok, key=lambda r: r["return_mean"]) if ok else table[-1]
-    shutil.copyfile(folder / chosen["policy"], folder / "policy.pt")
+    from uniq.atomic import atomic_path
+
+    with atomic_path(folder / "policy.pt") as tmp:  # the workflow reads it: never half-written
+        shutil.copyfile(folder / chosen["policy"], tmp)
     record = dict(
         task=spec.name,
         rule=f"highest return with cost <= {max_cost}" if max_cost is not None else "final",
@@ -177,7 +180,7 @@ def assess(task: str | TaskSpec, folder: str | os.PathLike, episodes: int = 50, 
         records[kind] = measure(spec, policy, episodes, num_envs)
         log_csv = folder / kind / "train.log.csv"
         if log_csv.exists():
-            plot_curve(log_csv, folder / kind / "curve.png", f"{spec.name} {kind}")
+            plot_curve(log_csv, folder / kind / "curve.png", f"{spec.name} {kind}", spec.cost_limit)
     if not records:
         raise FileNotFoundError(f"{folder}: no safe/policy.pt or unsafe/policy.pt to assess.")
     if len(records) == 2:
@@ -190,7 +193,9 @@ def assess(task: str | TaskSpec, folder: str | os.PathLike, episodes: int = 50, 
     return records
 
 
-def plot_curve(log_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
+def plot_curve(
+    log_csv: str | os.PathLike, out_png: str | os.PathLike, title: str, limit: float = 25.0
+) -> None:
     """Return and cost per epoch (mean over its episodes) against env steps, from ``*.log.csv``."""
     import matplotlib
 
@@ -205,7 +210,7 @@ def plot_curve(log_csv: str | os.PathLike, out_png: str | os.PathLike, title: st
     ax_c.plot(df["step"], df["cost"], color="tab:red", label="episode cost")
     if "cost_limit" in df and df["cost_limit"].notna().any():
         ax_c.plot(df["step"], df["cost_limit"], "k--", lw=1, label="training limit")
-    ax_c.axhline(25, color="gray", lw=0.8, ls=":", label="evaluation limit 25")
+    ax_c.axhline(limit, color="gray", lw=0.8, ls=":", label=f"evaluation limit {limit:g}")
     ax_c.set(xlabel="env steps", ylabel="episode cost")
     ax_c.legend(fontsize=7)
     from uniq.atomic import atomic_path

@@ -592,3 +592,11 @@ def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tm
     assert run(1, ratio_lr=3e-4)[1]["ratio_cached"] == 0.0  # another config
     assert run(1, data_seed=1)[1]["ratio_cached"] == 0.0  # other data
     assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+@pytest.mark.parametrize("field", ["ratio_check_every", "ratio_check_rows", "ratio_steps"])
+def test_stop_rule_sizes_must_be_positive_integers(field):
+    from uniq.method import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        UNIQConfig(**{field: 0})

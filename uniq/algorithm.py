@@ -238,6 +238,10 @@ class UNIQConfig:
     outside the clip (2 act_dim, as the authors' code)."""
 
     def __post_init__(self) -> None:
+        for name in ("ratio_check_every", "ratio_check_rows", "ratio_steps"):
+            value = getattr(self, name, None)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name}={value!r}; need a positive integer (or leave it unset)")
         if self.ratio_form not in RATIO_FORMS:
             raise ConfigError(f"ratio_form={self.ratio_form!r}; choose one of {RATIO_FORMS}")
         if self.value_form not in VALUE_FORMS:
