@@ -19,6 +19,7 @@ import os
 import re
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -97,13 +98,14 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
-COMMITTED_DEMONSTRATORS = "demonstrators"
-"""Where the committed demonstrators live, relative to the repository root."""
+COMMITTED_DEMONSTRATORS = Path(__file__).resolve().parents[1] / "demonstrators"
+"""Where the committed demonstrators live: the repository's demonstrators/ (absolute, so a
+workflow run with ``--directory`` elsewhere still finds them)."""
 
 
 def committed_demonstrator(task: str, kind: str) -> str:
     """The committed ``kind`` demonstrator of ``task``: demonstrators/<task>/<kind>/policy.pt."""
-    return f"{COMMITTED_DEMONSTRATORS}/{task}/{kind}/policy.pt"
+    return str(COMMITTED_DEMONSTRATORS / task / kind / "policy.pt")
 
 
 def get_task(name: str) -> TaskSpec:
