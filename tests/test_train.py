@@ -308,7 +308,7 @@ def test_cli_writes_complete_outputs_and_no_partial_files(tmp_path, data, monkey
 def test_periodic_evaluation_writes_curve_and_leaves_training_unchanged(
     tmp_path, data, fake_rollouts
 ):
-    from uniq import evaluate
+    from envs import evaluate
 
     seen = fake_rollouts
     kw = dict(device="cpu", progress=False, log_every=5)

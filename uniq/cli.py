@@ -31,14 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the registered tasks with their dims and thresholds")
     p.set_defaults(handler=_tasks)
 
-    # == section: evaluate (uniq/evaluate.py) ================================
+    # == section: evaluate (envs/evaluate.py) ================================
     def _evaluate(args: argparse.Namespace) -> int:
         import json
 
         import torch
 
+        from envs.evaluate import evaluate_policy_file
         from uniq.data import DatasetError
-        from uniq.evaluate import evaluate_policy_file
 
         torch.set_num_threads(1)  # the policy is tiny; env workers want the cores
         try:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
         except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            logging.getLogger("uniq.evaluate").error("%s", message)
+            logging.getLogger("envs.evaluate").error("%s", message)
             return 2
         if args.out is None:
             print(json.dumps(record, indent=2, sort_keys=True))

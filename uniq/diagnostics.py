@@ -151,9 +151,7 @@ def diagnose(
     if cls.name != "uniq":
         raise ValueError(f"{run}: a {cls.name} run; diagnose reads UNIQ's critic and ratios")
     if spec is None:
-        from envs.tasks import get_task
-
-        spec = get_task(config["task"])
+        spec = registry.get_task(config["task"])
     un = OfflineData.load(config["data"]["un"]["path"], spec)
     mix = OfflineData.load(config["data"]["mix"]["path"], spec)
     device = torch.device("cpu")

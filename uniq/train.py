@@ -399,35 +399,6 @@ def _rng_preserved(generator: torch.Generator) -> Iterator[None]:
         _set_rng_state(state, generator)
 
 
-# ---------------------------------------------------------------------------- evaluation hook
-def _evaluate(
-    policy, device, spec, step: int, episodes: int, seed: int, num_envs: int, reference
-) -> dict:
-    """One curve.csv row: the current ``policy`` (a run's, or a batched run's member's),
-    deterministic, on the evaluation episodes of ``seed`` (the same episodes the final
-    ``uniq-bench evaluate`` uses)."""
-    from uniq import evaluate  # lazy: pulls in the environments
-
-    was_training = policy.training
-    policy.eval()
-    try:
-        act_fn = evaluate.policy_act_fn(policy, str(device))
-        res = evaluate.rollout(
-            act_fn, spec, episodes, evaluate.eval_seed_base(seed), num_envs, False, False
-        )
-    finally:
-        policy.train(was_training)
-    r_min, r_max = reference if reference else (None, None)
-    m = evaluate.episode_metrics(
-        res.episode_returns, res.episode_costs, res.episode_lengths, spec.cost_limit, r_min, r_max
-    )
-    return {
-        "step": step,
-        **{k: m[k] for k in ("return_mean", "cost_mean", "return_normalized", "cost_normalized")},
-        "episodes": episodes,
-    }
-
-
 # ---------------------------------------------------------------------------- the loop
 SEED_FIELD = "{seed}"
 """In ``out_dir`` of a batched run, replaced by each seed (and by the joined seeds for the
@@ -509,7 +480,7 @@ def train(
         raise ConfigError("need steps >= 0, log_every >= 1, checkpoint_every >= 1, eval_every >= 0")
     outs, job_dir = seed_dirs(out_dir, seeds)
     batched = len(seeds) > 1
-    spec = task if hasattr(task, "obs_dim") else _get_task(task)
+    spec = task if hasattr(task, "obs_dim") else registry.get_task(task)
     obs_norm = bool(spec.obs_normalize if obs_norm is None else obs_norm)
     method_cls = registry.get_method(algo)
     cfg = build_config(method_cls.Config, _coerce(method_cls.Config, overrides or {}), algo)
@@ -560,9 +531,7 @@ def train(
 
     reference = None
     if eval_every and reference_paths:  # fail before training, not at the first evaluation
-        from uniq.evaluate import reference_returns
-
-        reference = reference_returns(list(reference_paths))
+        reference = registry.evaluation().reference_returns(list(reference_paths))
 
     def pack(items: list) -> Any:  # checkpoint fields: one run's as before, a list if batched
         return items if batched else items[0]
@@ -710,7 +679,7 @@ def train(
                     for k, (s, curve_csv) in enumerate(zip(seeds, curve_csvs, strict=True)):
                         with _rng_preserved(generator):
                             curve_csv.write(
-                                _evaluate(
+                                registry.evaluation().curve_point(
                                     method.deployable_policy(k),
                                     method.device,
                                     spec,
@@ -754,15 +723,6 @@ def train(
             ", ".join(str(out / "policy.pt") for out in outs),
         )  # fmt: skip
         return metas if batched else metas[0]
-
-
-def _get_task(name: str):
-    from envs.tasks import get_task
-
-    try:
-        return get_task(name)
-    except KeyError as err:
-        raise ConfigError(err.args[0]) from None
 
 
 def _batches(method: Method) -> dict[str, tuple[str, int]]:
