@@ -22,7 +22,9 @@ from uniq.algorithm import (
 from uniq.data import OfflineData
 from uniq.method import ConfigError
 from uniq.nets import load_policy
-from uniq.train import make_sources, seed_everything, train
+from uniq.seeding import seed_everything
+from uniq.sources import make_sources
+from uniq.train import train
 
 torch.set_num_threads(1)
 

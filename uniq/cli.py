@@ -127,8 +127,8 @@ def _demonstrator(args: argparse.Namespace) -> int:
     import torch
 
     from uniq.devices import device_for
+    from uniq.job import parse_overrides
     from uniq.method import ConfigError, build_config
-    from uniq.train import parse_overrides
 
     torch.set_num_threads(args.threads)
     try:
@@ -398,8 +398,9 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from uniq.data import DatasetError
+    from uniq.job import parse_overrides
     from uniq.method import ConfigError
-    from uniq.train import TrainingDiverged, parse_overrides, train
+    from uniq.train import TrainingDiverged, train
 
     try:
         train(
