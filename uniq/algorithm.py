@@ -57,6 +57,11 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
    drops the factor (the paper's max E[exp(A) log pi]): the ratio then shapes the critic,
    and through it the advantage, but does not reweight the actor's rows directly.
 
+Where each part lives: 1. the classifiers and their stop rule in :mod:`uniq.ratio`; the
+weights W and the actor's weight as pure functions in :mod:`uniq.weights`; 2.-3. the losses
+in :mod:`uniq.losses`; this module holds the config, the networks and the update that wires
+them together (the class the registry sees).
+
 Speed: the classifiers are frozen after ``pretrain``, so tau of every dataset row (and of
 its next state) is computed once and gathered by row index. The actor's 512 D_MIX rows
 include the critic's 256 (all rows are i.i.d. uniform draws), so one policy forward
