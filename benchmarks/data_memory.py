@@ -79,7 +79,8 @@ def stage(name: str, un_path: str, mix_path: str, updates: int) -> dict:
 
     from uniq import registry
     from uniq.data import OfflineData
-    from uniq.train import make_sources, seed_everything
+    from uniq.seeding import seed_everything
+    from uniq.sources import make_sources
 
     torch.set_num_threads(1)
     spec = widest_task()

@@ -34,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-import uniq.evaluate as evaluate
+import envs.rollout as engine
 from envs.tasks import TASKS, get_task, make_env, make_vec_env
 from uniq.atomic import atomic_write_text
 from uniq.nets import TanhGaussianPolicy
@@ -124,15 +124,15 @@ def fastpath_table(episodes: int) -> list[str]:
 
 
 def with_rollout(spec, episodes: int, num_envs: int, act_fn, workers: int) -> float:
-    """Steps/s of uniq.evaluate.rollout with ``workers`` env processes (0: in-process)."""
-    original = evaluate.make_vec_env
-    evaluate.make_vec_env = functools.partial(make_vec_env, workers=workers)
+    """Steps/s of envs.rollout.rollout with ``workers`` env processes (0: in-process)."""
+    original = engine.make_vec_env
+    engine.make_vec_env = functools.partial(make_vec_env, workers=workers)
     try:
         started = time.perf_counter()
-        out = evaluate.rollout(act_fn, spec, episodes, 0, num_envs, progress=False)
+        out = engine.rollout(act_fn, spec, episodes, 0, num_envs, progress=False)
         return out.episode_lengths.sum() / (time.perf_counter() - started)
     finally:
-        evaluate.make_vec_env = original
+        engine.make_vec_env = original
 
 
 def main(argv=None) -> int:
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                 spec, args.episodes, n, random_actions, args.workers
             )
         n = max(args.num_envs)
-        policy = evaluate.policy_act_fn(TanhGaussianPolicy(spec.obs_dim, spec.act_dim))
+        policy = engine.policy_act_fn(TanhGaussianPolicy(spec.obs_dim, spec.act_dim))
         results.setdefault(("rollout, in-process, MLP policy", n), {})[name] = with_rollout(
             spec, args.episodes, n, policy, 0
         )

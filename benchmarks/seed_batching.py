@@ -39,7 +39,9 @@ from update_speed import SHORT_PRETRAIN, sync, synthetic  # noqa: E402
 from envs.tasks import TaskSpec  # noqa: E402
 from uniq import registry  # noqa: E402
 from uniq.atomic import atomic_write_text  # noqa: E402
-from uniq.train import job_seed, make_sources, parse_overrides, seed_everything  # noqa: E402
+from uniq.job import parse_overrides  # noqa: E402
+from uniq.seeding import job_seed, seed_everything  # noqa: E402
+from uniq.sources import make_sources  # noqa: E402
 
 
 def build(name: str, spec, device, members: int, overrides: dict):

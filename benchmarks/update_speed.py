@@ -44,7 +44,8 @@ from uniq.atomic import atomic_write_text  # noqa: E402
 from uniq.data import OfflineData  # noqa: E402
 from uniq.method import Method  # noqa: E402
 from uniq.nets import TanhGaussianPolicy, TwinQ, soft_update  # noqa: E402
-from uniq.train import make_sources, seed_everything  # noqa: E402
+from uniq.seeding import seed_everything  # noqa: E402
+from uniq.sources import make_sources  # noqa: E402
 
 SHORT_PRETRAIN = {"uniq": {"ratio_steps": 20}, "safedice": {"classifier_steps": 20}}
 """Pretraining shortened to a few steps: this benchmark times the updates only."""

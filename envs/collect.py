@@ -1,10 +1,10 @@
 """Roll a demonstrator (or a scripted controller) out and write ``rollouts_{kind}.h5``.
 
-The transitions come from :func:`uniq.evaluate.rollout` (the suite's one rollout engine)
+The transitions come from :func:`envs.rollout.rollout` (the suite's one rollout engine)
 with ``record=True``. Demonstrators act *stochastically* (a ~ pi(.|s), not tanh(mu)): the
 datasets should show the behaviour's spread, as the paper's reference data did.
 Episode ``i`` is reset with seed ``seed + i``; collection seeds stay far below the
-evaluation seeds (10 million and up, see ``uniq.evaluate.eval_seed_base``).
+evaluation seeds (10 million and up, see ``envs.evaluate.eval_seed_base``).
 
 File attributes: env_id, seed, source (``sac`` | ``sac-lagrangian`` | ``ppo`` |
 ``ppo-lagrangian`` | ``scripted``), kind, episodes, return_mean/std/min/max,
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.rollout import ActFn, rollout
 from envs.tasks import TaskSpec, resolve_task
 from uniq.data import OfflineData
-from uniq.evaluate import ActFn, rollout
 
 KINDS = ("safe", "unsafe")
 

@@ -60,7 +60,7 @@ def measure(
     """The stochastic, deterministic and random policies' return and cost on ``episodes``
     episodes (the same seeds for all three)."""
     from envs.collect import demonstrator_act_fn
-    from uniq.evaluate import policy_act_fn, random_act_fn, rollout
+    from envs.rollout import policy_act_fn, random_act_fn, rollout
     from uniq.nets import load_policy
 
     spec = resolve_task(task)
@@ -108,7 +108,7 @@ def select(
     import shutil
 
     from envs.collect import demonstrator_act_fn
-    from uniq.evaluate import rollout
+    from envs.rollout import rollout
 
     spec, folder = resolve_task(task), Path(folder)
     final = folder / "train.pt"

@@ -48,7 +48,7 @@ class ScriptedConfig:
 
 
 class ScriptedController:
-    """``act(obs [n, obs_dim]) -> actions [n, 2]`` for a navigation task (an evaluate act_fn)."""
+    """``act(obs [n, obs_dim]) -> actions [n, 2]`` for a navigation task (an ``envs.rollout`` act_fn)."""
 
     def __init__(
         self,
@@ -152,5 +152,5 @@ class ScriptedController:
 
 
 def scripted_act_fn(task: str | TaskSpec, mode: str, seed: int = 0) -> ScriptedController:
-    """The scripted ``mode`` controller of ``task`` as an ``evaluate.rollout`` act_fn."""
+    """The scripted ``mode`` controller of ``task`` as an ``envs.rollout.rollout`` act_fn."""
     return ScriptedController(task, mode, seed)

@@ -41,7 +41,7 @@ class TaskSpec:
     cost_limit: float = 25.0
     """kappa: the safe demonstrator's per-episode cost limit and the cost normalizer."""
     obs_normalize: bool = False
-    """Offline learners see observations standardised over D_MIX + D_UN (uniq.train.make_sources).
+    """Offline learners see observations standardised over D_MIX + D_UN (uniq.sources.make_sources).
 
     The authors' code standardises on the velocity tasks and not on the navigation ones
     (whose lidar readings already lie in [0, 1]); config files may override it per task.

@@ -10,7 +10,7 @@ import torch
 @pytest.fixture
 def fake_rollouts(monkeypatch) -> list[int]:
     """Curve evaluations without environments; returns the list of evaluation seeds seen."""
-    from uniq import evaluate
+    from envs import evaluate
 
     seen = []
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from envs.dsrl import dsrl_rollouts
+from envs.evaluate import reference_returns
 from envs.splits import SplitError, split_files
 from envs.tasks import get_task
 from uniq.cli import main
 from uniq.data import DatasetError, OfflineData
-from uniq.evaluate import reference_returns
 
 TASK = "SafetyHalfCheetahVelocity-v1"  # obs 17, act 6
 STEPS = 20

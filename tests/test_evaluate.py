@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.tasks import get_task
-from uniq.cli import main
-from uniq.data import OfflineData
-from uniq.evaluate import (
+from envs.evaluate import (
     episode_metrics,
     eval_seed_base,
     evaluate_policy_file,
@@ -20,6 +17,9 @@ from uniq.evaluate import (
     reference_returns,
     rollout,
 )
+from envs.tasks import get_task
+from uniq.cli import main
+from uniq.data import OfflineData
 from uniq.nets import TanhGaussianPolicy, save_policy
 
 torch.set_num_threads(1)

@@ -12,7 +12,8 @@ from envs.tasks import TaskSpec, get_task
 from uniq import registry
 from uniq.data import OfflineData, observation_stats
 from uniq.nets import TanhGaussianPolicy, load_policy, save_policy, with_obs_norm
-from uniq.train import make_sources, train
+from uniq.sources import make_sources
+from uniq.train import train
 
 torch.set_num_threads(1)
 

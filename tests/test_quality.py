@@ -93,8 +93,7 @@ def test_assess_without_policies_says_what_is_missing(tmp_path):
 def test_select_takes_the_best_return_within_the_cost_and_records_every_candidate(
     tmp_path, monkeypatch
 ):
-    from envs import collect
-    from uniq import evaluate
+    from envs import collect, rollout
 
     # candidate -> (return, cost) of its episodes
     figures = {"train.step100.pt": (5.0, 10.0), "train.step200.pt": (9.0, 18.0),
@@ -106,11 +105,9 @@ def test_select_takes_the_best_return_within_the_cost_and_records_every_candidat
     def fake_rollout(name, spec, episodes, seed, num_envs, progress):
         r, c = figures[name]
         assert seed == quality.SELECTION_SEED_BASE  # never the quality episodes
-        return evaluate.Rollouts(
-            np.full(episodes, r), np.full(episodes, c), np.full(episodes, 1000)
-        )
+        return rollout.Rollouts(np.full(episodes, r), np.full(episodes, c), np.full(episodes, 1000))
 
-    monkeypatch.setattr(evaluate, "rollout", fake_rollout)
+    monkeypatch.setattr(rollout, "rollout", fake_rollout)
     record = quality.select("SafetyPointGoal1-v0", tmp_path, episodes=4, max_cost=20.0)
     assert record["chosen"] == "train.step200.pt" and not record["fallback_to_last"]
     assert (tmp_path / "policy.pt").read_bytes() == (tmp_path / "train.step200.pt").read_bytes()

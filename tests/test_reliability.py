@@ -347,7 +347,7 @@ def test_crash_while_writing_outputs_resumes_after_snakemake_deletes_them(
     job's declared outputs (policy.pt, train_log.csv, config.yaml) and reruns it; the rerun
     must resume and finish with the uninterrupted run's results."""
     import uniq.nets
-    import uniq.train
+    import uniq.runlog
 
     un, mix = write_split(tmp_path / "data")
 
@@ -366,7 +366,7 @@ def test_crash_while_writing_outputs_resumes_after_snakemake_deletes_them(
         if crash_in == "save_policy":
             monkeypatch.setattr(uniq.nets, "save_policy", crash)
         else:
-            monkeypatch.setattr(uniq.train._Csv, "finish", crash)
+            monkeypatch.setattr(uniq.runlog.CsvLog, "finish", crash)
         with pytest.raises(KeyboardInterrupt):
             main(argv(tmp_path / "run"))
         monkeypatch.undo()

@@ -313,7 +313,7 @@ def test_method_that_cannot_batch_trains_its_seeds_one_after_another(tmp_path, d
 
 
 def test_batched_run_evaluates_each_member_on_its_seeds_episodes(tmp_path, data, fake_rollouts):
-    from uniq import evaluate
+    from envs import evaluate
 
     seen = fake_rollouts
     kw = dict(device="cpu", progress=False, log_every=5)

@@ -15,9 +15,10 @@ from uniq import registry
 from uniq.algorithm import UNIQ
 from uniq.cli import main as cli_main
 from uniq.data import DatasetError, OfflineData, Sampler
+from uniq.job import parse_overrides
 from uniq.method import ConfigError
 from uniq.nets import load_policy
-from uniq.train import TrainingDiverged, parse_overrides, train
+from uniq.train import TrainingDiverged, train
 
 torch.set_num_threads(1)
 
@@ -130,9 +131,9 @@ def test_nan_in_a_batch_stops_training_naming_step_and_loss(tmp_path, data, monk
     real_sample = Sampler.sample
     calls = {"n": 0}
 
-    def poisoned(self, batch_size):
+    def poisoned(self, batch_size, members=None):
         calls["n"] += 1  # UNIQ samples twice per step (mix, un): call 13 is step 7's D_MIX batch
-        out = real_sample(self, batch_size)
+        out = real_sample(self, batch_size, members)
         if calls["n"] == 13:
             out["observations"] = out["observations"].clone()
             out["observations"][0, 0] = float("nan")
@@ -203,7 +204,8 @@ def test_duplicate_algorithm_names_are_an_error(tmp_path, monkeypatch):
 
 
 def test_learners_never_see_rewards_costs_or_labels(data):
-    from uniq.train import make_sources, seed_everything
+    from uniq.seeding import seed_everything
+    from uniq.sources import make_sources
 
     un, mix = (OfflineData.load(p) for p in data)
     sources = make_sources(un, mix, torch.device("cpu"), seed_everything(0))
@@ -308,7 +310,7 @@ def test_cli_writes_complete_outputs_and_no_partial_files(tmp_path, data, monkey
 def test_periodic_evaluation_writes_curve_and_leaves_training_unchanged(
     tmp_path, data, fake_rollouts
 ):
-    from uniq import evaluate
+    from envs import evaluate
 
     seen = fake_rollouts
     kw = dict(device="cpu", progress=False, log_every=5)
@@ -329,3 +331,36 @@ def test_periodic_evaluation_writes_curve_and_leaves_training_unchanged(
     a = load_policy(tmp_path / "plain/policy.pt")[0].state_dict()
     b = load_policy(tmp_path / "curve/policy.pt")[0].state_dict()
     assert_same_state(a, b)
+
+
+@pytest.mark.parametrize("seeds", [[3], [0, 1]], ids=["one_seed", "two_seeds"])
+def test_the_loop_adds_nothing_to_a_bare_sample_update_loop(tmp_path, data, fake_rollouts, seeds):
+    """Logging, checkpoints, curve evaluations and a resume change no number: ``train`` ends
+    bit for bit where the bare recipe does (seed, sources, method, pretrain, then sample and
+    update); a one-seed run is a batch of one through the same code as K seeds."""
+    from uniq.seeding import job_seed, seed_everything
+    from uniq.sources import make_sources
+    from uniq.train import build_method, pretrain
+
+    steps = 23
+    un, mix = (OfflineData.load(p, SPEC) for p in data)
+    loop = dict(FAST, log_every=4, checkpoint_every=6, eval_every=5, eval_episodes=1)
+    train("uniq", SPEC, *data, seeds[0] if len(seeds) == 1 else seeds, 11, tmp_path / "s{seed}",
+          TINY, **loop)  # fmt: skip
+    for s in seeds:  # what a workflow manager deletes before it reruns an interrupted job
+        for name in ("policy.pt", "train_log.csv", "curve.csv", "config.yaml"):
+            (tmp_path / f"s{s}" / name).unlink()
+    train("uniq", SPEC, *data, seeds, steps, tmp_path / "s{seed}", TINY, **loop)
+
+    cfg = UNIQ.Config(**TINY)
+    dev = torch.device("cpu")
+    generator = seed_everything(job_seed(seeds))
+    sources = make_sources(un, mix, dev, generator)
+    method = build_method(UNIQ, cfg, SPEC, sources, dev, seeds, steps)
+    pretrain(method, seeds, lambda own, s: build_method(UNIQ, cfg, SPEC, own, dev, [s], steps))
+    wanted = method.batches()
+    for _ in range(steps):
+        method.update({k: sources[src].sample(n, method.members) for k, (src, n) in wanted.items()})
+    for k, s in enumerate(seeds):
+        saved = load_policy(tmp_path / f"s{s}/policy.pt")[0].state_dict()
+        assert_same_state(saved, method.deployable_policy(k).state_dict())

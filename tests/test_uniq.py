@@ -22,7 +22,9 @@ from uniq.algorithm import (
 from uniq.data import OfflineData
 from uniq.method import ConfigError
 from uniq.nets import load_policy
-from uniq.train import make_sources, seed_everything, train
+from uniq.seeding import seed_everything
+from uniq.sources import make_sources
+from uniq.train import train
 
 torch.set_num_threads(1)
 
@@ -506,7 +508,7 @@ def test_gap_stop_rule_stops_at_the_first_check_past_the_threshold():
     method, info = pretrained(**kw)
     x_un, x_mix = (method.data[k].tensors["observations"] for k in ("un", "mix"))
     with torch.no_grad():  # frozen: eval mode, dropout off
-        p = {n: [method._probs(getattr(method, n), x).mean() for x in (x_mix, x_un)]
+        p = {n: [method.ratio._probs(getattr(method, n), x).mean() for x in (x_mix, x_un)]
              for n in threshold}  # fmt: skip
     gaps = {"c_mix": p["c_mix"][0] - p["c_mix"][1], "c_un": p["c_un"][1] - p["c_un"][0]}
     for name, gap in gaps.items():

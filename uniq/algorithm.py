@@ -57,6 +57,11 @@ tau = rho_UN / rho_MIX (the occupancy correction). Three parts:
    drops the factor (the paper's max E[exp(A) log pi]): the ratio then shapes the critic,
    and through it the advantage, but does not reweight the actor's rows directly.
 
+Where each part lives: 1. the classifiers and their stop rule in :mod:`uniq.ratio`; the
+weights W and the actor's weight as pure functions in :mod:`uniq.weights`; 2.-3. the losses
+in :mod:`uniq.losses`; this module holds the config, the networks and the update that wires
+them together (the class the registry sees).
+
 Speed: the classifiers are frozen after ``pretrain``, so tau of every dataset row (and of
 its next state) is computed once and gathered by row index. The actor's 512 D_MIX rows
 include the critic's 256 (all rows are i.i.d. uniform draws), so one policy forward
@@ -74,24 +79,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from uniq.atomic import atomic_path
+from uniq import losses
 from uniq.method import ConfigError, Method
-from uniq.nets import (
-    LOG_STD_FORMS,
-    TanhGaussianPolicy,
-    TwinQ,
-    mlp,
-    orthogonal_init_,
-    soft_update,
+from uniq.nets import LOG_STD_FORMS, TanhGaussianPolicy, TwinQ, mlp, orthogonal_init_, soft_update
+from uniq.ratio import RatioEstimator
+from uniq.weights import (  # noqa: F401  (public: the weight functions' one home is uniq.weights)
+    ablation_weights,
+    actor_weights,
+    batch_weights,
+    inverse_square_weight,
+    quantiles,
+    scale_ratio,
 )
 
 RATIO_FORMS = ("state", "state_action")
@@ -271,58 +273,12 @@ class UNIQConfig:
         return self.reward_factor / (1 - self.gamma)
 
 
-def inverse_square_weight(W: torch.Tensor, clip: float) -> torch.Tensor:
-    """clip(1 / W^2, 0, clip). W = 0 gives 1/0 = +inf, which the clip turns into ``clip``."""
-    return W.square().reciprocal().clamp(max=clip)
-
-
-def actor_weights(A: torch.Tensor, W: torch.Tensor | None, cfg: UNIQConfig) -> torch.Tensor:
-    """The actor's per-row weight from the advantage A and, for the recipe's form, the
-    transition weight W (None: no 1/W^2 factor), normalized per member along the last dim:
-
-        min( exp(A - max A) / mean(exp(A - max A)) * clip(1 / W^2, 0, inv_w2_clip), weight_clip )
-    """
-    A = A.clamp(max=cfg.adv_clip)
-    e = torch.exp(A - A.amax(-1, keepdim=True))
-    weight = e / e.mean(-1, keepdim=True)
-    if W is not None:
-        weight = weight * inverse_square_weight(W, cfg.inv_w2_clip)
-    return weight.clamp(max=cfg.weight_clip)
-
-
-def scale_ratio(
-    tau: torch.Tensor,
-    q: tuple[float, float],
-    reward_factor: float,
-    ref: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """w = -R (clip(tau, lo, hi) - lo) / (hi - lo), with [lo, hi] the quantiles ``q`` of
-    ``ref`` (default: ``tau`` itself) along the last dimension.
-
-    w is in [-R, 0]: 0 for the least and -R for the most undesirable-looking rows. A batch
-    whose quantiles coincide (constant tau) gets w = 0.
-    """
-    ref = tau if ref is None else ref
-    lo, hi = (v.unsqueeze(-1) for v in quantiles(ref, q))  # per member when batched
-    return (tau.clamp(lo, hi) - lo) / (hi - lo).clamp_min(1e-12) * -reward_factor
-
-
-def quantiles(x: torch.Tensor, q: tuple[float, ...]) -> list[torch.Tensor]:
-    """``torch.quantile(x, q, dim=-1)`` (linear interpolation) along the last dim, without
-    device syncs: positions are computed from Python numbers, so nothing is read back from a GPU."""
-    s = x.sort().values
-    n = s.shape[-1]
-    out = []
-    for qi in q:
-        pos = qi * (n - 1)
-        i = min(int(pos), n - 1)
-        j = min(i + 1, n - 1)
-        out.append(s[..., i] + (pos - i) * (s[..., j] - s[..., i]))
-    return out
-
-
 class UNIQ(Method):
-    """UNIQ: inverse Q-learning away from D_UN, occupancy-corrected with D_MIX."""
+    """UNIQ: inverse Q-learning away from D_UN, occupancy-corrected with D_MIX.
+
+    The networks and the update; the ratio lives in :mod:`uniq.ratio`, the weights in
+    :mod:`uniq.weights`, the losses in :mod:`uniq.losses`.
+    """
 
     name = "uniq"
     Config = UNIQConfig
@@ -333,16 +289,9 @@ class UNIQ(Method):
         super().__init__(cfg, spec, data, device, seed, members)
         obs_dim, act_dim, h, d, k = spec.obs_dim, spec.act_dim, cfg.hidden, cfg.depth, members
         self.actor = TanhGaussianPolicy(
-            obs_dim,
-            act_dim,
-            h,
-            d,
-            cfg.log_std_min,
-            cfg.log_std_max,
-            eps=cfg.action_eps,
-            members=k,
-            log_std_form=cfg.log_std_form,
-        ).to(self.device)
+            obs_dim, act_dim, h, d, cfg.log_std_min, cfg.log_std_max, eps=cfg.action_eps,
+            members=k, log_std_form=cfg.log_std_form,
+        ).to(self.device)  # fmt: skip
         self.critic = TwinQ(obs_dim, act_dim, h, d, members=k).to(self.device)
         # The reference initialises every network orthogonally with zero biases.
         orthogonal_init_(self.actor)
@@ -353,22 +302,17 @@ class UNIQ(Method):
         if cfg.value_form == "expectile":
             self.value = orthogonal_init_(mlp(obs_dim, 1, h, d, members=k).to(self.device))
             self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
+        self.ratio: RatioEstimator | None = None
         if cfg.occupancy_correction:
-            in_dim = obs_dim + (act_dim if cfg.ratio_form == "state_action" else 0)
-            names = ("c_mix", "c_un") if cfg.ratio_form == "state" else ("c",)  # training order
-            for n in names:  # c_un: P(UN | x); c_mix: P(MIX | x); c: P(UN | s, a)
-                net = orthogonal_init_(mlp(in_dim, 1, h, d, dropout=cfg.ratio_dropout, members=k))
-                setattr(self, n, net.to(self.device))
-            self.classifiers = names
-            params = [p for n in names for p in getattr(self, n).parameters()]
-            self.ratio_opt = torch.optim.Adam(
-                params, lr=cfg.ratio_lr, weight_decay=cfg.ratio_weight_decay
-            )
-            self._set_classifiers_frozen(True)
+            self.ratio = RatioEstimator(cfg, spec.family, (obs_dim, act_dim), self.device, k)
+            # Held under their own names too, so checkpoints (and Method.adopt) see them.
+            for n, net in self.ratio.nets.items():
+                setattr(self, n, net)
+            self.ratio_opt = self.ratio.opt
+            self.classifiers = self.ratio.names
         self.ratio_q = (cfg.ratio_quantile_low, cfg.ratio_quantile_high)
         self._tau: dict[str, torch.Tensor] = {}
-        """Per source, tau of every row: [N, 2] (tau(s), tau(s')) or [N, 1] (tau(s, a));
-        [K, N, ...] when batched (each member's classifiers)."""
+        """Per source, tau of every row (:meth:`uniq.ratio.RatioEstimator.table`)."""
         if members is not None:  # member k's rows of a [K, N, ...] table: table[_members, index]
             self._members = torch.arange(members, device=self.device).unsqueeze(-1)
 
@@ -376,308 +320,63 @@ class UNIQ(Method):
         cfg = self.cfg
         return {"mix": ("mix", max(cfg.batch_mix, cfg.actor_batch)), "un": ("un", cfg.batch_un)}
 
-    # ------------------------------------------------------------------ ratio estimation
-    def _set_classifiers_frozen(self, frozen: bool) -> None:
-        for n in self.classifiers:
-            getattr(self, n).train(not frozen).requires_grad_(not frozen)
-
-    def _features(self, t: dict[str, torch.Tensor], next_state: bool = False) -> torch.Tensor:
-        if self.cfg.ratio_form == "state_action":
-            return torch.cat([t["observations"], t["actions"]], -1)
-        return t["next_observations" if next_state else "observations"]
-
-    def _probs(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(net(x).squeeze(-1)).clamp(
-            self.cfg.ratio_prob_min, self.cfg.ratio_prob_max
-        )
-
-    def occupancy_ratio(self, x: torch.Tensor) -> torch.Tensor:
-        """tau = rho_UN / rho_MIX of classifier inputs x (states, or (s, a) concatenated)."""
-        if self.cfg.ratio_form == "state":
-            return self._probs(self.c_un, x) / self._probs(self.c_mix, x)
-        c = self._probs(self.c, x)
-        return c / (1 - c)
-
-    def _bce(self, name: str, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
-        """BCE of classifier ``name`` (label UN for c_un and c, MIX for c_mix), the mean over
-        each class summed: E_UN[bce] + E_MIX[bce], as the reference (balanced even when the
-        two sets differ in size)."""
-        x = torch.cat([x_un, x_mix])
-        is_un = torch.cat([x_un.new_ones(len(x_un)), x_mix.new_zeros(len(x_mix))])
-        target = 1 - is_un if name == "c_mix" else is_un
-        bce = F.binary_cross_entropy(self._probs(getattr(self, name), x), target, reduction="none")
-        return bce[: len(x_un)].mean() + bce[len(x_un) :].mean()
-
-    def _classifier_loss(self, x_un: torch.Tensor, x_mix: torch.Tensor) -> torch.Tensor:
-        """The classifiers' BCEs (:meth:`_bce`) summed."""
-        return sum(self._bce(n, x_un, x_mix) for n in self.classifiers)
-
-    def _gap(self, name: str, x_un: torch.Tensor, x_mix: torch.Tensor) -> float:
-        """Mean output of classifier ``name`` on its positive rows minus on its negative ones
-        (c_mix: D_MIX positive; c_un, c: D_UN positive), dropout off."""
-        net = getattr(self, name)
-        net.eval()
-        with torch.no_grad():
-            p_un, p_mix = self._probs(net, x_un).mean(), self._probs(net, x_mix).mean()
-        net.train()
-        return float(p_mix - p_un if name == "c_mix" else p_un - p_mix)
-
-    def _holdout_split(self, t: dict[str, torch.Tensor], gen: torch.Generator):
-        """(train rows, held-out rows): whole trajectories held out, so no near-duplicate leaks."""
-        n = len(t["observations"])
-        frac = self.cfg.ratio_holdout
-        traj = torch.cumsum(t["initial"], 0).long() - 1  # trajectory id of each row
-        n_traj = int(traj[-1]) + 1
-        rows = torch.arange(n, device=self.device)
-        if frac <= 0 or n < 2:
-            return rows, rows[:0]
-        if n_traj >= 2:
-            n_hold = min(n_traj - 1, max(1, round(frac * n_traj)))
-            held = torch.randperm(n_traj, generator=gen, device=self.device)[:n_hold]
-            mask = torch.isin(traj, held)
-        else:  # a single trajectory: hold out rows instead
-            mask = torch.zeros(n, dtype=torch.bool, device=self.device)
-            mask[
-                torch.randperm(n, generator=gen, device=self.device)[: max(1, round(frac * n))]
-            ] = True
-        return rows[~mask], rows[mask]
-
+    # ------------------------------------------------------------------ ratio
     def pretrain(self) -> dict[str, float]:
-        """Train the ratio classifiers (``ratio_stop``: the reference's gap rule, or held-out
-        early stopping), freeze them and cache tau of every row."""
-        if not self.cfg.occupancy_correction:
+        """Train the ratio classifiers (:class:`uniq.ratio.RatioEstimator`), freeze them and
+        keep tau of every row."""
+        if self.ratio is None:
             return {}
-        cache = self._ratio_cache_path()
-        if cache is not None and cache.exists():
-            payload = torch.load(cache, map_location=self.device, weights_only=False)
-            for n in self.classifiers:
-                getattr(self, n).load_state_dict(payload["state"][n])
-            info = dict(payload["info"], ratio_cached=1.0)
-        else:
-            info = (
-                self._pretrain_gap() if self.cfg.ratio_stop == "gap" else self._pretrain_heldout()
-            )
-            if cache is not None:
-                state = {n: getattr(self, n).state_dict() for n in self.classifiers}
-                with atomic_path(cache) as tmp:  # a run in parallel may write too: either wins
-                    torch.save({"state": state, "info": info}, tmp)
-                info = dict(info, ratio_cached=0.0)
-        self._set_classifiers_frozen(True)
-        self._cache_ratios()
+        info = self.ratio.fit(self.data)
+        self._tau = self.ratio.table(self.data)
         # E_MIX[tau] = 1 for the true ratio: a check of the estimate's calibration
         info["ratio_mean_mix"] = float(self._tau["mix"][:, 0].mean())
         info["ratio_mean_un"] = float(self._tau["un"][:, 0].mean())
         return info
 
-    def _ratio_cache_path(self) -> Path | None:
-        """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt."""
-        cfg = self.cfg
-        if cfg.ratio_cache_dir is None:
-            return None
-        h = hashlib.sha256()
-        key = {
-            "format": 1,
-            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "ratio_cache_dir"},
-            "family": self.spec.family,
-            "dims": [self.spec.obs_dim, self.spec.act_dim],
-            "device": self.device.type,
-            "torch": torch.__version__,
-        }
-        h.update(json.dumps(key, sort_keys=True).encode())
-        for source in ("un", "mix"):  # the classifiers' inputs and, for 'heldout', trajectories
-            t = self.data[source].tensors
-            for x in (self._features(t), t["initial"]):
-                h.update(str((x.dtype, tuple(x.shape))).encode())
-                h.update(x.detach().cpu().contiguous().numpy().tobytes())
-        return Path(cfg.ratio_cache_dir) / f"uniq_ratio_{h.hexdigest()[:32]}.pt"
+    def occupancy_ratio(self, x: torch.Tensor) -> torch.Tensor:
+        """tau = rho_UN / rho_MIX of classifier inputs x (states, or (s, a) concatenated)."""
+        return self.ratio.occupancy_ratio(x)
 
-    def _pretrain_gap(self) -> dict[str, float]:
-        """The reference's rule: each classifier in turn (c_mix, then c_un; or c), BCE steps on
-        ``ratio_batch`` rows of each set; every ``ratio_check_every`` steps the gap
-        (:meth:`_gap`) on ``ratio_check_rows`` in-sample rows of each set; stop once it
-        exceeds the classifier's threshold or after ``ratio_steps``; keep the last weights.
-
-        Logs the settings used (the family's values where the config left None) and, per
-        classifier, the steps run, the final gap and the last batch loss.
-        """
-        cfg, dev = self.cfg, self.device
-        gen = self.data["mix"].generator
-        x_un, x_mix = (
-            self._features(self.data["un"].tensors),
-            self._features(self.data["mix"].tensors),
-        )
-        info: dict[str, float] = {
-            "ratio_check_every": cfg.ratio_check_every,
-            "ratio_gap_mix": cfg.ratio_gap_mix,
-            "ratio_gap_un": cfg.ratio_gap_un,
-        }
-        for name in self.classifiers:
-            threshold = cfg.ratio_gap_mix if name == "c_mix" else cfg.ratio_gap_un
-            check_un = x_un[
-                torch.randperm(len(x_un), generator=gen, device=dev)[: cfg.ratio_check_rows]
-            ]
-            check_mix = x_mix[
-                torch.randperm(len(x_mix), generator=gen, device=dev)[: cfg.ratio_check_rows]
-            ]
-            getattr(self, name).train().requires_grad_(True)
-            step, loss = 0, torch.tensor(float("nan"))
-            for step in range(1, cfg.ratio_steps + 1):
-                i_un = torch.randint(len(x_un), (cfg.ratio_batch,), generator=gen, device=dev)
-                i_mix = torch.randint(len(x_mix), (cfg.ratio_batch,), generator=gen, device=dev)
-                loss = self._bce(name, x_un[i_un], x_mix[i_mix])
-                self.ratio_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.ratio_opt.step()
-                if (
-                    step % cfg.ratio_check_every == 0
-                    and self._gap(name, check_un, check_mix) > threshold
-                ):
-                    break
-            getattr(self, name).requires_grad_(False)
-            info[f"ratio_steps_{name}"] = step
-            info[f"ratio_final_gap_{name}"] = self._gap(name, check_un, check_mix)
-            info[f"ratio_train_loss_{name}"] = float(loss.detach())
-        return info
-
-    def _pretrain_heldout(self) -> dict[str, float]:
-        """Suite option: the classifiers trained together on the rows outside held-out
-        trajectories, early-stopped on the held-out loss (patience ``ratio_patience``
-        evaluations, every ``ratio_eval_every`` steps); the best weights kept."""
-        cfg = self.cfg
-        un, mix = self.data["un"].tensors, self.data["mix"].tensors
-        gen = self.data["mix"].generator
-        x_un, x_mix = self._features(un), self._features(mix)
-        (tr_un, ho_un), (tr_mix, ho_mix) = (
-            self._holdout_split(un, gen),
-            self._holdout_split(mix, gen),
-        )
-        cap = 16_384  # held-out rows evaluated per set: bounds the cost of each evaluation
-        ho_un, ho_mix = ho_un[:cap], ho_mix[:cap]
-        early_stopping = len(ho_un) > 0 and len(ho_mix) > 0
-        best, best_state, bad, heldout = float("inf"), None, 0, float("nan")
-        self._set_classifiers_frozen(False)
-        step = 0
-        for step in range(1, cfg.ratio_steps + 1):
-            i_un = tr_un[
-                torch.randint(len(tr_un), (cfg.ratio_batch,), generator=gen, device=self.device)
-            ]
-            i_mix = tr_mix[
-                torch.randint(len(tr_mix), (cfg.ratio_batch,), generator=gen, device=self.device)
-            ]
-            loss = self._classifier_loss(x_un[i_un], x_mix[i_mix])
-            self.ratio_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.ratio_opt.step()
-            if early_stopping and (step % cfg.ratio_eval_every == 0 or step == cfg.ratio_steps):
-                self._set_classifiers_frozen(True)
-                with torch.no_grad():
-                    heldout = float(self._classifier_loss(x_un[ho_un], x_mix[ho_mix]))
-                self._set_classifiers_frozen(False)
-                if heldout < best - 1e-5:
-                    best, bad = heldout, 0
-                    best_state = {
-                        n: copy.deepcopy(getattr(self, n).state_dict()) for n in self.classifiers
-                    }
-                else:
-                    bad += 1
-                    if bad >= cfg.ratio_patience:
-                        break
-        if best_state is not None:
-            for n, state in best_state.items():
-                getattr(self, n).load_state_dict(state)
-        self._set_classifiers_frozen(True)
-        acc = float("nan")
-        if early_stopping:
-            with torch.no_grad():
-                tau_un = self.occupancy_ratio(x_un[ho_un])
-                tau_mix = self.occupancy_ratio(x_mix[ho_mix])
-            acc = 0.5 * float((tau_un > 1).float().mean() + (tau_mix <= 1).float().mean())
-        return {
-            "ratio_steps_run": step,
-            "ratio_train_loss": float(loss.detach()),
-            "ratio_heldout_loss": best if best_state is not None else heldout,
-            "ratio_heldout_balanced_acc": acc,
-        }
-
-    @torch.no_grad()
-    def _cache_ratios(self, chunk: int = 65_536) -> None:
-        """tau of every row of D_MIX and D_UN (and of its next state), with frozen classifiers."""
-        k = self.members
-        for source in ("mix", "un"):
-            t = self.data[source].tensors
-            xs = [self._features(t)] + (
-                [self._features(t, True)] if self.cfg.ratio_form == "state" else []
-            )
-            cols = [
-                torch.cat(
-                    [
-                        self.occupancy_ratio(
-                            x[i : i + chunk] if k is None else x[i : i + chunk].expand(k, -1, -1)
-                        )
-                        for i in range(0, len(x), chunk)
-                    ],
-                    -1,
-                )
-                for x in xs
-            ]
-            self._tau[source] = torch.stack(cols, -1)
+    def _features(self, t: dict[str, torch.Tensor], next_state: bool = False) -> torch.Tensor:
+        return self.ratio.features(t, next_state)
 
     def adopt(self, plains: list[UNIQ]) -> None:
         super().adopt(plains)
-        if self.cfg.occupancy_correction:  # as load_state_dict does: a resume gets the same tau
-            self._set_classifiers_frozen(True)
-            self._cache_ratios()
+        if self.ratio is not None:  # as load_state_dict does: a resume gets the same tau
+            self.ratio.set_frozen(True)
+            self._tau = self.ratio.table(self.data)
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        if self.ratio is not None:
+            self.ratio.set_frozen(True)
+            self._tau = self.ratio.table(self.data)
 
     def _gather_tau(self, source: str, index: torch.Tensor) -> torch.Tensor:
         """tau of the sampled rows (each member's own tau and rows when batched)."""
         tau = self._tau[source]
         return tau[index] if self.members is None else tau[self._members, index]
 
-    def load_state_dict(self, state) -> None:
-        super().load_state_dict(state)
-        if self.cfg.occupancy_correction:
-            self._set_classifiers_frozen(True)
-            self._cache_ratios()
-
     # ------------------------------------------------------------------ weights
     def _weights(self, mix: dict, un: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W on the critic batch [mix[:batch_mix]; un], W on the actor batch mix[:actor_batch]).
-
-        W = w(s) + gamma w(s') (state form; (1 + gamma) w(s, a) for the state-action form),
-        w scaled by :func:`scale_ratio` with quantiles taken separately for s and s' over the
-        batch's D_MIX rows only: in the critic its ``batch_mix`` rows (D_UN rows are scaled
-        by them, so mostly land at -R), in the actor all its rows. The critic's W is then
-        clipped to [-R, R] (so to [-R, 0]); the actor's is not, as in the reference.
-        """
-        cfg, R, g = self.cfg, self.cfg.reward_factor, self.cfg.gamma
-        m_c, m_a = cfg.batch_mix, cfg.actor_batch
+        """(W on the critic batch [mix[:batch_mix]; un], W on the actor batch
+        mix[:actor_batch]): :func:`uniq.weights.batch_weights`, or the ablation's
+        :func:`uniq.weights.ablation_weights` without occupancy correction."""
+        cfg, R = self.cfg, self.cfg.reward_factor
         if not cfg.occupancy_correction:
-            lead, obs_un = mix["observations"].shape[:-2], un["observations"]
-            W_c = torch.cat(
-                [
-                    obs_un.new_zeros((*lead, m_c)),
-                    # -R: the most undesirable weight the corrected critic's clip allows
-                    obs_un.new_full((*lead, obs_un.shape[-2]), -R),
-                ],
-                -1,
+            obs_un = un["observations"]
+            lead = mix["observations"].shape[:-2]
+            return ablation_weights(
+                obs_un, lead, cfg.batch_mix, obs_un.shape[-2], cfg.actor_batch, R
             )
-            return W_c, obs_un.new_zeros((*lead, m_a))
-
-        def transition_weight(tau: torch.Tensor, n_ref: int) -> torch.Tensor:
-            # tau [..., rows, (s, s')] -> [..., (s, s'), rows]: one scale per column (and
-            # member), from the first n_ref rows (the D_MIX ones)
-            t = tau.transpose(-1, -2)
-            w = scale_ratio(t, self.ratio_q, R, ref=t[..., :n_ref])
-            return w[..., 0, :] + g * w[..., 1, :] if t.shape[-2] == 2 else (1 + g) * w[..., 0, :]
-
-        tau_mix = self._gather_tau("mix", mix["index"])
-        tau_c = torch.cat([tau_mix[..., :m_c, :], self._gather_tau("un", un["index"])], -2)
-        W_critic = transition_weight(tau_c, m_c).clamp(-R, R)
-        return W_critic, transition_weight(tau_mix[..., :m_a, :], m_a)
+        tau_mix, tau_un = self._gather_tau("mix", mix["index"]), self._gather_tau("un", un["index"])
+        return batch_weights(
+            tau_mix, tau_un, cfg.batch_mix, cfg.actor_batch, self.ratio_q, R, cfg.gamma
+        )
 
     def actor_weights(self, A: torch.Tensor, W_act: torch.Tensor) -> torch.Tensor:
-        """The actor's weights (:func:`actor_weights`) with the 1/W^2 factor where the config
-        has one: the recipe's form with occupancy correction."""
+        """The actor's weights (:func:`uniq.weights.actor_weights`) with the 1/W^2 factor
+        where the config has one: the recipe's form with occupancy correction."""
         cfg = self.cfg
         use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
         return actor_weights(A, W_act if use_w else None, cfg)
@@ -717,7 +416,7 @@ class UNIQ(Method):
             Q_act = Q_act.clamp(-cfg.max_v, cfg.max_v)
             target = g * not_done * V_next
 
-        # Critic, per Q head i: L_i = -E[W r_i] + 1/2 E[r_i^2] + (1 - gamma) E[V(s)].
+        # Critic (losses.critic_loss): L_i = -E[W r_i] + 1/2 E[r_i^2] + (1 - gamma) E[V(s)].
         if cfg.value_form == "policy":
             # V(s) through the online critic (gradient into it; a ~ pi is a constant): its
             # forward shares one call with Q(s, a)
@@ -725,21 +424,15 @@ class UNIQ(Method):
             Q, V_s = q[..., :n], q[..., n:].amin(0) - cfg.alpha * logp_pi
         else:  # the separate V network's V(s): a constant for the critic
             Q = torch.stack(self.critic(s, a))
-        r = Q - target  # [2 heads, (K,) batch]
-        v_mean = V_s.mean(-1)
-        critic_loss = (
-            -(W * r).mean(-1)  # low implicit reward where rho_UN is
-            + 0.5 * r.square().mean(-1)  # chi^2 regularizer
-            + (1 - g) * v_mean  # the initial-state value term
-        ).mean(0)  # per member
+        r = Q - target  # implicit reward, [2 heads, (K,) batch]
+        critic_loss, v_mean = losses.critic_loss(W, r, V_s, g)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.sum().backward()  # sum over members: each gets its own gradient
         self.critic_opt.step()
 
         out = {}
         if cfg.value_form == "expectile":
-            u = Q_sa - self.value(s).squeeze(-1)
-            value_loss = (torch.abs(cfg.expectile - (u < 0).float()) * u.square()).mean(-1)
+            value_loss = losses.expectile_loss(Q_sa - self.value(s).squeeze(-1), cfg.expectile)
             self.value_opt.zero_grad(set_to_none=True)
             value_loss.sum().backward()
             self.value_opt.step()
@@ -768,16 +461,13 @@ class UNIQ(Method):
     def actor_loss(
         self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
-        """L_pi = -mean(weight * clip(log pi(a|s), -5 act_dim, 2 act_dim)) per member, from the
-        policy's (mean, log_std) on the actor batch and its dataset actions.
-
-        torch.clip passes no gradient outside the range: rows whose likelihood already fits
-        (above) and far outliers (below) stop pulling on the policy.
-        """
+        """:func:`uniq.losses.actor_loss` per member, from the policy's (mean, log_std) on
+        the actor batch and its dataset actions (log pi clipped to [-5, 2] act_dim)."""
         cfg, act_dim = self.cfg, self.spec.act_dim
         log_pi = self.actor.dist_log_prob(mean, log_std, actions)
-        log_pi = log_pi.clip(cfg.log_pi_min_per_dim * act_dim, cfg.log_pi_max_per_dim * act_dim)
-        return -(weight * log_pi).mean(-1)
+        return losses.actor_loss(
+            log_pi, weight, cfg.log_pi_min_per_dim * act_dim, cfg.log_pi_max_per_dim * act_dim
+        )
 
     def _soft_values(self, mean, log_std, s_un, s_next, s_act, a_act):
         """The policy's samples and the target critic's values an update needs, with every

@@ -1,7 +1,11 @@
 """``uniq-bench``: the suite's command line (also ``python -m uniq``).
 
-Every Snakemake rule calls one of these subcommands. Each subcommand is a thin parser whose
-handler imports its module lazily, so ``uniq-bench tasks`` starts fast.
+Every Snakemake rule calls one of these subcommands. The parser is built from
+:data:`SUBCOMMANDS`, one row per subcommand: its name, its help line, the function that adds
+its arguments and the handler that runs it. A handler imports its module lazily, so
+``uniq-bench tasks`` starts fast, and turns the errors a user can fix into a message and exit
+status 2 (no traceback). This is glue: with ``registry.py`` and ``workflow.py`` the one place
+in ``uniq/`` that imports ``envs/`` (design.md section 2).
 """
 
 from __future__ import annotations
@@ -9,6 +13,27 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def _error(logger: str, err: BaseException) -> int:
+    """Log ``err``'s message (a KeyError's own text, not its repr) under ``logger``; status 2."""
+    logging.getLogger(logger).error("%s", err.args[0] if err.args else err)
+    return 2
+
+
+def _no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _task(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+
+
+# ---------------------------------------------------------------- tasks
+def _args_tasks(p: argparse.ArgumentParser) -> None:
+    pass
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -23,46 +48,10 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uniq-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("tasks", help="list the registered tasks with their dims and thresholds")
-    p.set_defaults(handler=_tasks)
-
-    # == section: evaluate (uniq/evaluate.py) ================================
-    def _evaluate(args: argparse.Namespace) -> int:
-        import json
-
-        import torch
-
-        from uniq.data import DatasetError
-        from uniq.evaluate import evaluate_policy_file
-
-        torch.set_num_threads(1)  # the policy is tiny; env workers want the cores
-        try:
-            record = evaluate_policy_file(
-                args.policy,
-                args.task,
-                args.episodes,
-                args.seed,
-                args.reference,
-                args.num_envs,
-                args.out,
-                progress=not args.no_progress,
-            )
-        except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else err
-            logging.getLogger("uniq.evaluate").error("%s", message)
-            return 2
-        if args.out is None:
-            print(json.dumps(record, indent=2, sort_keys=True))
-        return 0
-
-    p = sub.add_parser("evaluate", help="roll out a policy.pt (or random) and write eval.json")
+# ---------------------------------------------------------------- evaluate (envs/evaluate.py)
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, help="policy.pt written by `train`, or 'random'")
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    _task(p)
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes (paper: 100)")
     p.add_argument(
         "--seed", type=int, default=0, help="episode i uses seed 10_000_000 + 1000*seed + i"
@@ -77,86 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-envs", type=int, default=8, help="envs stepped side by side (worker processes)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_evaluate)
-    # == end section: evaluate ==============================================
+    _no_progress(p)
 
-    # == section: data (envs/demonstrators.py, envs/collect.py, envs/splits.py) =
-    def _demonstrator(args: argparse.Namespace) -> int:
-        import torch
 
-        from uniq.devices import device_for
-        from uniq.method import ConfigError, build_config
-        from uniq.train import parse_overrides
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
 
-        torch.set_num_threads(args.threads)
-        try:
-            if args.algo == "ppo":  # on-policy, CPU-bound by the env: no GPU slot
-                from envs.ppo import PPOConfig, train_ppo
+    import torch
 
-                cfg = build_config(
-                    PPOConfig, parse_overrides(args.set), f"{args.kind} PPO demonstrator"
-                )
-                stats = train_ppo(
-                    args.task,
-                    args.kind,
-                    args.steps,
-                    args.seed,
-                    args.out,
-                    cfg,
-                    progress=not args.no_progress,
-                )
-            else:
-                from envs.demonstrators import DemoConfig, train_demonstrator
+    from envs.evaluate import evaluate_policy_file
+    from uniq.data import DatasetError
 
-                cfg = build_config(
-                    DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator"
-                )
-                with device_for(args.device) as device:  # the GPU slot allocator, as for training
-                    stats = train_demonstrator(
-                        args.task,
-                        args.kind,
-                        args.steps,
-                        args.seed,
-                        args.out,
-                        str(device),
-                        cfg,
-                        progress=not args.no_progress,
-                    )
-        except (ConfigError, KeyError, ValueError, RuntimeError) as err:
-            logging.getLogger("envs.demonstrators").error("%s", err.args[0] if err.args else err)
-            return 2
-        if args.algo == "ppo":
-            logging.getLogger("envs.ppo").info(
-                "%s: last-5 epochs return %.1f cost %.1f (lambda %.3f), %.0f s",
-                args.out,
-                stats["train_return_last5"],
-                stats["train_cost_last5"],
-                stats["final_lambda"],
-                stats["wall_time_s"],
-            )
-            return 0
-        logging.getLogger("envs.demonstrators").info(
-            "%s: last-10 training episodes return %.1f cost %.1f (lambda %.3f), %.0f s",
+    torch.set_num_threads(1)  # the policy is tiny; env workers want the cores
+    try:
+        record = evaluate_policy_file(
+            args.policy,
+            args.task,
+            args.episodes,
+            args.seed,
+            args.reference,
+            args.num_envs,
             args.out,
-            stats["train_return_last10"] or float("nan"),
-            stats["train_cost_last10"] or float("nan"),
-            stats["final_lambda"],
-            stats["wall_time_s"],
+            progress=not args.no_progress,
         )
-        return 0
+    except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        logging.getLogger("envs.evaluate").error("%s", message)
+        return 2
+    if args.out is None:
+        print(json.dumps(record, indent=2, sort_keys=True))
+    return 0
 
-    p = sub.add_parser(
-        "demonstrator",
-        help="train an unsafe / safe demonstrator: SAC / SAC-Lagrangian or PPO / PPO-Lagrangian",
-    )
+
+# ---------------------------------------------------------------- data (envs/)
+def _args_demonstrator(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--algo",
         choices=["sac", "ppo"],
         default="sac",
         help="sac: envs/demonstrators.py (velocity tasks); ppo: envs/ppo.py (navigation tasks)",
     )
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    _task(p)
     p.add_argument("--kind", required=True, choices=["safe", "unsafe"])
     p.add_argument("--steps", type=int, required=True, help="environment steps (task demo_steps_*)")
     p.add_argument("--seed", type=int, default=0)
@@ -170,55 +120,87 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a field of DemoConfig (sac) or PPOConfig (ppo), e.g. hidden=128; repeatable",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_demonstrator)
+    _no_progress(p)
 
-    def _quality(args: argparse.Namespace) -> int:
-        from envs.quality import assess
 
-        try:
-            records = assess(args.task, args.dir, args.episodes, args.num_envs)
-        except (FileNotFoundError, KeyError, ValueError) as err:
-            logging.getLogger("envs.quality").error("%s", err.args[0] if err.args else err)
-            return 2
-        for kind, r in records.items():
-            s, d, rnd = r["stochastic"], r["deterministic"], r["random"]
-            print(
-                f"{args.task} {kind}: stochastic return {s['return_mean']:.1f} cost {s['cost_mean']:.1f}"
-                f" | deterministic {d['return_mean']:.1f} / {d['cost_mean']:.1f}"
-                f" | random {rnd['return_mean']:.1f} / {rnd['cost_mean']:.1f}"
-                + (f" | below bar: {r['below_bar']}" if r.get("below_bar") else "")
+def _demonstrator(args: argparse.Namespace) -> int:
+    import torch
+
+    from uniq.devices import device_for
+    from uniq.job import parse_overrides
+    from uniq.method import ConfigError, build_config
+
+    torch.set_num_threads(args.threads)
+    try:
+        if args.algo == "ppo":  # on-policy, CPU-bound by the env: no GPU slot
+            from envs.ppo import PPOConfig, train_ppo
+
+            cfg = build_config(
+                PPOConfig, parse_overrides(args.set), f"{args.kind} PPO demonstrator"
             )
-        return 0
+            stats = train_ppo(
+                args.task, args.kind, args.steps, args.seed, args.out, cfg,
+                progress=not args.no_progress,
+            )  # fmt: skip
+        else:
+            from envs.demonstrators import DemoConfig, train_demonstrator
 
-    p = sub.add_parser(
-        "demonstrator-quality",
-        help="a task's demonstrators against a random policy and the bars: <dir>/<kind>/quality.json",
+            cfg = build_config(DemoConfig, parse_overrides(args.set), f"{args.kind} demonstrator")
+            with device_for(args.device) as device:  # the GPU slot allocator, as for training
+                stats = train_demonstrator(
+                    args.task, args.kind, args.steps, args.seed, args.out, str(device), cfg,
+                    progress=not args.no_progress,
+                )  # fmt: skip
+    except (ConfigError, KeyError, ValueError, RuntimeError) as err:
+        return _error("envs.demonstrators", err)
+    if args.algo == "ppo":
+        logging.getLogger("envs.ppo").info(
+            "%s: last-5 epochs return %.1f cost %.1f (lambda %.3f), %.0f s",
+            args.out,
+            stats["train_return_last5"],
+            stats["train_cost_last5"],
+            stats["final_lambda"],
+            stats["wall_time_s"],
+        )
+        return 0
+    logging.getLogger("envs.demonstrators").info(
+        "%s: last-10 training episodes return %.1f cost %.1f (lambda %.3f), %.0f s",
+        args.out,
+        stats["train_return_last10"] or float("nan"),
+        stats["train_cost_last10"] or float("nan"),
+        stats["final_lambda"],
+        stats["wall_time_s"],
     )
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    return 0
+
+
+def _args_quality(p: argparse.ArgumentParser) -> None:
+    _task(p)
     p.add_argument("--dir", required=True, help="demonstrators/<Task> (holding safe/ and unsafe/)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--num-envs", type=int, default=1)
-    p.set_defaults(handler=_quality)
 
-    def _select(args: argparse.Namespace) -> int:
-        from envs.quality import select
 
-        try:
-            record = select(args.task, args.dir, args.episodes, args.max_cost, args.num_envs)
-        except (FileNotFoundError, KeyError, ValueError) as err:
-            logging.getLogger("envs.quality").error("%s", err.args[0] if err.args else err)
-            return 2
-        for c in record["candidates"]:
-            mark = "*" if c["policy"] == record["chosen"] else " "
-            print(f"{mark} {c['policy']}: return {c['return_mean']:.1f} cost {c['cost_mean']:.1f}")
-        return 0
+def _quality(args: argparse.Namespace) -> int:
+    from envs.quality import assess
 
-    p = sub.add_parser(
-        "demonstrator-select",
-        help="choose a demonstrator among its training snapshots: <dir>/policy.pt, selection.json",
-    )
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    try:
+        records = assess(args.task, args.dir, args.episodes, args.num_envs)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        return _error("envs.quality", err)
+    for kind, r in records.items():
+        s, d, rnd = r["stochastic"], r["deterministic"], r["random"]
+        print(
+            f"{args.task} {kind}: stochastic return {s['return_mean']:.1f} cost {s['cost_mean']:.1f}"
+            f" | deterministic {d['return_mean']:.1f} / {d['cost_mean']:.1f}"
+            f" | random {rnd['return_mean']:.1f} / {rnd['cost_mean']:.1f}"
+            + (f" | below bar: {r['below_bar']}" if r.get("below_bar") else "")
+        )
+    return 0
+
+
+def _args_select(p: argparse.ArgumentParser) -> None:
+    _task(p)
     p.add_argument(
         "--dir", required=True, help="demonstrators/<Task>/<kind> (train.pt, train.step*.pt)"
     )
@@ -227,47 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cost", type=float, help="the highest return with mean cost <= this (default: final)"
     )
     p.add_argument("--num-envs", type=int, default=1)
-    p.set_defaults(handler=_select)
 
-    def _collect(args: argparse.Namespace) -> int:
-        import torch
 
-        from envs.collect import collect
-        from uniq.data import DatasetError
+def _select(args: argparse.Namespace) -> int:
+    from envs.quality import select
 
-        torch.set_num_threads(1)
-        try:
-            data = collect(
-                args.task,
-                args.out,
-                args.episodes,
-                args.seed,
-                args.demonstrator,
-                args.scripted,
-                args.num_envs,
-                progress=not args.no_progress,
-            )
-        except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
-            logging.getLogger("envs.collect").error("%s", err.args[0] if err.args else err)
-            return 2
-        a = data.attrs
-        logging.getLogger("envs.collect").info(
-            "%s: %d %s episodes (%s): return %.1f +- %.1f, cost %.1f +- %.1f",
-            args.out,
-            a["episodes"],
-            a["kind"],
-            a["source"],
-            a["return_mean"],
-            a["return_std"],
-            a["cost_mean"],
-            a["cost_std"],
-        )
-        return 0
+    try:
+        record = select(args.task, args.dir, args.episodes, args.max_cost, args.num_envs)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        return _error("envs.quality", err)
+    for c in record["candidates"]:
+        mark = "*" if c["policy"] == record["chosen"] else " "
+        print(f"{mark} {c['policy']}: return {c['return_mean']:.1f} cost {c['cost_mean']:.1f}")
+    return 0
 
-    p = sub.add_parser(
-        "collect", help="roll a demonstrator / scripted controller out into rollouts_{kind}.h5"
-    )
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+
+def _args_collect(p: argparse.ArgumentParser) -> None:
+    _task(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demonstrator", help="demonstrator_{kind}.pt (stochastic actions)")
     src.add_argument(
@@ -279,46 +237,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--num-envs", type=int, default=1, help="envs stepped side by side (worker processes)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_collect)
+    _no_progress(p)
 
-    def _dsrl(args: argparse.Namespace) -> int:
-        from envs.dsrl import dsrl_rollouts
-        from uniq.data import DatasetError
 
-        thresholds = {  # unset: envs.dsrl's defaults, kept in one place
-            k: v
-            for k, v in (
-                ("return_threshold", args.return_threshold),
-                ("cost_threshold", args.cost_threshold),
-            )
-            if v is not None
-        }
-        try:
-            safe, unsafe = dsrl_rollouts(
-                args.task, args.file, args.out_safe, args.out_unsafe, **thresholds
-            )
-        except (DatasetError, KeyError, ValueError) as err:
-            logging.getLogger("envs.dsrl").error("%s", err.args[0] if err.args else err)
-            return 2
-        a = safe.attrs
-        logging.getLogger("envs.dsrl").info(
-            "%s: %d episodes -> %d desirable (%s), %d undesirable (%s); %s",
-            args.file,
-            a["dsrl_episodes"],
-            a["dsrl_desirable"],
-            args.out_safe,
-            a["dsrl_undesirable"],
-            args.out_unsafe,
-            a["split_rule"],
-        )
-        return 0
+def _collect(args: argparse.Namespace) -> int:
+    import torch
 
-    p = sub.add_parser(
-        "dsrl",
-        help="split a DSRL HDF5 file into desirable / undesirable rollouts_{safe,unsafe}.h5",
-    )
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    from envs.collect import collect
+    from uniq.data import DatasetError
+
+    torch.set_num_threads(1)
+    try:
+        data = collect(
+            args.task, args.out, args.episodes, args.seed, args.demonstrator, args.scripted,
+            args.num_envs, progress=not args.no_progress,
+        )  # fmt: skip
+    except (DatasetError, KeyError, ValueError, FileNotFoundError) as err:
+        return _error("envs.collect", err)
+    a = data.attrs
+    logging.getLogger("envs.collect").info(
+        "%s: %d %s episodes (%s): return %.1f +- %.1f, cost %.1f +- %.1f",
+        args.out, a["episodes"], a["kind"], a["source"], a["return_mean"], a["return_std"],
+        a["cost_mean"], a["cost_std"],
+    )  # fmt: skip
+    return 0
+
+
+def _args_dsrl(p: argparse.ArgumentParser) -> None:
+    _task(p)
     p.add_argument("--file", required=True, help="the DSRL .hdf5 file of that task")
     p.add_argument(
         "--return-threshold",
@@ -334,37 +280,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-unsafe", required=True, help=".../rollouts_unsafe.h5 (undesirable episodes)"
     )
-    p.set_defaults(handler=_dsrl)
 
-    def _split(args: argparse.Namespace) -> int:
-        from envs.splits import SplitError, split_files
-        from uniq.data import DatasetError
 
-        try:
-            un, mix = split_files(
-                args.task,
-                args.safe,
-                args.unsafe,
-                args.n_un,
-                args.n_mix_desirable,
-                args.n_mix_undesirable,
-                args.seed,
-                args.out_dir,
-                args.allow_no_gap,
-            )
-        except (SplitError, DatasetError, KeyError) as err:
-            logging.getLogger("envs.splits").error("%s", err.args[0] if err.args else err)
-            return 2
-        logging.getLogger("envs.splits").info(
-            "%s: un.h5 %d trajectories, mix.h5 %d trajectories",
-            args.out_dir,
-            un.num_episodes(),
-            mix.num_episodes(),
+def _dsrl(args: argparse.Namespace) -> int:
+    from envs.dsrl import dsrl_rollouts
+    from uniq.data import DatasetError
+
+    thresholds = {  # unset: envs.dsrl's defaults, kept in one place
+        k: v
+        for k, v in (
+            ("return_threshold", args.return_threshold),
+            ("cost_threshold", args.cost_threshold),
         )
-        return 0
+        if v is not None
+    }
+    try:
+        safe, unsafe = dsrl_rollouts(
+            args.task, args.file, args.out_safe, args.out_unsafe, **thresholds
+        )
+    except (DatasetError, KeyError, ValueError) as err:
+        return _error("envs.dsrl", err)
+    a = safe.attrs
+    logging.getLogger("envs.dsrl").info(
+        "%s: %d episodes -> %d desirable (%s), %d undesirable (%s); %s",
+        args.file, a["dsrl_episodes"], a["dsrl_desirable"], args.out_safe,
+        a["dsrl_undesirable"], args.out_unsafe, a["split_rule"],
+    )  # fmt: skip
+    return 0
 
-    p = sub.add_parser("split", help="build a variant's un.h5 and mix.h5 from the rollouts")
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+
+def _args_split(p: argparse.ArgumentParser) -> None:
+    _task(p)
     p.add_argument("--safe", required=True, help="rollouts_safe.h5")
     p.add_argument("--unsafe", required=True, help="rollouts_unsafe.h5")
     p.add_argument("--n-un", type=int, required=True, help="unsafe trajectories in D_UN")
@@ -379,46 +325,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="split even if the safe rollouts are not clearly cheaper than the unsafe ones",
     )
-    p.set_defaults(handler=_split)
-    # == end section: data ===================================================
 
-    # == section: train (uniq/train.py) =======================================
-    def _train(args: argparse.Namespace) -> int:
-        from uniq.data import DatasetError
-        from uniq.method import ConfigError
-        from uniq.train import TrainingDiverged, parse_overrides, train
 
-        try:
-            train(
-                args.algo,
-                args.task,
-                args.un,
-                args.mix,
-                args.seed[0] if len(args.seed) == 1 else args.seed,
-                args.steps,
-                args.out,
-                parse_overrides(args.set),
-                label=args.label,
-                variant=args.variant,
-                device=args.device,
-                eval_every=args.eval_every,
-                eval_episodes=args.eval_episodes,
-                reference_paths=args.reference,
-                log_every=args.log_every,
-                checkpoint_every=args.checkpoint_every,
-                threads=args.threads,
-                eval_num_envs=args.eval_num_envs,
-                progress=not args.no_progress,
-                obs_norm={"auto": None, "on": True, "off": False}[args.obs_norm],
-            )
-        except (ConfigError, DatasetError, TrainingDiverged) as err:
-            logging.getLogger("uniq.train").error("%s", err)
-            return 2
-        return 0
+def _split(args: argparse.Namespace) -> int:
+    from envs.splits import SplitError, split_files
+    from uniq.data import DatasetError
 
-    p = sub.add_parser("train", help="train one algorithm on (D_UN, D_MIX); resumes if interrupted")
+    try:
+        un, mix = split_files(
+            args.task, args.safe, args.unsafe, args.n_un, args.n_mix_desirable,
+            args.n_mix_undesirable, args.seed, args.out_dir, args.allow_no_gap,
+        )  # fmt: skip
+    except (SplitError, DatasetError, KeyError) as err:
+        return _error("envs.splits", err)
+    logging.getLogger("envs.splits").info(
+        "%s: un.h5 %d trajectories, mix.h5 %d trajectories",
+        args.out_dir,
+        un.num_episodes(),
+        mix.num_episodes(),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- train (uniq/train.py)
+def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", required=True, help="registered algorithm name (uniq, bc-mix, ...)")
-    p.add_argument("--task", required=True, help="task name (see `uniq-bench tasks`)")
+    _task(p)
     p.add_argument("--un", required=True, help="D_UN file (un.h5)")
     p.add_argument("--mix", required=True, help="D_MIX file (mix.h5)")
     p.add_argument(
@@ -461,60 +393,67 @@ def build_parser() -> argparse.ArgumentParser:
         help="standardise observations over D_MIX + D_UN for every network; auto: the task's "
         "default (on for velocity tasks, off for navigation, as the authors' code)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_train)
-    # == end section: train ==================================================
+    _no_progress(p)
 
-    def _diagnose(args: argparse.Namespace) -> int:
-        from uniq.diagnostics import diagnose, format_report, write
 
-        try:
-            report = diagnose(args.run, args.rows, args.seed)
-        except (FileNotFoundError, ValueError) as e:
-            logging.getLogger("uniq.diagnostics").error("%s", e)
-            return 2
-        print(format_report(report), end="")
-        if args.out:
-            write(report, args.out)
-        return 0
+def _train(args: argparse.Namespace) -> int:
+    from uniq.data import DatasetError
+    from uniq.job import parse_overrides
+    from uniq.method import ConfigError
+    from uniq.train import TrainingDiverged, train
 
-    p = sub.add_parser(
-        "diagnose",
-        help="a UNIQ run's ratios, implicit reward and advantage on D_UN and on D_MIX's desirable "
-        "and undesirable rows (hidden labels used for the diagnosis only)",
-    )
+    try:
+        train(
+            args.algo,
+            args.task,
+            args.un,
+            args.mix,
+            args.seed[0] if len(args.seed) == 1 else args.seed,
+            args.steps,
+            args.out,
+            parse_overrides(args.set),
+            label=args.label,
+            variant=args.variant,
+            device=args.device,
+            eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+            reference_paths=args.reference,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+            threads=args.threads,
+            eval_num_envs=args.eval_num_envs,
+            progress=not args.no_progress,
+            obs_norm={"auto": None, "on": True, "off": False}[args.obs_norm],
+        )
+    except (ConfigError, DatasetError, TrainingDiverged) as err:
+        logging.getLogger("uniq.train").error("%s", err)
+        return 2
+    return 0
+
+
+def _args_diagnose(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a UNIQ run folder (with checkpoint.pt and config.yaml)")
     p.add_argument("--rows", type=int, default=20_000, help="rows sampled per group")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the report as JSON here")
-    p.set_defaults(handler=_diagnose)
 
-    # == section: stats (uniq/stats.py, uniq/plots.py) ========================
-    def _aggregate(args: argparse.Namespace) -> int:
-        from uniq.stats import StatsError, aggregate
 
-        try:
-            aggregate(args.evals, args.experiment, args.out, args.reference, args.reps, args.seed)
-        except StatsError as e:  # bad inputs: a clear message, no traceback
-            logging.getLogger("uniq.stats").error("%s", e)
-            return 2
-        return 0
+def _diagnose(args: argparse.Namespace) -> int:
+    from uniq.diagnostics import diagnose, format_report, write
 
-    def _figures(args: argparse.Namespace) -> int:
-        from uniq.plots import make_figures
-        from uniq.stats import StatsError
+    try:
+        report = diagnose(args.run, args.rows, args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        logging.getLogger("uniq.diagnostics").error("%s", e)
+        return 2
+    print(format_report(report), end="")
+    if args.out:
+        write(report, args.out)
+    return 0
 
-        try:
-            make_figures(args.experiment, args.summary, args.out, args.curves, args.reps, args.seed)
-        except StatsError as e:
-            logging.getLogger("uniq.plots").error("%s", e)
-            return 2
-        return 0
 
-    p = sub.add_parser(
-        "aggregate",
-        help="summary, rliable aggregates, probability of improvement and tables of an experiment",
-    )
+# ------------------------------------------------- stats (uniq/stats.py, uniq/plots.py)
+def _args_aggregate(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--experiment", required=True, help="experiment name (main, undesirable_size, ...)"
     )
@@ -523,20 +462,98 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="the runs' eval.json files")
-    p.set_defaults(handler=_aggregate)
 
-    p = sub.add_parser(
-        "figures", help="PNG/PDF figures (+ .rst captions) of an aggregated experiment"
-    )
+
+def _aggregate(args: argparse.Namespace) -> int:
+    from uniq.stats import StatsError, aggregate
+
+    try:
+        aggregate(args.evals, args.experiment, args.out, args.reference, args.reps, args.seed)
+    except StatsError as e:  # bad inputs: a clear message, no traceback
+        logging.getLogger("uniq.stats").error("%s", e)
+        return 2
+    return 0
+
+
+def _args_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", required=True)
     p.add_argument("--summary", required=True, help="folder written by `aggregate`")
     p.add_argument("--out", required=True, help="figure folder, e.g. figures/P")
     p.add_argument("--curves", nargs="*", default=[], metavar="CURVE_CSV", help="curve.csv files")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for curve bands")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(handler=_figures)
-    # == end section: stats ==================================================
 
+
+def _figures(args: argparse.Namespace) -> int:
+    from uniq.plots import make_figures
+    from uniq.stats import StatsError
+
+    try:
+        make_figures(args.experiment, args.summary, args.out, args.curves, args.reps, args.seed)
+    except StatsError as e:
+        logging.getLogger("uniq.plots").error("%s", e)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``uniq-bench`` subcommand: ``add_arguments(parser)`` then ``run(args) -> status``."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("tasks", "list the registered tasks with their dims and thresholds",
+               _args_tasks, _tasks),
+    Subcommand("evaluate", "roll out a policy.pt (or random) and write eval.json",
+               _args_evaluate, _evaluate),
+    Subcommand("demonstrator",
+               "train an unsafe / safe demonstrator: SAC / SAC-Lagrangian or PPO / PPO-Lagrangian",
+               _args_demonstrator, _demonstrator),
+    Subcommand("demonstrator-quality",
+               "a task's demonstrators against a random policy and the bars: "
+               "<dir>/<kind>/quality.json",
+               _args_quality, _quality),
+    Subcommand("demonstrator-select",
+               "choose a demonstrator among its training snapshots: <dir>/policy.pt, "
+               "selection.json",
+               _args_select, _select),
+    Subcommand("collect", "roll a demonstrator / scripted controller out into rollouts_{kind}.h5",
+               _args_collect, _collect),
+    Subcommand("dsrl",
+               "split a DSRL HDF5 file into desirable / undesirable rollouts_{safe,unsafe}.h5",
+               _args_dsrl, _dsrl),
+    Subcommand("split", "build a variant's un.h5 and mix.h5 from the rollouts",
+               _args_split, _split),
+    Subcommand("train", "train one algorithm on (D_UN, D_MIX); resumes if interrupted",
+               _args_train, _train),
+    Subcommand("diagnose",
+               "a UNIQ run's ratios, implicit reward and advantage on D_UN and on D_MIX's "
+               "desirable and undesirable rows (hidden labels used for the diagnosis only)",
+               _args_diagnose, _diagnose),
+    Subcommand("aggregate",
+               "summary, rliable aggregates, probability of improvement and tables of an "
+               "experiment",
+               _args_aggregate, _aggregate),
+    Subcommand("figures", "PNG/PDF figures (+ .rst captions) of an aggregated experiment",
+               _args_figures, _figures),
+)  # fmt: skip
+"""Every subcommand, in the order ``uniq-bench --help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uniq-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in SUBCOMMANDS:
+        p = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(p)
+        p.set_defaults(handler=command.run)
     return parser
 
 

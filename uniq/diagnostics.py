@@ -35,8 +35,9 @@ import torch
 import yaml
 from scipy.stats import rankdata
 
+from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.data import OfflineData
-from uniq.train import CHECKPOINT, make_sources
+from uniq.sources import make_sources
 
 GROUPS = ("un", "mix_desirable", "mix_undesirable")
 
@@ -140,7 +141,7 @@ def diagnose(
     run = Path(run_dir)
     config = yaml.safe_load((run / "config.yaml").read_text())
     # A seed trained in a batched job: its networks are member k of the job's checkpoint,
-    # kept in the job's sibling folder (uniq.train.seed_dirs).
+    # kept in the job's sibling folder (uniq.job.seed_dirs).
     seeds = config.get("loop", {}).get("seeds_trained_together")
     members, member, ckpt_dir = None, 0, run
     if seeds:
@@ -151,9 +152,7 @@ def diagnose(
     if cls.name != "uniq":
         raise ValueError(f"{run}: a {cls.name} run; diagnose reads UNIQ's critic and ratios")
     if spec is None:
-        from envs.tasks import get_task
-
-        spec = get_task(config["task"])
+        spec = registry.get_task(config["task"])
     un = OfflineData.load(config["data"]["un"]["path"], spec)
     mix = OfflineData.load(config["data"]["mix"]["path"], spec)
     device = torch.device("cpu")

@@ -27,7 +27,7 @@ method per seed and hands them to :meth:`Method.adopt`, so a member's state befo
 first update is bit for bit that of a separate run with its seed.
 
 Everything else (seeding, sampling, logging, checkpoints, resume, NaN guard, evaluation)
-lives once in ``uniq/train.py`` and ``uniq/evaluate.py``. ``state_dict`` collects every
+lives once in ``uniq/train.py`` and ``envs/evaluate.py``. ``state_dict`` collects every
 ``nn.Module`` and ``torch.optim.Optimizer`` attribute automatically, so a method file only
 holds its networks and losses.
 """

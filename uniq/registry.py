@@ -1,4 +1,11 @@
-"""Algorithm name -> :class:`~uniq.method.Method` subclass.
+"""Names -> implementations: algorithms, tasks, and the evaluation of a policy.
+
+The one module of ``uniq/`` (with ``cli.py`` and ``workflow.py``) that imports ``baselines/``
+and ``envs/``; every other module of ``uniq/`` reaches them through the functions here
+(:func:`get_method`, :func:`get_task`, :func:`evaluation`), so the dependency arrow between
+the packages points one way (``tests/test_layering.py`` checks it).
+
+Algorithms: ``name`` -> :class:`~uniq.method.Method` subclass.
 
 UNIQ (``uniq/algorithm.py``) is registered here; every module of the ``baselines`` package
 is discovered with :mod:`pkgutil`, so adding a baseline is adding one file. Extra folders of
@@ -124,3 +131,21 @@ def get_method(name: str, extra_dirs: Iterable[str | os.PathLike] | None = None)
 def clear_cache() -> None:
     """Forget discovered methods (after changing ``UNIQ_EXTRA_METHODS`` or adding a file)."""
     _cache.clear()
+
+
+def get_task(name: str):
+    """The ``envs.tasks.TaskSpec`` registered as ``name``; an unknown name lists the known ones
+    (as a :class:`ConfigError`)."""
+    from envs.tasks import get_task as _get_task
+
+    try:
+        return _get_task(name)
+    except KeyError as err:
+        raise ConfigError(err.args[0]) from None
+
+
+def evaluation() -> ModuleType:
+    """``envs.evaluate``: where a policy meets the environments (imported on first use, so a
+    module that only trains never loads them). The training loop's curve uses its
+    ``curve_point`` and ``reference_returns``."""
+    return importlib.import_module("envs.evaluate")

@@ -1,13 +1,15 @@
-"""Rollouts and evaluation metrics: the suite's one rollout engine.
+"""Evaluation: a policy's episodes, their metrics, and the eval.json record.
 
-:func:`rollout` runs a batched policy on ``num_envs`` envs (each stepping its own episode)
-and is used both to evaluate trained policies and to collect datasets. Episode ``i`` is
-always reset with seed ``seed + i``, so the result does not depend on ``num_envs``.
+The episodes come from the rollout engine (:func:`envs.rollout.rollout`). Evaluation seeds
+are kept apart from training seeds: a run evaluated with ``--seed s`` uses episodes seeded
+``eval_seed_base(s) + i = 10_000_000 + 1000 s + i`` (training and data collection use seeds
+far below 10 million). Every algorithm evaluated with the same ``s`` meets the same episodes
+(common random numbers across algorithms).
 
-Evaluation seeds are kept apart from training seeds: a run evaluated with ``--seed s`` uses
-episodes seeded ``eval_seed_base(s) + i = 10_000_000 + 1000 s + i`` (training and data
-collection use seeds far below 10 million). Every algorithm evaluated with the same ``s``
-meets the same episodes (common random numbers across algorithms).
+Three callers: ``uniq-bench evaluate`` (:func:`evaluate_policy_file`, the final policy ->
+eval.json), the training loop's learning curve (:func:`curve_point`, reached through
+``uniq.registry.evaluation()`` so that ``uniq/train.py`` imports nothing from ``envs/``),
+and demonstrator checks (:mod:`envs.quality`).
 """
 
 from __future__ import annotations
@@ -18,22 +20,24 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from envs import fastpath
-from envs.tasks import TaskSpec, make_vec_env, resolve_task
+from envs.rollout import ActFn, Rollouts, policy_act_fn, random_act_fn, rollout
+from envs.tasks import TaskSpec, resolve_task
 from uniq.atomic import atomic_write_text, git_commit
 from uniq.data import OfflineData
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "ActFn", "Rollouts", "curve_point", "episode_metrics", "eval_seed_base", "evaluate_policy",
+    "evaluate_policy_file", "policy_act_fn", "random_act_fn", "reference_returns", "rollout",
+]  # fmt: skip
 
-ActFn = Callable[[np.ndarray], np.ndarray]
+log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 10_000_000
 EVAL_SEEDS_PER_RUN = 1000
@@ -55,147 +59,6 @@ META_FIELDS = (
 def eval_seed_base(seed: int) -> int:
     """Seed of the first evaluation episode for run seed ``seed``: 10_000_000 + 1000 seed."""
     return EVAL_SEED_OFFSET + EVAL_SEEDS_PER_RUN * int(seed)
-
-
-@dataclass
-class Rollouts:
-    """Per-episode results, ordered by episode index (and the transitions if recorded)."""
-
-    episode_returns: np.ndarray
-    episode_costs: np.ndarray
-    episode_lengths: np.ndarray
-    data: OfflineData | None = None
-    env_fastpath: bool | None = None
-    """Whether the envs ran safety-gymnasium's fast path (envs/fastpath.py; same bits)."""
-
-
-class _Recorder:
-    """Per-episode float32 buffers (allocated at the horizon, trimmed), joined in episode order.
-
-    Columns: obs, action, reward, cost, next_obs, terminal, timeout. Storing float32 arrays
-    rather than per-step Python objects keeps a large collection near the dataset's own size.
-    """
-
-    def __init__(self, spec: TaskSpec, episodes: int):
-        self.spec = spec
-        self.buffers: list[list[np.ndarray] | None] = [None] * episodes
-        self.lengths = np.zeros(episodes, dtype=np.int64)
-
-    def add(self, episode: int, *columns) -> None:
-        if self.buffers[episode] is None:
-            horizon = self.spec.max_episode_steps
-            widths = (self.spec.obs_dim, self.spec.act_dim, 1, 1, self.spec.obs_dim, 1, 1)
-            self.buffers[episode] = [np.zeros((horizon, w), np.float32) for w in widths]
-        t = self.lengths[episode]
-        for buffer, value in zip(self.buffers[episode], columns, strict=True):
-            buffer[t] = value
-        self.lengths[episode] = t + 1
-
-    def finish(self, seed: int) -> OfflineData:
-        columns = [
-            np.concatenate([b[i][:n] for b, n in zip(self.buffers, self.lengths, strict=True)])
-            for i in range(7)
-        ]
-        obs, act, rew, cost, nxt, term, tout = columns
-        return OfflineData(
-            observations=obs,
-            actions=act,
-            rewards=rew[:, 0],
-            costs=cost[:, 0],
-            next_observations=nxt,
-            terminals=term[:, 0],
-            timeouts=tout[:, 0],
-            is_desirable=np.ones(len(obs), np.float32),
-            attrs={"env_id": self.spec.name, "seed": int(seed)},
-        )
-
-
-def rollout(
-    act_fn: ActFn,
-    task: str | TaskSpec,
-    episodes: int,
-    seed: int,
-    num_envs: int = 1,
-    record: bool = False,
-    progress: bool = True,
-) -> Rollouts:
-    """Run ``episodes`` episodes of ``act_fn`` on ``task``; episode ``i`` is reset with ``seed + i``.
-
-    ``act_fn(obs [n, obs_dim] float32) -> actions [n, act_dim]`` is called once per step on
-    the observations of every env still running; actions are clipped to the action space.
-    With ``record`` the transitions come back as ``Rollouts.data`` (trajectories contiguous,
-    in episode order; ``terminals``/``timeouts`` from terminated/truncated; a transition that
-    is both counts as terminal; ``is_desirable`` = 1).
-    ``task`` may be a TaskSpec copy (e.g. with a shorter ``max_episode_steps``).
-    """
-    spec = resolve_task(task)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    n = min(num_envs, episodes)
-    returns, costs = np.zeros(episodes), np.zeros(episodes)
-    lengths = np.zeros(episodes, dtype=np.int64)
-    recorder = _Recorder(spec, episodes) if record else None
-    bar = tqdm(total=episodes, desc=f"rollout {spec.name}", unit="ep", disable=not progress)
-    with bar, make_vec_env(spec, n) as venv:
-        low, high = venv.action_space.low, venv.action_space.high
-        episode_of = list(range(n))  # slot -> running episode index (-1: idle)
-        next_episode = n
-        obs = np.zeros((n, spec.obs_dim), np.float32)
-        obs[:] = venv.reset(list(range(n)), [seed + i for i in range(n)])
-        while True:
-            slots = [k for k in range(n) if episode_of[k] >= 0]
-            if not slots:
-                break
-            actions = _checked_actions(act_fn(obs[slots]), len(slots), spec)
-            actions = np.clip(actions, low, high)
-            next_obs, reward, cost, terminated, truncated, _ = venv.step(slots, actions)
-            finished = []
-            for j, slot in enumerate(slots):
-                ep = episode_of[slot]
-                returns[ep] += reward[j]
-                costs[ep] += cost[j]
-                lengths[ep] += 1
-                if recorder is not None:
-                    recorder.add(
-                        ep,
-                        obs[slot],
-                        actions[j],
-                        reward[j],
-                        cost[j],
-                        next_obs[j],
-                        terminated[j],
-                        truncated[j] and not terminated[j],
-                    )
-                obs[slot] = next_obs[j]
-                if terminated[j] or truncated[j]:
-                    finished.append(slot)
-            if finished:
-                bar.update(len(finished))
-            restart = []
-            for slot in finished:
-                if next_episode < episodes:
-                    episode_of[slot] = next_episode
-                    restart.append(slot)
-                    next_episode += 1
-                else:
-                    episode_of[slot] = -1
-            if restart:
-                obs[restart] = venv.reset(restart, [seed + episode_of[k] for k in restart])
-        env_fastpath = venv.fastpath
-    data = recorder.finish(seed) if recorder is not None else None
-    return Rollouts(returns, costs, lengths, data, env_fastpath)
-
-
-def _checked_actions(actions, count: int, spec: TaskSpec) -> np.ndarray:
-    actions = np.asarray(actions, dtype=np.float64)
-    if actions.shape != (count, spec.act_dim):
-        raise ValueError(
-            f"act_fn returned actions of shape {actions.shape}; expected ({count}, {spec.act_dim}) "
-            f"for {spec.name} (one row per observation)."
-        )
-    if not np.isfinite(actions).all():
-        raise ValueError(f"act_fn returned NaN/inf actions on {spec.name}; the policy diverged.")
-    return actions
 
 
 # ---------------------------------------------------------------------- metrics
@@ -276,34 +139,7 @@ def _h5_attrs(path) -> dict:
         return dict(f.attrs)
 
 
-# ---------------------------------------------------------------------- policies
-POLICY_BLOCK = 16
-"""Rows per policy call. Matrix products round differently for different batch sizes, so
-a row's action could depend on how many envs are running; padding every call to blocks of
-16 rows keeps the kernel shape fixed, which makes each row's action independent of the
-batch (checked by a test on CPU). A 16-row call costs about as much as a 1-row call."""
-
-
-def policy_act_fn(policy, device: str = "cpu") -> ActFn:
-    """Deterministic action tanh(mu(s)) of a TanhGaussianPolicy, as a numpy act_fn."""
-    import torch
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        n = len(obs)
-        padded = np.zeros((-(-n // POLICY_BLOCK) * POLICY_BLOCK, obs.shape[1]), np.float32)
-        padded[:n] = obs
-        x = torch.as_tensor(padded, device=device)
-        with torch.no_grad():
-            blocks = [policy.act(b, deterministic=True) for b in x.split(POLICY_BLOCK)]
-        return torch.cat(blocks)[:n].cpu().numpy()
-
-    return act
-
-
-def random_act_fn(spec: TaskSpec, seed: int) -> ActFn:
-    """Uniform random actions in [-1, 1]^act_dim from a seeded generator."""
-    rng = np.random.default_rng(seed)
-    return lambda obs: rng.uniform(-1.0, 1.0, size=(len(obs), spec.act_dim))
+# ---------------------------------------------------------------------- evaluation
 
 
 def evaluate_policy(
@@ -376,7 +212,14 @@ def evaluate_policy_file(
             )
         try:
             policy, meta = load_policy(policy_path, "cpu")
-        except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as err:
+        except (
+            RuntimeError,
+            OSError,
+            pickle.UnpicklingError,
+            EOFError,
+            KeyError,
+            TypeError,
+        ) as err:
             # torch.load's own errors (zip/pickle internals) do not say what to do.
             raise ValueError(
                 f"{policy_path}: unreadable policy file ({type(err).__name__}: "
@@ -414,3 +257,27 @@ def _check_policy_fits(path, policy, meta: dict, spec: TaskSpec) -> None:
 def write_json_atomic(path: str | os.PathLike, record: dict) -> None:
     """Write ``record`` as JSON through a temp file in the same folder and a rename."""
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def curve_point(
+    policy, device, spec: TaskSpec, step: int, episodes: int, seed: int, num_envs: int, reference
+) -> dict[str, Any]:
+    """One curve.csv row: the current ``policy`` (a run's, or a batched run's member's),
+    deterministic, on the evaluation episodes of ``seed`` (the same episodes the final
+    ``uniq-bench evaluate`` uses); ``reference`` = (R_min, R_max) or None."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        act_fn = policy_act_fn(policy, str(device))
+        res = rollout(act_fn, spec, episodes, eval_seed_base(seed), num_envs, False, False)
+    finally:
+        policy.train(was_training)
+    r_min, r_max = reference if reference else (None, None)
+    m = episode_metrics(
+        res.episode_returns, res.episode_costs, res.episode_lengths, spec.cost_limit, r_min, r_max
+    )
+    return {
+        "step": step,
+        **{k: m[k] for k in ("return_mean", "cost_mean", "return_normalized", "cost_normalized")},
+        "episodes": episodes,
+    }

@@ -1,0 +1,107 @@
+"""A training job's checkpoint: everything a resumed run needs to end bit for bit where an
+uninterrupted one would (same device and thread count).
+
+``checkpoint.pt`` holds the run's identity (what must match to resume it: algorithm, task,
+seeds, config, dataset checksums, observation standardisation; the step count may grow),
+the step, the method's state (networks and optimizers), every random stream
+(:func:`uniq.seeding.rng_state`), each seed's pretraining log, the wall time so far and the
+logs written so far (:meth:`uniq.runlog.RunLogs.state`). It is written atomically (a temp
+file and a rename), after pretraining, every ``checkpoint_every`` steps and at the end.
+Per-seed fields are lists, one entry per seed of the job; one seed is a list of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uniq.atomic import atomic_path
+from uniq.method import ConfigError, Method
+from uniq.runlog import RunLogs
+from uniq.seeding import rng_state, set_rng_state
+
+NAME = "checkpoint.pt"
+PER_SEED = ("pretrain", "metrics", "log", "curve")
+"""The fields holding one entry per seed."""
+
+
+@dataclass
+class Resume:
+    """Where a checkpoint left off: the step, each seed's pretraining log, the wall time so
+    far, and the logs' saved state (for :class:`uniq.runlog.RunLogs`)."""
+
+    step: int
+    pretrain: list[dict[str, float]]
+    wall_time_s: float
+    logs: dict[str, list]
+
+
+class Checkpoint:
+    """``folder/checkpoint.pt`` of the job whose identity is ``identity``."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any]):
+        self.path, self.identity = Path(folder) / NAME, identity
+
+    def load(self, steps: int) -> dict[str, Any] | None:
+        """The saved state if there is one (checked against this job; ``steps``: the run's
+        length, which may grow but not shrink), else None."""
+        if not self.path.exists():
+            return None
+        state = _upgrade(torch.load(self.path, map_location="cpu", weights_only=False))
+        old = state.get("identity", {})
+        diff = sorted(k for k in self.identity if old.get(k) != self.identity[k])
+        if diff:
+            raise ConfigError(
+                f"{self.path} was written by a different run (differs in: {', '.join(diff)}). "
+                "Delete it to start over, or choose another --out."
+            )
+        if state["step"] > steps:
+            raise ConfigError(
+                f"{self.path} is at step {state['step']} > --steps {steps}; delete it to retrain "
+                "for fewer steps."
+            )
+        return state
+
+    def restore(self, state: dict[str, Any], method: Method, generator: torch.Generator) -> Resume:
+        """Put the method and every random stream back as saved; return where the run was."""
+        method.load_state_dict(state["method"])
+        set_rng_state(state["rng"], generator)
+        logs = {k: state[k] for k in ("metrics", "log", "curve")}
+        return Resume(state["step"], state["pretrain"], state["wall_time_s"], logs)
+
+    def save(
+        self,
+        step: int,
+        wall_time_s: float,
+        method: Method,
+        generator: torch.Generator,
+        pretrain: list[dict[str, float]],
+        logs: RunLogs,
+    ) -> None:
+        logs.metrics.flush()  # never checkpoint past a non-finite loss
+        state = {
+            "identity": self.identity,
+            "step": step,
+            "method": method.state_dict(),
+            "rng": rng_state(generator),
+            "pretrain": pretrain,
+            "wall_time_s": wall_time_s,
+            **logs.state(),
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
+def _upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of a one-seed run written before per-seed fields were always lists
+    (its fields held that seed's values directly) in today's form, so it still resumes."""
+    if isinstance(state.get("pretrain"), list):
+        return state
+    state = dict(state, **{k: [state.get(k)] for k in PER_SEED})
+    identity = dict(state.get("identity", {}))
+    if isinstance(identity.get("seed"), int):
+        identity["seed"] = [identity["seed"]]
+    return dict(state, identity=identity)
