@@ -201,17 +201,21 @@ def button_goal_achieved(self) -> bool:
 
 
 def hazards_cal_cost(self) -> dict:
-    """Replaces ``Hazards.cal_cost``: all hazard distances in one numpy expression instead of one ``dist_xy`` call each."""
+    """Replaces ``Hazards.cal_cost``: each hazard's ``dist_xy`` on Python floats from one read of ``xpos``, not an ``np.sqrt(np.sum(np.square(..)))`` of three numpy calls each."""
     cost = {}
     if not self.is_constrained:
         return cost
     cost["cost_hazards"] = 0
     engine = self.engine
-    agent_xy = engine.data.xpos[_agent_id(engine), :2]
-    # dist_xy's arithmetic per row: sqrt((hx - ax)^2 + (hy - ay)^2), each step exactly rounded.
-    dists = np.sqrt(np.sum(np.square(_positions(self)[:, :2] - agent_xy), axis=1))
-    for h_dist in dists[dists <= self.size]:  # np.float64 terms, in hazard order, as upstream
-        cost["cost_hazards"] += self.cost * (self.size - h_dist)
+    xpos = engine.data.xpos
+    ax, ay, _ = xpos[_agent_id(engine)].tolist()
+    size = self.size
+    for hx, hy, _ in xpos[_body_ids(self)].tolist():
+        # dist_xy per hazard (see agent_dist_xy): the same two squares, sum and sqrt.
+        dx, dy = hx - ax, hy - ay
+        h_dist = np.float64(math.sqrt(dx * dx + dy * dy))
+        if h_dist <= size:  # np.float64 terms, in hazard order, as upstream
+            cost["cost_hazards"] += self.cost * (size - h_dist)
     return cost
 
 
@@ -299,6 +303,32 @@ def _mujoco_exception() -> type:
 def goal_pos(self) -> np.ndarray:
     """Replaces the ``Goal.pos`` property: ``xpos`` of the goal body by its id, cached per model, not looked up by name at every read (three times a step)."""
     return self.engine.data.xpos[_body_ids(self)[0]].copy()
+
+
+def task_dist_goal(self) -> Any:
+    """Replaces ``BaseTask.dist_goal``: ``agent.dist_xy(goal.pos)`` as one read of the two ``xpos`` rows, without the goal position's copy and ``dist_xy``'s array checks."""
+    assert hasattr(self, "goal"), "Please make sure you have added goal into env."
+    goal, agent = self.goal, self.agent
+    if type(goal).pos is not _GOAL_POS or type(agent).dist_xy is not agent_dist_xy:
+        return _UPSTREAM[("bases.base_task", "BaseTask", "dist_goal")](self)
+    gx, gy, _ = goal.engine.data.xpos[_body_ids(goal)[0]].tolist()
+    engine = agent.engine
+    ax, ay, _ = engine.data.xpos[_agent_id(engine)].tolist()
+    dx, dy = gx - ax, gy - ay  # agent_dist_xy's arithmetic
+    return np.float64(math.sqrt(dx * dx + dy * dy))
+
+
+def goal_calculate_reward(self) -> Any:
+    """Replaces ``GoalLevel0.calculate_reward``: ``dist_goal`` once instead of twice (again in ``goal_achieved``) at the same simulator state, where it has the same value."""
+    if type(self).goal_achieved is not _owner(*_GOAL).__dict__["goal_achieved"]:
+        return _UPSTREAM[_GOAL + ("calculate_reward",)](self)
+    reward = 0.0
+    dist_goal = self.dist_goal()
+    reward += (self.last_dist_goal - dist_goal) * self.goal.reward_distance
+    self.last_dist_goal = dist_goal
+    if dist_goal <= self.goal.size:  # goal_achieved: self.dist_goal() <= self.goal.size
+        reward += self.goal.reward_goal
+    return reward
 
 
 def _lidar_values(task: Any, positions: np.ndarray, offsets: list, groups: int) -> list | None:
@@ -806,6 +836,8 @@ def world_yaml(yaml: Any) -> Any:
 # ---------------------------------------------------------------- the switch
 
 _BUTTON = ("tasks.safe_navigation.button.button_level0", "ButtonLevel0")
+_GOAL = ("tasks.safe_navigation.goal.goal_level0", "GoalLevel0")
+_GOAL_POS = property(goal_pos)
 
 _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("assets.mocaps.gremlins", "Gremlins", "move"): lambda _: gremlins_move,
@@ -816,7 +848,9 @@ _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("bases.base_agent", "BaseAgent", "get_sensor"): lambda _: agent_get_sensor,
     ("bases.base_agent", "BaseAgent", "apply_action"): lambda _: agent_apply_action,
     ("bases.underlying", "Underlying", "simulation_forward"): lambda _: task_simulation_forward,
-    ("assets.geoms.goal", "Goal", "pos"): lambda _: property(goal_pos),
+    ("assets.geoms.goal", "Goal", "pos"): lambda _: _GOAL_POS,
+    ("bases.base_task", "BaseTask", "dist_goal"): lambda _: task_dist_goal,
+    _GOAL + ("calculate_reward",): lambda _: goal_calculate_reward,
     ("bases.base_task", "BaseTask", "_obs_lidar_pseudo"): lambda _: task_obs_lidar_pseudo,
     ("bases.base_task", "BaseTask", "obs"): lambda _: task_obs,
     _BUTTON + ("obs",): lambda _: button_obs,
