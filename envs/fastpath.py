@@ -72,6 +72,9 @@ def _agent_id(engine: Any) -> int:
 def _body_ids(obstacle: Any) -> np.ndarray:
     """Body ids of an obstacle's objects, in the order of its upstream ``pos`` property."""
     model = obstacle.engine.model
+    cache = obstacle.__dict__.get("_fastpath_body_ids")
+    if cache is not None and cache[0] is model:
+        return cache[1]
     name = obstacle.name
     if name == "goal":
         names = ["goal"]
@@ -318,9 +321,14 @@ def task_dist_goal(self) -> Any:
     return np.float64(math.sqrt(dx * dx + dy * dy))
 
 
+@functools.cache
+def _goal_achieved() -> Any:
+    return _owner(*_GOAL).__dict__["goal_achieved"]
+
+
 def goal_calculate_reward(self) -> Any:
     """Replaces ``GoalLevel0.calculate_reward``: ``dist_goal`` once instead of twice (again in ``goal_achieved``) at the same simulator state, where it has the same value."""
-    if type(self).goal_achieved is not _owner(*_GOAL).__dict__["goal_achieved"]:
+    if type(self).goal_achieved is not _goal_achieved():
         return _UPSTREAM[_GOAL + ("calculate_reward",)](self)
     reward = 0.0
     dist_goal = self.dist_goal()
