@@ -431,7 +431,7 @@ def _base_obs_lidar() -> Any:
 
 
 def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
-    """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects instead of a Python loop with ``complex``/``np.angle`` each."""
+    """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects for the ego vectors, lengths and angles instead of ``complex``/``np.angle`` per object, then the loop body on Python floats (:func:`_lidar_values`)."""
     array = np.array(positions, ndmin=2)
     if self.lidar_conf.max_dist is not None and array.dtype == np.float64 and array.ndim == 2:
         if array.shape[1] in (2, 3):
@@ -679,7 +679,7 @@ def _task_obs(task: Any, button_timer: bool) -> Any:
 
 
 def task_obs(self) -> Any:
-    """Replaces ``BaseTask.obs``: positions by cached body ids, and gymnasium's Dict check and flatten as one bounds test and one concatenate."""
+    """Replaces ``BaseTask.obs``: the flat vector written from a per-model plan (:func:`_planned_obs`) instead of a dict of readings by name, checked and flattened by gymnasium; else positions by cached body ids and the check and flatten as one bounds test and one concatenate."""
     if self.observe_vision or not self.observation_flatten:
         return _UPSTREAM[("bases.base_task", "BaseTask", "obs")](self)
     return _task_obs(self, button_timer=False)
