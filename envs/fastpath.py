@@ -72,6 +72,9 @@ def _agent_id(engine: Any) -> int:
 def _body_ids(obstacle: Any) -> np.ndarray:
     """Body ids of an obstacle's objects, in the order of its upstream ``pos`` property."""
     model = obstacle.engine.model
+    cache = obstacle.__dict__.get("_fastpath_body_ids")
+    if cache is not None and cache[0] is model:
+        return cache[1]
     name = obstacle.name
     if name == "goal":
         names = ["goal"]
@@ -201,17 +204,21 @@ def button_goal_achieved(self) -> bool:
 
 
 def hazards_cal_cost(self) -> dict:
-    """Replaces ``Hazards.cal_cost``: all hazard distances in one numpy expression instead of one ``dist_xy`` call each."""
+    """Replaces ``Hazards.cal_cost``: each hazard's ``dist_xy`` on Python floats from one read of ``xpos``, not an ``np.sqrt(np.sum(np.square(..)))`` of three numpy calls each."""
     cost = {}
     if not self.is_constrained:
         return cost
     cost["cost_hazards"] = 0
     engine = self.engine
-    agent_xy = engine.data.xpos[_agent_id(engine), :2]
-    # dist_xy's arithmetic per row: sqrt((hx - ax)^2 + (hy - ay)^2), each step exactly rounded.
-    dists = np.sqrt(np.sum(np.square(_positions(self)[:, :2] - agent_xy), axis=1))
-    for h_dist in dists[dists <= self.size]:  # np.float64 terms, in hazard order, as upstream
-        cost["cost_hazards"] += self.cost * (self.size - h_dist)
+    xpos = engine.data.xpos
+    ax, ay, _ = xpos[_agent_id(engine)].tolist()
+    size = self.size
+    for hx, hy, _ in xpos[_body_ids(self)].tolist():
+        # dist_xy per hazard (see agent_dist_xy): the same two squares, sum and sqrt.
+        dx, dy = hx - ax, hy - ay
+        h_dist = np.float64(math.sqrt(dx * dx + dy * dy))
+        if h_dist <= size:  # np.float64 terms, in hazard order, as upstream
+            cost["cost_hazards"] += self.cost * (size - h_dist)
     return cost
 
 
@@ -301,20 +308,61 @@ def goal_pos(self) -> np.ndarray:
     return self.engine.data.xpos[_body_ids(self)[0]].copy()
 
 
-def _lidar_pseudo(
-    task: Any, positions: np.ndarray, group: np.ndarray, groups: int
-) -> np.ndarray | None:
-    """``BaseTask._obs_lidar_pseudo`` of ``groups`` obstacles at once: ``[groups, num_bins]``.
+def task_dist_goal(self) -> Any:
+    """Replaces ``BaseTask.dist_goal``: ``agent.dist_xy(goal.pos)`` as one read of the two ``xpos`` rows, without the goal position's copy and ``dist_xy``'s array checks."""
+    assert hasattr(self, "goal"), "Please make sure you have added goal into env."
+    goal, agent = self.goal, self.agent
+    if type(goal).pos is not _GOAL_POS or type(agent).dist_xy is not agent_dist_xy:
+        return _UPSTREAM[("bases.base_task", "BaseTask", "dist_goal")](self)
+    gx, gy, _ = goal.engine.data.xpos[_body_ids(goal)[0]].tolist()
+    engine = agent.engine
+    ax, ay, _ = engine.data.xpos[_agent_id(engine)].tolist()
+    dx, dy = gx - ax, gy - ay  # agent_dist_xy's arithmetic
+    return np.float64(math.sqrt(dx * dx + dy * dy))
 
-    Object ``i`` at ``positions[i]`` (x, y[, z]) belongs to the lidar of ``group[i]``. None
-    where upstream would fail or take another branch (the caller then runs upstream).
+
+@functools.cache
+def _goal_achieved() -> Any:
+    return _owner(*_GOAL).__dict__["goal_achieved"]
+
+
+def goal_calculate_reward(self) -> Any:
+    """Replaces ``GoalLevel0.calculate_reward``: ``dist_goal`` once instead of twice (again in ``goal_achieved``) at the same simulator state, where it has the same value."""
+    if type(self).goal_achieved is not _goal_achieved():
+        return _UPSTREAM[_GOAL + ("calculate_reward",)](self)
+    reward = 0.0
+    dist_goal = self.dist_goal()
+    reward += (self.last_dist_goal - dist_goal) * self.goal.reward_distance
+    self.last_dist_goal = dist_goal
+    if dist_goal <= self.goal.size:  # goal_achieved: self.dist_goal() <= self.goal.size
+        reward += self.goal.reward_goal
+    return reward
+
+
+def _lidar_values(task: Any, positions: np.ndarray, offsets: list, groups: int) -> list | None:
+    """``BaseTask._obs_lidar_pseudo`` of ``groups`` obstacles at once, as one flat list.
+
+    Object ``i`` at ``positions[i]`` (x, y[, z]) belongs to the lidar whose bins start at
+    ``offsets[i]`` (its group times ``num_bins``). None where upstream would fail or take
+    another branch (the caller then runs upstream).
+
+    The ego vectors, their length and their angle come from numpy (upstream's own
+    vector-matrix product per row, ``np.abs`` of the complex vector, ``arctan2``); the
+    rest of upstream's loop body (``% 2pi``, the bin, ``max(0, max_dist - dist) / max_dist``,
+    the alias) runs on Python floats: the same IEEE double operations on the same operands
+    as upstream's numpy float64 scalars (float ``%`` is numpy's ``npy_remainder`` formula:
+    ``fmod``, then ``+ b`` where the signs differ), without numpy's per-call overhead on
+    arrays of ten objects.
     """
     conf = task.lidar_conf
     num_bins = conf.num_bins
-    obs = np.zeros(groups * num_bins)
+    max_dist = conf.max_dist
+    obs = [0.0] * (groups * num_bins)
     n = len(positions)
     if n == 0:
-        return obs.reshape(groups, num_bins)
+        return obs
+    if not max_dist > 0:
+        return None  # upstream divides by it (ZeroDivisionError, or -0.0 readings)
     engine = task.agent.engine
     data = engine.data
     agent = _agent_id(engine)
@@ -328,27 +376,44 @@ def _lidar_pseudo(
     ego = np.matmul(world_3vec, agent_mat)
     z = np.empty(n, dtype=np.complex128)
     z.real, z.imag = ego[:, 0, 0], ego[:, 0, 1]
-    dist = np.abs(z)
-    angle = np.arctan2(z.imag, z.real) % (np.pi * 2)  # np.angle(z), without its Python wrapper
-    bin_size = (np.pi * 2) / num_bins
-    bins = (angle / bin_size).astype(np.int64)  # NaN/inf give garbage bins; caught below
-    sensor = np.maximum(0, conf.max_dist - dist) / conf.max_dist
-    offset = group * num_bins
-    if conf.alias:
-        alias = (angle - bin_size * bins) / bin_size
-        # One test for all: a NaN or infinite angle makes alias NaN, which fails both.
-        if not (alias.min() >= 0 and alias.max() <= 1 and bins.max() < num_bins):
-            return None
-        index = np.concatenate([bins, (bins + 1) % num_bins, (bins - 1) % num_bins])
-        index += np.concatenate([offset, offset, offset])
-        value = np.concatenate([sensor, alias * sensor, (1 - alias) * sensor])
-    else:
-        if not (np.isfinite(angle).all() and bins.max() < num_bins):
-            return None
-        index, value = bins + offset, sensor
-    # Every reading is >= +0.0, so the max per bin does not depend on the order of updates.
-    np.maximum.at(obs, index, value)
-    return obs.reshape(groups, num_bins)
+    dists = np.abs(z).tolist()
+    angles = np.arctan2(z.imag, z.real).tolist()  # np.angle(z), without its Python wrapper
+    two_pi = np.pi * 2
+    bin_size = two_pi / num_bins
+    alias_on = conf.alias
+    for dist, angle, offset in zip(dists, angles, offsets, strict=True):
+        angle = angle % two_pi
+        if angle != angle:
+            return None  # NaN: upstream's int() raises
+        bin = int(angle / bin_size)  # noqa: A001 (upstream's name)
+        if bin >= num_bins:
+            return None  # upstream indexes out of range
+        sensor = max(0, max_dist - dist) / max_dist
+        i = offset + bin
+        if sensor > obs[i]:  # max(obs[bin], sensor): the first unless the second is greater
+            obs[i] = sensor
+        if alias_on:
+            alias = (angle - bin_size * bin) / bin_size
+            if not 0 <= alias <= 1:
+                return None  # upstream's assert
+            i = offset + (bin + 1) % num_bins
+            value = alias * sensor
+            if value > obs[i]:
+                obs[i] = value
+            i = offset + (bin - 1) % num_bins
+            value = (1 - alias) * sensor
+            if value > obs[i]:
+                obs[i] = value
+    return obs
+
+
+def _lidar_pseudo(
+    task: Any, positions: np.ndarray, group: np.ndarray, groups: int
+) -> np.ndarray | None:
+    """:func:`_lidar_values` as a ``[groups, num_bins]`` array (group ``group[i]`` per object)."""
+    num_bins = task.lidar_conf.num_bins
+    values = _lidar_values(task, positions, (np.asarray(group) * num_bins).tolist(), groups)
+    return None if values is None else np.array(values).reshape(groups, num_bins)
 
 
 def _fast_lidar_applies(task: Any) -> bool:
@@ -366,7 +431,7 @@ def _base_obs_lidar() -> Any:
 
 
 def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
-    """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects instead of a Python loop with ``complex``/``np.angle`` each."""
+    """Replaces ``BaseTask._obs_lidar_pseudo``: one numpy pass over all objects for the ego vectors, lengths and angles instead of ``complex``/``np.angle`` per object, then the loop body on Python floats (:func:`_lidar_values`)."""
     array = np.array(positions, ndmin=2)
     if self.lidar_conf.max_dist is not None and array.dtype == np.float64 and array.ndim == 2:
         if array.shape[1] in (2, 3):
@@ -376,18 +441,177 @@ def task_obs_lidar_pseudo(self, positions) -> np.ndarray:
     return _UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")](self, positions)
 
 
-def _all_lidars(task: Any, observed: list) -> np.ndarray | None:
-    """The pseudo-lidars of all ``observed`` obstacles in one pass (None: not applicable)."""
+def _lidar_ids(task: Any, observed: list) -> tuple[np.ndarray, list]:
+    """Body ids of all ``observed`` obstacles' objects, and each object's first bin."""
     model = task.agent.engine.model
+    num_bins = task.lidar_conf.num_bins
 
     def build():
         ids = [_body_ids(o) for o in observed]
         group = np.repeat(np.arange(len(observed)), [len(i) for i in ids])
-        return np.concatenate(ids).astype(np.int64), group
+        return np.concatenate(ids).astype(np.int64), (group * num_bins).tolist()
 
-    ids, group = _cached(task, "_fastpath_lidar_ids", model, build)
-    positions = task.agent.engine.data.xpos[ids]
-    return _lidar_pseudo(task, positions, group, len(observed))
+    return _cached(task, "_fastpath_lidar_ids", model, build)
+
+
+def _all_lidars(task: Any, observed: list) -> np.ndarray | None:
+    """The pseudo-lidars of all ``observed`` obstacles in one pass (None: not applicable)."""
+    ids, offsets = _lidar_ids(task, observed)
+    values = _lidar_values(task, task.agent.engine.data.xpos[ids], offsets, len(observed))
+    return None if values is None else np.array(values).reshape(len(observed), -1)
+
+
+def _obs_plan(task: Any, button_timer: bool) -> tuple | None:
+    """Where each entry of the flat observation comes from, for :func:`_planned_obs`.
+
+    Built once per compiled model (sensor addresses change with it) from upstream's own
+    rules: ``BaseAgent.obs_sensor``'s keys (each ``get_sensor`` a copy of a ``sensordata``
+    slice; ``ballquat`` sensors through ``quat2mat`` when angle components are on), then a
+    ``<name>_lidar`` per lidar-observed obstacle. None (the general path below runs) for
+    anything else: a compass, hinge angles as sin/cos, another agent or lidar method, a
+    space whose keys, shapes, dtypes or bounds are not exactly those of these readings
+    (sensors in (-inf, inf), lidars in [0, 1]).
+    """
+    import gymnasium
+
+    agent = task.agent
+    base_agent = _owner("bases.base_agent", "BaseAgent")
+    if type(agent).obs_sensor is not base_agent.obs_sensor:
+        return None
+    if type(agent).get_sensor is not agent_get_sensor or not _fast_lidar_applies(task):
+        return None
+    obstacles = task._obstacles
+    observed = [o for o in obstacles if o.is_lidar_observed]
+    if not all(o.name in _POSITIONED for o in observed):
+        return None
+    if any(hasattr(o, "is_comp_observed") and o.is_comp_observed for o in obstacles):
+        return None
+    model = task.model
+    conf, info = agent.sensor_conf, agent.sensor_info
+
+    def span(name):
+        sensor = model.sensor(name).id
+        adr = int(model.sensor_adr[sensor])
+        return adr, adr + int(model.sensor_dim[sensor])
+
+    sources: dict = {}  # obs_sensor's keys, in its order -> ("copy", start, stop) | ("quat", adr)
+    try:
+        for name in [*conf.sensors, *info.hinge_vel_names, *info.ballangvel_names]:
+            sources[name] = ("copy", *span(name))
+        if info.freejoint_pos_name:
+            start, stop = span(info.freejoint_pos_name)
+            sources[info.freejoint_pos_name] = ("copy", min(start + 2, stop), stop)
+        if info.freejoint_qvel_name:
+            sources[info.freejoint_qvel_name] = ("copy", *span(info.freejoint_qvel_name))
+        if conf.sensors_angle_components:
+            if info.hinge_pos_names:
+                return None
+            for name in info.ballquat_names:
+                start, stop = span(name)
+                if stop - start != 4:
+                    return None
+                sources[name] = ("quat", start)
+        else:
+            for name in [*info.hinge_pos_names, *info.ballquat_names]:
+                sources[name] = ("copy", *span(name))
+    except KeyError:
+        return None  # upstream's get_sensor raises its own error
+    num_bins = task.lidar_conf.num_bins
+    lidar_keys = [o.name + "_lidar" for o in observed]
+    if set(lidar_keys) & set(sources) or len(set(lidar_keys)) != len(lidar_keys):
+        return None
+    if button_timer and "buttons_lidar" not in lidar_keys:
+        return None
+    space = task.obs_info.obs_space_dict
+    if not isinstance(space, gymnasium.spaces.Dict):
+        return None
+    if set(space.spaces) != set(sources) | set(lidar_keys) or len(space.spaces) != len(
+        sources
+    ) + len(lidar_keys):
+        return None
+    copy_dst: list = []
+    copy_src: list = []
+    quats: list = []
+    lidar_at: dict = {}
+    at = 0
+    for key, box in space.spaces.items():
+        if type(box) is not gymnasium.spaces.Box or box.dtype != np.float64:
+            return None
+        if key in sources:
+            source = sources[key]
+            shape = (3, 3) if source[0] == "quat" else (source[2] - source[1],)
+            bounds = (-np.inf, np.inf)
+        else:
+            shape, bounds = (num_bins,), (0.0, 1.0)
+            lidar_at[key] = at
+        if box.shape != shape or not (
+            (box.low == bounds[0]).all() and (box.high == bounds[1]).all()
+        ):
+            return None
+        if key in sources:
+            if source[0] == "quat":
+                quats.append((at, source[1]))
+            else:
+                copy_dst.extend(range(at, at + shape[0]))
+                copy_src.extend(range(source[1], source[2]))
+        at += int(np.prod(shape))
+    lidar_start = lidar_at[lidar_keys[0]] if lidar_keys else at
+    if [lidar_at[k] for k in lidar_keys] != [
+        lidar_start + i * num_bins for i in range(len(lidar_keys))
+    ]:
+        return None  # lidars not one block in obstacle order
+    ids, offsets = _lidar_ids(task, observed)
+    contiguous = copy_dst == list(range(len(copy_dst)))
+    return (
+        space,
+        at,
+        slice(0, len(copy_dst)) if contiguous else np.array(copy_dst, dtype=np.int64),
+        np.array(copy_src, dtype=np.int64),
+        quats,
+        ids,
+        offsets,
+        len(observed),
+        slice(lidar_start, lidar_start + len(observed) * num_bins),
+        lidar_at.get("buttons_lidar"),
+    )
+
+
+def _planned_obs(task: Any, button_timer: bool) -> np.ndarray | None:
+    """``BaseTask.obs``'s flat vector written straight into one array by :func:`_obs_plan`.
+
+    The same values as upstream's dict of readings flattened (copies of the same
+    ``sensordata`` entries, ``mju_quat2Mat`` of the same quaternion, the same lidar
+    readings) in the space's key order. gymnasium's ``Dict.contains`` holds by
+    construction for keys, shapes, dtypes and the lidars' [0, 1] (every reading is a
+    ``max(0, .)/max_dist`` of a distance times an alias in [0, 1]); what remains of it is
+    "no NaN among the sensors", tested by one sum (NaN, or inf - inf, goes to the general
+    path, which runs upstream's own check). None: not applicable.
+    """
+    model = task.model
+    cache = task.__dict__.get("_fastpath_obs_plan")
+    if cache is None or cache[0] is not model or cache[1] != button_timer:
+        cache = (model, button_timer, _obs_plan(task, button_timer))
+        task.__dict__["_fastpath_obs_plan"] = cache
+    plan = cache[2]
+    if plan is None or plan[0] is not task.obs_info.obs_space_dict:
+        return None
+    _, total, copy_dst, copy_src, quats, ids, offsets, groups, lidars, buttons = plan
+    data = task.data
+    values = _lidar_values(task, data.xpos[ids], offsets, groups)
+    if values is None:
+        return None
+    flat = np.empty(total)
+    sensordata = data.sensordata
+    flat[copy_dst] = sensordata[copy_src]
+    for at, adr in quats:  # quat2mat: mju_quat2Mat of the quaternion, 9 entries row-major
+        mujoco.mju_quat2Mat(flat[at : at + 9], sensordata[adr : adr + 4])
+    flat[lidars] = values
+    if button_timer and task.buttons.timer != 0:
+        flat[buttons : buttons + task.lidar_conf.num_bins] = 0.0
+    total = flat.sum()
+    if total != total:
+        return None
+    return flat
 
 
 def _flat_bounds(task: Any, space: Any) -> tuple[list, np.ndarray, np.ndarray]:
@@ -406,6 +630,9 @@ def _flat_bounds(task: Any, space: Any) -> tuple[list, np.ndarray, np.ndarray]:
 def _task_obs(task: Any, button_timer: bool) -> Any:
     """``BaseTask.obs`` (and ``ButtonLevel0.obs`` with ``button_timer``), for flat vector obs."""
     mujoco.mj_forward(task.model, task.data)  # Needed to get sensor's data correct
+    flat = _planned_obs(task, button_timer)
+    if flat is not None:
+        return flat
     obs = task.agent.obs_sensor()
     obstacles = task._obstacles
     observed = [o for o in obstacles if o.is_lidar_observed]
@@ -452,7 +679,7 @@ def _task_obs(task: Any, button_timer: bool) -> Any:
 
 
 def task_obs(self) -> Any:
-    """Replaces ``BaseTask.obs``: positions by cached body ids, and gymnasium's Dict check and flatten as one bounds test and one concatenate."""
+    """Replaces ``BaseTask.obs``: the flat vector written from a per-model plan (:func:`_planned_obs`) instead of a dict of readings by name, checked and flattened by gymnasium; else positions by cached body ids and the check and flatten as one bounds test and one concatenate."""
     if self.observe_vision or not self.observation_flatten:
         return _UPSTREAM[("bases.base_task", "BaseTask", "obs")](self)
     return _task_obs(self, button_timer=False)
@@ -617,6 +844,8 @@ def world_yaml(yaml: Any) -> Any:
 # ---------------------------------------------------------------- the switch
 
 _BUTTON = ("tasks.safe_navigation.button.button_level0", "ButtonLevel0")
+_GOAL = ("tasks.safe_navigation.goal.goal_level0", "GoalLevel0")
+_GOAL_POS = property(goal_pos)
 
 _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("assets.mocaps.gremlins", "Gremlins", "move"): lambda _: gremlins_move,
@@ -627,7 +856,9 @@ _PATCHES: dict[tuple[str, str, str], Callable[[Any], Any]] = {
     ("bases.base_agent", "BaseAgent", "get_sensor"): lambda _: agent_get_sensor,
     ("bases.base_agent", "BaseAgent", "apply_action"): lambda _: agent_apply_action,
     ("bases.underlying", "Underlying", "simulation_forward"): lambda _: task_simulation_forward,
-    ("assets.geoms.goal", "Goal", "pos"): lambda _: property(goal_pos),
+    ("assets.geoms.goal", "Goal", "pos"): lambda _: _GOAL_POS,
+    ("bases.base_task", "BaseTask", "dist_goal"): lambda _: task_dist_goal,
+    _GOAL + ("calculate_reward",): lambda _: goal_calculate_reward,
     ("bases.base_task", "BaseTask", "_obs_lidar_pseudo"): lambda _: task_obs_lidar_pseudo,
     ("bases.base_task", "BaseTask", "obs"): lambda _: task_obs,
     _BUTTON + ("obs",): lambda _: button_obs,

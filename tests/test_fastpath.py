@@ -21,8 +21,11 @@ from envs.tasks import TASKS, make_env, make_vec_env
 NAV_TASKS = [name for name, spec in TASKS.items() if spec.family == "navigation"]
 
 
-def _trace(name: str, fastpath_on: bool, episodes: list[tuple[int, int]]) -> list:
-    """Everything the env returns over ``episodes`` = [(reset seed, max steps), ...]."""
+def _trace(name: str, fastpath_on: bool, episodes: list[tuple[int, int]], hook=None) -> list:
+    """Everything the env returns over ``episodes`` = [(reset seed, max steps), ...].
+
+    ``hook(task, t)``, if given, runs before step ``t`` of each episode (in both runs alike).
+    """
     env = make_env(name, fastpath_on=fastpath_on)
     assert fastpath.is_active() == fastpath_on
     rng = np.random.default_rng(1234)
@@ -31,7 +34,9 @@ def _trace(name: str, fastpath_on: bool, episodes: list[tuple[int, int]]) -> lis
         obs, _ = env.reset(seed=seed)
         state = env.unwrapped.task.random_generator.random_generator.get_state()
         out.append(("reset", obs.tobytes(), obs.dtype, state[1].tobytes(), state[2:]))
-        for _ in range(steps):
+        for t in range(steps):
+            if hook is not None:
+                hook(env.unwrapped.task, t)
             obs, reward, cost, terminated, truncated, info = env.step(rng.uniform(-1, 1, 2))
             costs = {k: (v, type(v)) for k, v in info.items() if k.startswith("cost")}
             out.append(
@@ -43,10 +48,10 @@ def _trace(name: str, fastpath_on: bool, episodes: list[tuple[int, int]]) -> lis
     return out
 
 
-def _assert_identical(name: str, episodes: list[tuple[int, int]]) -> None:
+def _assert_identical(name: str, episodes: list[tuple[int, int]], hook=None) -> None:
     try:
-        upstream = _trace(name, False, episodes)
-        fast = _trace(name, True, episodes)
+        upstream = _trace(name, False, episodes, hook)
+        fast = _trace(name, True, episodes, hook)
     finally:
         fastpath.set_enabled(fastpath.enabled_by_env())
     assert len(fast) == len(upstream)
@@ -58,6 +63,54 @@ def _assert_identical(name: str, episodes: list[tuple[int, int]]) -> None:
 def test_bit_identical_to_upstream(name):
     # One full 1000-step episode, then a reset with a new seed and a shorter one (CI time).
     _assert_identical(name, [(7, 1000), (8, 200)])
+
+
+def _start_button_timer(task, t) -> None:
+    if t % 40 == 0:
+        task.buttons.timer = 10  # as after pressing the goal button: a blank buttons lidar
+
+
+@pytest.mark.parametrize("name", ["SafetyPointButton1-v0", "SafetyCarButton1-v0"])
+def test_button_timer_obs_identical(name):
+    """ButtonLevel0.obs while the button timer runs (random actions rarely press the goal button)."""
+    _assert_identical(name, [(3, 200)], hook=_start_button_timer)
+
+
+@pytest.mark.parametrize("alias", [True, False])
+def test_lidar_values_match_upstream_on_edge_positions(alias):
+    """The lidar's Python-float loop body against upstream's on points the episodes rarely hit:
+    the agent's own position, exact bin boundaries, beyond max_dist, negative angles."""
+    env = make_env("SafetyPointGoal1-v0", seed=0, fastpath_on=True)
+    task = env.unwrapped.task
+    task.lidar_conf.alias = alias
+    upstream = fastpath._UPSTREAM[("bases.base_task", "BaseTask", "_obs_lidar_pseudo")]
+    agent = task.agent.pos
+    rng = np.random.default_rng(5)
+    cases = [agent[None, :2], agent[None, :]]
+    for k in range(16):  # points on bin boundaries in the world frame
+        angle = k * np.pi / 8
+        cases.append(agent[:2] + np.array([[np.cos(angle), np.sin(angle)]]) * 0.5)
+    cases += [agent[:2] + rng.uniform(-4, 4, size=(n, 2)) for n in (1, 3, 10, 40)]
+    cases += [rng.uniform(-4, 4, size=(7, 3)), np.array([[100.0, -100.0]])]
+    try:
+        for positions in cases:
+            fast = fastpath.task_obs_lidar_pseudo(task, positions)
+            assert fast.tobytes() == upstream(task, positions).tobytes(), positions
+    finally:
+        env.close()
+
+
+def test_float_remainder_is_numpys():
+    """The lidar's ``angle % 2pi`` on Python floats is numpy's float64 remainder, bit for bit."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [rng.uniform(-4, 4, 10000), [0.0, -0.0, -1e-300, 1e-300, -np.pi, np.pi, 2 * np.pi]]
+    )
+    two_pi = np.pi * 2
+    assert (
+        np.array([v % two_pi for v in values.tolist()]).tobytes()
+        == (np.array([np.float64(v) % two_pi for v in values])).tobytes()
+    )
 
 
 @pytest.mark.long
