@@ -47,6 +47,15 @@ def demonstrator_act_fn(path: str | os.PathLike, seed: int) -> tuple[ActFn, dict
     return act, meta
 
 
+def return_cost_stats(returns: np.ndarray, costs: np.ndarray) -> dict[str, float]:
+    """Mean, std, min and max of the episode returns and costs: a rollouts file's attributes."""
+    out = {}
+    for name, values in (("return", returns), ("cost", costs)):
+        for stat in ("mean", "std", "min", "max"):
+            out[f"{name}_{stat}"] = float(getattr(values, stat)())
+    return out
+
+
 def collect(
     task: str | TaskSpec,
     out: str | os.PathLike,
@@ -119,14 +128,7 @@ def collect(
         kind=kind,
         episodes=int(episodes),
         cost_limit=float(spec.cost_limit),
-        return_mean=float(returns.mean()),
-        return_std=float(returns.std()),
-        return_min=float(returns.min()),
-        return_max=float(returns.max()),
-        cost_mean=float(costs.mean()),
-        cost_std=float(costs.std()),
-        cost_min=float(costs.min()),
-        cost_max=float(costs.max()),
+        **return_cost_stats(returns, costs),
         env_fastpath=bool(result.env_fastpath),
         **extra,
     )

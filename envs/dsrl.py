@@ -176,17 +176,9 @@ def desirable_mask(
 
 
 def _stats(data: OfflineData) -> dict[str, float]:
-    returns, costs = data.episode_returns(), data.episode_costs()
-    return dict(
-        return_mean=float(returns.mean()),
-        return_std=float(returns.std()),
-        return_min=float(returns.min()),
-        return_max=float(returns.max()),
-        cost_mean=float(costs.mean()),
-        cost_std=float(costs.std()),
-        cost_min=float(costs.min()),
-        cost_max=float(costs.max()),
-    )
+    from envs.collect import return_cost_stats
+
+    return return_cost_stats(data.episode_returns(), data.episode_costs())
 
 
 def dsrl_rollouts(
