@@ -102,7 +102,8 @@ def select(
     policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
     highest mean return among those with mean cost <= ``max_cost``; none (or ``max_cost``
     None): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
-    candidate's figures, in ``selection.json``. This selects a data-generating policy, never a
+    candidate's figures and the training's length (``trained_steps``, from ``train.pt``), in
+    ``selection.json``. This selects a data-generating policy, never a
     method under test.
     """
     import shutil
@@ -127,8 +128,11 @@ def select(
 
     with atomic_path(folder / "policy.pt") as tmp:  # the workflow reads it: never half-written
         shutil.copyfile(folder / chosen["policy"], tmp)
+    from uniq.nets import load_policy
+
     record = dict(
         task=spec.name,
+        trained_steps=load_policy(final)[1].get("steps") if final.exists() else None,
         rule=f"highest return with cost <= {max_cost}" if max_cost is not None else "final",
         fallback_to_last=not ok,
         chosen=chosen["policy"],
