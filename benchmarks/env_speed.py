@@ -16,8 +16,9 @@ Second table, the navigation fast path (envs/fastpath.py): per navigation task, 
 stepped with the same seeds and random actions through upstream safety-gymnasium
 (UNIQ_ENV_FASTPATH=0), through the fast path, and the MuJoCo-only limit: the same physics
 work alone (frameskip x mj_step + one mj_forward per step, on the same model, no Python
-around it), all in the same run. Steps/s over full 1000-step episodes, resets included
-(s/reset reported apart); the limit has no resets.
+around it), interleaved episode by episode so that the ratios survive a drifting machine
+load. Steps/s over full 1000-step episodes, resets included (s/reset reported apart); the
+limit has no resets.
 
 Writes the Markdown tables to benchmarks/out/env_speed.md.
 """
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 import envs.rollout as engine
+from envs import fastpath
 from envs.tasks import TASKS, get_task, make_env, make_vec_env
 from uniq.atomic import atomic_write_text
 from uniq.nets import TanhGaussianPolicy
@@ -59,45 +61,72 @@ def single_env(spec, episodes: int) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def nav_loop(name: str, episodes: int, fastpath_on: bool) -> tuple[float, float]:
-    """(steps/s including resets, seconds per reset) of one env, upstream or fast path."""
-    env = make_env(name, fastpath_on=fastpath_on)
-    rng = np.random.default_rng(0)
-    steps, reset_time = 0, 0.0
+def nav_episode(env, seed: int, rng) -> tuple[int, float, float]:
+    """(steps, seconds in all, seconds in the reset) of one episode with random actions."""
     started = time.perf_counter()
+    env.reset(seed=seed)
+    reset_time = time.perf_counter() - started
+    steps, done = 0, False
+    while not done:
+        _, _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2))
+        done = terminated or truncated
+        steps += 1
+    return steps, time.perf_counter() - started, reset_time
+
+
+class MujocoLimit:
+    """The physics alone: frameskip x mj_step + mj_forward per env step, on the task's model."""
+
+    def __init__(self, name: str):
+        self.env = make_env(name, seed=0)
+        task = self.env.unwrapped.task
+        self.model, self.data = task.model, task.data
+        self.frameskip = task.sim_conf.frameskip_binom_n  # binom_p = 1.0: always the max
+        self.rng = np.random.default_rng(0)
+
+    def seconds(self, steps: int) -> float:
+        import mujoco
+
+        model, data = self.model, self.data
+        low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+        actions = self.rng.uniform(low, high, size=(steps, model.nu))
+        started = time.perf_counter()
+        for action in actions:
+            data.ctrl[:] = action
+            for _ in range(self.frameskip):
+                mujoco.mj_step(model, data)
+            mujoco.mj_forward(model, data)
+        return time.perf_counter() - started
+
+
+def fastpath_row(name: str, episodes: int) -> dict[str, float]:
+    """Upstream, fast path and MuJoCo limit, interleaved episode by episode.
+
+    Each episode (seed i) runs through upstream, then the fast path, then the limit for as
+    many steps: a change of machine load hits all three arms alike, so the ratios hold even
+    when the absolute rates drift (a shared machine's load moves over a cell's minute).
+    """
+    arms = {"upstream": make_env(name, fastpath_on=False), "fast": make_env(name, fastpath_on=True)}
+    limit = MujocoLimit(name)
+    rngs = {arm: np.random.default_rng(0) for arm in arms}
+    total = dict.fromkeys([*arms, "limit"], 0.0)
+    resets = dict.fromkeys(arms, 0.0)
+    steps = 0
     for i in range(episodes):
-        t = time.perf_counter()
-        env.reset(seed=i)
-        reset_time += time.perf_counter() - t
-        done = False
-        while not done:
-            _, _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 2))
-            done = terminated or truncated
-            steps += 1
-    total = time.perf_counter() - started
-    env.close()
-    return steps / total, reset_time / episodes
-
-
-def mujoco_limit(name: str, steps: int) -> float:
-    """Steps/s of the physics alone: frameskip x mj_step + mj_forward per env step."""
-    import mujoco
-
-    env = make_env(name, seed=0)
-    task = env.unwrapped.task
-    model, data = task.model, task.data
-    frameskip = task.sim_conf.frameskip_binom_n  # binom_p = 1.0: always the max frameskip
-    low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-    actions = np.random.default_rng(0).uniform(low, high, size=(steps, model.nu))
-    started = time.perf_counter()
-    for action in actions:
-        data.ctrl[:] = action
-        for _ in range(frameskip):
-            mujoco.mj_step(model, data)
-        mujoco.mj_forward(model, data)
-    rate = steps / (time.perf_counter() - started)
-    env.close()
-    return rate
+        for arm, env in arms.items():
+            fastpath.set_enabled(arm == "fast")  # the patches are process-wide class attributes
+            n, seconds, reset_s = nav_episode(env, i, rngs[arm])
+            total[arm] += seconds
+            resets[arm] += reset_s
+        steps += n
+        total["limit"] += limit.seconds(n)
+    for env in [*arms.values(), limit.env]:
+        env.close()
+    fastpath.set_enabled(fastpath.enabled_by_env())
+    return dict(
+        upstream=steps / total["upstream"], fast=steps / total["fast"], limit=steps / total["limit"],
+        reset_upstream=resets["upstream"] / episodes, reset_fast=resets["fast"] / episodes,
+    )  # fmt: skip
 
 
 def fastpath_table(episodes: int) -> list[str]:
@@ -105,19 +134,20 @@ def fastpath_table(episodes: int) -> list[str]:
     lines = [
         f"Navigation fast path (envs/fastpath.py): steps/s of one env, {episodes} full "
         "1000-step episodes per cell with resets (seeds 0..), random actions; limit = "
-        "frameskip x mj_step + mj_forward alone. Same run, same process.",
+        "frameskip x mj_step + mj_forward alone (no resets). The three arms run interleaved, "
+        "episode by episode, in one process.",
         "",
         "| task | upstream | fast path | MuJoCo limit | fast / upstream | upstream / limit "
         "| fast / limit | s/reset upstream | s/reset fast |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
-        upstream, reset_up = nav_loop(name, episodes, fastpath_on=False)
-        fast, reset_fast = nav_loop(name, episodes, fastpath_on=True)
-        limit = mujoco_limit(name, 1000 * episodes)
+        r = fastpath_row(name, episodes)
+        up, fast, limit = r["upstream"], r["fast"], r["limit"]
         lines.append(
-            f"| {name} | {upstream:.0f} | {fast:.0f} | {limit:.0f} | {fast / upstream:.2f}x "
-            f"| {upstream / limit:.2f} | {fast / limit:.2f} | {reset_up:.3f} | {reset_fast:.3f} |"
+            f"| {name} | {up:.0f} | {fast:.0f} | {limit:.0f} | {fast / up:.2f}x "
+            f"| {up / limit:.2f} | {fast / limit:.2f} | {r['reset_upstream']:.3f} "
+            f"| {r['reset_fast']:.3f} |"
         )
         print(f"done: {name} (fast path)", flush=True)
     return lines
