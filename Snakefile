@@ -71,10 +71,14 @@ def figure_files(exp, suffixes=("png", "pdf")):
     return [f"figures/{P}/{exp}_{kind}.{suffix}" for kind in kinds for suffix in suffixes]
 
 
+LAST_K = config["aggregate"].get("last_k", 0)
+
+
 rule all:
     input:
         expand(f"results/{P}/{{exp}}/summary.csv", exp=EXPERIMENTS),
         [figure_files(exp) for exp in EXPERIMENTS],
+        expand(f"results/{P}/{{exp}}/last{LAST_K}/summary.csv", exp=EXPERIMENTS) if LAST_K else [],
 
 
 rule demonstrator:
@@ -311,6 +315,29 @@ rule aggregate:
     shell:
         "uniq-bench aggregate --experiment {wildcards.exp} --out {params.out_dir}"
         " --reference {params.reference} --reps {params.reps} {input} > {log} 2>&1"
+
+
+rule aggregate_last_k:
+    """The same tables with each run scored by its last k curve evaluations (the suite's runs
+    only: external results carry no curve)."""
+    input:
+        evals=lambda w: run_files(W.experiment_runs(config, w.exp), "eval.json"),
+        curves=lambda w: run_files(W.experiment_runs(config, w.exp), "curve.csv"),
+    output:
+        summary=f"results/{P}/{{exp}}/last{LAST_K}/summary.csv",
+        tables=multiext(f"results/{P}/{{exp}}/last{LAST_K}/table", ".md", ".tex", ".csv"),
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+        reference=config["aggregate"]["reference"],
+        reps=config["aggregate"]["reps"],
+    log:
+        f"{LOGS}/aggregate/{{exp}}_last{LAST_K}.log",
+    threads: 1
+    shell:
+        "uniq-bench aggregate --experiment {wildcards.exp} --out {params.out_dir}"
+        " --reference {params.reference} --reps {params.reps} --scoring last-k"
+        f" --last-k {LAST_K}"
+        " {input.evals} > {log} 2>&1"
 
 
 for _exp in EXPERIMENTS:

@@ -275,3 +275,71 @@ def test_cli_aggregate(tmp_path, caplog):
     missing = tmp_path / "nope" / "eval.json"
     assert main(args + [str(missing)]) == 2
     assert "no such file" in caplog.text
+
+
+def _curve(eval_path: Path, rows: list[tuple[int, float, float]], episodes: int = 5) -> None:
+    """curve.csv beside an eval.json: (step, normalized return, normalized cost) rows."""
+    df = pd.DataFrame(
+        [
+            dict(step=s, return_mean=100 * r, cost_mean=25 * c, return_normalized=r,
+                 cost_normalized=c, episodes=episodes)
+            for s, r, c in rows
+        ]
+    )  # fmt: skip
+    df.to_csv(eval_path.with_name("curve.csv"), index=False)
+
+
+def test_last_k_scoring_averages_the_last_k_curve_evaluations(tmp_path):
+    a = make_eval(tmp_path, "uniq", "E", 0, ret=0.9, cost=0.1)
+    b = make_eval(tmp_path, "bc-mix", "E", 0, ret=0.5, cost=2.0)
+    # an early good point that last-3 must leave out; the last row is the final policy
+    _curve(a, [(250, 1.0, 0.0), (500, 0.3, 0.6), (750, 0.6, 0.3), (1000, 0.9, 0.0)])
+    _curve(b, [(250, 0.1, 0.0), (500, 0.2, 1.0), (750, 0.5, 2.0), (1000, 0.8, 3.0)])
+    last3 = stats.load_evals([a, b], scoring=stats.Scoring("last-k", 3)).set_index("algo")
+    assert last3.loc["uniq", "return_normalized"] == pytest.approx(0.6)
+    assert last3.loc["uniq", "cost_normalized"] == pytest.approx(0.3)
+    assert last3.loc["uniq", "return_mean"] == pytest.approx(60.0)
+    assert last3.loc["bc-mix", "cost_normalized"] == pytest.approx(2.0)
+    assert last3.loc["uniq", "final_return_normalized"] == pytest.approx(0.9)
+    assert last3.loc["uniq", "episodes"] == 15
+    assert last3.loc["uniq", "scored_steps"] == "500 750 1000"
+    final = stats.load_evals([a, b]).set_index("algo")  # the default ignores the curves
+    assert final.loc["uniq", "return_normalized"] == pytest.approx(0.9)
+
+    out = tmp_path / "out"
+    stats.aggregate([a, b], "main", out, reps=50, scoring=stats.Scoring("last-k", 3))
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["scoring"] == {"mode": "last-k", "k": 3}
+    assert "last 3 curve evaluations" in meta["table_caption"]
+    stats.aggregate([a, b], "main", tmp_path / "final", reps=50)
+    caption = json.loads((tmp_path / "final" / "meta.json").read_text())["table_caption"]
+    assert "final policy" in caption and "curve" not in caption
+
+
+def test_last_k_scoring_refuses_missing_short_or_stale_curves(tmp_path):
+    a = make_eval(tmp_path, "uniq", "E", 0, ret=0.9, cost=0.1)
+    last3 = stats.Scoring("last-k", 3)
+    with pytest.raises(stats.StatsError, match="no curve beside"):
+        stats.load_evals([a], scoring=last3)
+    _curve(a, [(500, 0.5, 0.0), (1000, 0.9, 0.0)])
+    with pytest.raises(stats.StatsError, match="fewer than k=3"):
+        stats.load_evals([a], scoring=last3)
+    _curve(a, [(250, 0.5, 0.0), (500, 0.5, 0.0), (750, 0.9, 0.0)])  # run trained 1000 steps
+    with pytest.raises(stats.StatsError, match="ends at step 750"):
+        stats.load_evals([a], scoring=last3)
+    with pytest.raises(stats.StatsError, match="k must be >= 1"):
+        stats.Scoring("last-k", 0)
+    with pytest.raises(stats.StatsError, match="use one of"):
+        stats.Scoring("best")
+
+
+def test_cli_aggregate_last_k(tmp_path):
+    a = make_eval(tmp_path, "uniq", "E", 0, ret=0.9, cost=0.1)
+    _curve(a, [(500, 0.5, 0.0), (1000, 0.9, 0.0)])
+    out = tmp_path / "out"
+    argv = ["aggregate", "--experiment", "main", "--out", str(out), "--reps", "20"]
+    assert main([*argv, "--scoring", "last-k", "--last-k", "2", str(a)]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["return_normalized"].iloc[0] == pytest.approx(0.7)
+    assert summary["scoring"].iloc[0] == "last2"
+    assert main([*argv, "--scoring", "last-k", "--last-k", "3", str(a)]) == 2  # clear error

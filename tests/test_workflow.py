@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import validate
@@ -76,6 +77,7 @@ def expected_counts(config: dict) -> dict[str, int]:
         "train": len(runs),
         "evaluate": len(runs),
         "aggregate": len(config["experiments"]),
+        "aggregate_last_k": len(config["experiments"]) if config["aggregate"].get("last_k") else 0,
         "all": 1,
     }
     counts.update({f"figures_{exp}": 1 for exp in config["experiments"]})
@@ -205,6 +207,10 @@ BAD_CONFIGS = {
             "0.333",
             "n_mix_undesirable",
         ],
+    ),
+    "last_k beyond the curve": (
+        lambda c: c["aggregate"].update({"last_k": 3}),  # 50 steps, eval every 25: 2 points
+        ["aggregate.last_k: 3", "train.eval_every=25", "gives 2", "aggregate.last_k: 0"],
     ),
     "too few rollouts": (
         lambda c: c["rollouts"].update({"episodes": 3}),
@@ -395,6 +401,10 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert list((tmp_path / "figures" / "smoke").glob(f"{exp}_*.pdf"))
     summary = (root / "main" / "summary.csv").read_text()
     assert "mymethod" in summary and "uniq" in summary
+    k = config["aggregate"]["last_k"]  # the same runs scored by their last k curve points
+    last_k = pd.read_csv(root / "main" / f"last{k}" / "summary.csv")
+    assert set(last_k["scoring"]) == {f"last{k}"} and "mymethod" not in set(last_k["algo"])
+    assert f"last {k} curve evaluations" in (root / "main" / f"last{k}" / "table.md").read_text()
     # Every rule wrote a benchmark file (resources measured per job).
     assert len(list((tmp_path / "logs" / "smoke" / "benchmarks").rglob("*.tsv"))) >= len(runs)
 

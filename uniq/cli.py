@@ -461,14 +461,25 @@ def _args_aggregate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", default="uniq", help="method compared with each baseline (PoI)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument(
+        "--scoring",
+        choices=["final", "last-k"],
+        default="final",
+        help="score a run by its final policy (eval.json, the default) or by the mean of its "
+        "last --last-k curve evaluations (curve.csv beside eval.json)",
+    )
+    p.add_argument("--last-k", type=int, default=3, help="k of --scoring last-k")
     p.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="the runs' eval.json files")
 
 
 def _aggregate(args: argparse.Namespace) -> int:
-    from uniq.stats import StatsError, aggregate
+    from uniq.stats import Scoring, StatsError, aggregate
 
     try:
-        aggregate(args.evals, args.experiment, args.out, args.reference, args.reps, args.seed)
+        scoring = Scoring(args.scoring, args.last_k)
+        aggregate(
+            args.evals, args.experiment, args.out, args.reference, args.reps, args.seed, scoring
+        )
     except StatsError as e:  # bad inputs: a clear message, no traceback
         logging.getLogger("uniq.stats").error("%s", e)
         return 2

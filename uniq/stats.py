@@ -12,6 +12,12 @@ better, so ``P(UNIQ better on cost) = P(-c_UNIQ > -c_baseline)`` (both arrays ne
 Performance profile: ``F(tau) = fraction of runs with score > tau`` (for cost, lower curves are
 better; ``F(1)`` is the fraction of unsafe runs).
 
+Scoring (:class:`Scoring`): by default a run is scored by its final policy's evaluation
+(``eval.json``: no model selection on the test episodes). ``last-k`` scores it instead by the
+mean of its last ``k`` curve evaluations (``curve.csv`` beside ``eval.json``, the last row
+being the final policy): no selection either, but k policies' episodes average out some of the
+seed noise of one policy. Every caption and ``meta.json`` say which scoring a table uses.
+
 Missing data policy: a method absent from a task gets an explicit "n/a" table cell; aggregate
 score arrays use only the tasks on which *every* method ran (a warning and the captions say
 which were left out), and per method the same number of runs on each task (the lowest seeds;
@@ -89,6 +95,36 @@ OPTIONAL_FIELDS = {
 
 class StatsError(ValueError):
     """Bad or inconsistent result files; the message names the file, the field and the fix."""
+
+
+SCORING_MODES = ("final", "last-k")
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a run is scored: ``final`` (its eval.json) or ``last-k`` (the mean of the last
+    ``k`` rows of its curve.csv)."""
+
+    mode: str = "final"
+    k: int = 3
+
+    def __post_init__(self):
+        if self.mode not in SCORING_MODES:
+            raise StatsError(f"scoring {self.mode!r}: use one of {', '.join(SCORING_MODES)}")
+        if self.mode == "last-k" and self.k < 1:
+            raise StatsError(f"last-k scoring with k={self.k}: k must be >= 1")
+
+    @property
+    def name(self) -> str:
+        return "final" if self.mode == "final" else f"last{self.k}"
+
+    def phrase(self) -> str:
+        if self.mode == "final":
+            return "of the final policy (its evaluation after the last training step)"
+        return (
+            f"scored by the mean of each run's last {self.k} curve evaluations (the last one "
+            "being the final policy; no model selection)"
+        )
 
 
 # ---------------------------------------------------------------- writing
@@ -169,8 +205,46 @@ def _row(path: Path, rec: dict) -> dict:
     return row
 
 
-def load_evals(paths: Sequence[str | os.PathLike], experiment: str = "main") -> pd.DataFrame:
-    """One row per run (the future summary.csv), validated.
+CURVE_SCORE_COLUMNS = ("return_mean", "cost_mean", "return_normalized", "cost_normalized")
+
+
+def _score_last_k(row: dict, k: int) -> dict:
+    """``row`` with its scores replaced by the mean of the run's last ``k`` curve evaluations
+    (the eval.json figures kept as ``final_*``)."""
+    path = Path(row["path"]).with_name("curve.csv")
+    if not path.exists():
+        raise StatsError(
+            f"{path}: no curve beside {row['path']}, which last-k scoring reads; train with "
+            "--eval-every (config train.eval_every > 0), or score with --scoring final"
+        )
+    curve = pd.read_csv(path)
+    missing = [c for c in (*CURVE_SCORE_COLUMNS, "step", "episodes") if c not in curve]
+    if missing:
+        raise StatsError(f"{path}: missing column(s) {', '.join(missing)}; re-run the training")
+    if len(curve) < k:
+        raise StatsError(
+            f"{path}: {len(curve)} curve evaluation(s), fewer than k={k}; lower k or evaluate "
+            "more often (train.eval_every)"
+        )
+    if int(curve["step"].iloc[-1]) != row["steps"]:
+        raise StatsError(
+            f"{path}: the curve ends at step {int(curve['step'].iloc[-1])} but the run trained "
+            f"{row['steps']} steps (a stale or partial curve); re-run the training"
+        )
+    last = curve.tail(k)
+    out = dict(row)
+    for col in CURVE_SCORE_COLUMNS:
+        out[f"final_{col}"] = row[col]
+        out[col] = float(last[col].mean())
+    out["episodes"] = int(last["episodes"].sum())
+    out["scored_steps"] = " ".join(str(int(s)) for s in last["step"])
+    return out
+
+
+def load_evals(
+    paths: Sequence[str | os.PathLike], experiment: str = "main", scoring: Scoring = Scoring()
+) -> pd.DataFrame:
+    """One row per run (the future summary.csv), validated and scored by ``scoring``.
 
     Raises :class:`StatsError` for a missing/ill-typed contract field, a run given twice, runs of
     one (env, variant) trained on different datasets (checksums differ), or a sweep experiment
@@ -178,7 +252,11 @@ def load_evals(paths: Sequence[str | os.PathLike], experiment: str = "main") -> 
     """
     if not paths:
         raise StatsError("no eval.json files given; pass the runs' eval.json paths")
-    df = pd.DataFrame([_row(Path(p), _read_eval(Path(p))) for p in paths])
+    rows = [_row(Path(p), _read_eval(Path(p))) for p in paths]
+    if scoring.mode == "last-k":
+        rows = [_score_last_k(row, scoring.k) for row in rows]
+    df = pd.DataFrame(rows)
+    df["scoring"] = scoring.name
     _check_duplicates(df)
     _check_checksums(df)
     if experiment in SWEEPS:
@@ -531,7 +609,9 @@ def _count_phrase(values: Iterable[int], unit: str) -> str:
     return f"{vals[0]}-{vals[-1]} {unit}s"
 
 
-def table_caption(df: pd.DataFrame, experiment: str, scores: ScoreSet, reps: int) -> str:
+def table_caption(
+    df: pd.DataFrame, experiment: str, scores: ScoreSet, reps: int, scoring: Scoring = Scoring()
+) -> str:
     """Plain-text caption: what the numbers are, the normalization, seeds, episodes, markers."""
     kappas = df.groupby("env")["cost_limit"].first()
     if kappas.isna().all():
@@ -544,11 +624,12 @@ def table_caption(df: pd.DataFrame, experiment: str, scores: ScoreSet, reps: int
         )
     seeds = df.groupby(["task", "algo"]).size()
     text = (
-        f"Experiment {experiment}: return and cost of the final policy per task and method, "
+        f"Experiment {experiment}: return and cost per task and method, {scoring.phrase()}; "
         f"mean ± half-width of the 95% percentile bootstrap CI over seeds ({reps} resamples); "
         f"{_count_phrase(seeds, 'seed')} per method and task, "
-        f"{_count_phrase(df['episodes'], 'evaluation episode')} per run. "
-        "Normalized return = (R - R_min)/(R_max - R_min), with R_min and R_max the min and max "
+        f"{_count_phrase(df['episodes'], 'evaluation episode')} per run"
+        + (" (over its scored evaluations). " if scoring.mode == "last-k" else ". ")
+        + "Normalized return = (R - R_min)/(R_max - R_min), with R_min and R_max the min and max "
         "trajectory return over the env's demonstrator rollouts; normalized cost = C/κ, "
         f"{kappa}. Bold: best per task and column (highest return, lowest cost) among methods "
         "without hidden labels. † uses the hidden desirability labels (oracle), excluded from "
@@ -661,6 +742,7 @@ def aggregate(
     reference: str = REFERENCE,
     reps: int = 2000,
     seed: int = 0,
+    scoring: Scoring = Scoring(),
 ) -> dict[str, Path]:
     """Compute everything, then write every output atomically; returns name -> path.
 
@@ -670,10 +752,10 @@ def aggregate(
     """
     if reps < 10:
         raise StatsError(f"reps={reps} is too few bootstrap resamples; use >= 10 (default 2000)")
-    df = load_evals(paths, experiment)
+    df = load_evals(paths, experiment, scoring)
     scores = score_arrays(df)
     table = task_table(df, reps=reps, seed=seed)
-    caption = table_caption(df, experiment, scores, reps)
+    caption = table_caption(df, experiment, scores, reps, scoring)
     outputs: dict[str, str] = {
         "summary.csv": _csv(df),
         "aggregate.csv": _csv(interval_estimates(scores, reps=reps, seed=seed)),
@@ -687,6 +769,7 @@ def aggregate(
         outputs["by_x.csv"] = _csv(by_x(df, reps=reps, seed=seed))
     meta = dict(
         experiment=experiment,
+        scoring=dict(mode=scoring.mode, k=scoring.k if scoring.mode == "last-k" else None),
         reference=reference,
         reps=reps,
         seed=seed,

@@ -1,0 +1,116 @@
+"""How long each method needs to settle: one long run per method, evaluated along the way.
+
+Trains every method of an experiment (the profile's own hyper-parameters, from its config)
+for ``--steps`` updates on one task and dataset variant, evaluating the policy every
+``--eval-every`` steps on ``--eval-episodes`` episodes (the curve), then tabulates return and
+cost at the ``--at`` steps. This is how the quick profile's training length is chosen.
+
+One caveat: a long run evaluated at step t is not exactly a run of length t where a method
+scales a schedule with its length (DWBC's discriminator interval, clip(T // 5000, 1, 100));
+the table says so. Runs resume where they stopped (``uniq-bench train`` checkpoints), so the
+script can be rerun after an interruption.
+
+    uv run python analysis/learning_curves.py --config config/quick.yaml \
+        --task SafetyHalfCheetahVelocity-v1 --steps 100000 --at 10000 30000 100000 \
+        --out results/quick/learning_curves
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uniq import workflow as W  # noqa: E402
+from uniq.atomic import atomic_write_text  # noqa: E402
+
+
+def train_command(config: dict, algo: str, args, data: Path, out: Path) -> list[str]:
+    refs = [str(data / f"rollouts_{kind}.h5") for kind in W.KINDS]
+    return [
+        "uniq-bench", "train", *shlex.split(W.train_args(config, algo, args.task)),
+        "--task", args.task, "--variant", args.variant,
+        "--un", str(data / args.variant / "un.h5"), "--mix", str(data / args.variant / "mix.h5"),
+        "--seed", str(args.seed), "--steps", str(args.steps),
+        "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+        "--reference", *refs, "--threads", "1", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+
+
+def table(curves: dict[str, pd.DataFrame], at: list[int], caption: str) -> str:
+    head = "| method | " + " | ".join(f"{s // 1000}k: return / cost" for s in at) + " |"
+    lines = [caption, "", head, "|---|" + "---:|" * len(at)]
+    for algo, curve in curves.items():
+        cells = []
+        for step in at:
+            row = curve[curve["step"] == step]
+            cells.append(
+                "n/a"
+                if row.empty
+                else f"{row['return_mean'].iloc[0]:.0f} / {row['cost_mean'].iloc[0]:.1f}"
+            )
+        lines.append(f"| {algo} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="config/quick.yaml")
+    p.add_argument("--task", default="SafetyHalfCheetahVelocity-v1")
+    p.add_argument("--variant", default="default")
+    p.add_argument("--experiment", default="main", help="whose algorithms to run")
+    p.add_argument("--methods", nargs="*", help="default: the experiment's algorithms")
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--at", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    p.add_argument("--eval-every", type=int, default=10_000)
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/quick/learning_curves")
+    args = p.parse_args(argv)
+    if any(s % args.eval_every or s > args.steps for s in args.at):
+        p.error(
+            f"every --at step must be a multiple of --eval-every {args.eval_every} and <= --steps"
+        )
+    config = yaml.safe_load(Path(args.config).read_text())
+    W.check(config)
+    methods = args.methods or config["experiments"][args.experiment]["algorithms"]
+    data = Path(f"results/{config['profile']}/data/{args.task}")
+    if not (data / args.variant / "mix.h5").exists():
+        p.error(
+            f"{data / args.variant}/mix.h5 not found: build the dataset first, e.g. "
+            f"`uv run snakemake --cores 2 --configfile {args.config} "
+            f"{data / args.variant}/mix.h5`"
+        )
+    out = Path(args.out)
+    curves, commands = {}, []
+    for algo in methods:
+        run = out / "runs" / algo / f"seed{args.seed}"
+        cmd = train_command(config, algo, args, data, run)
+        commands.append(shlex.join(["uv", "run", *cmd]))
+        if not (run / "policy.pt").exists():
+            print(f"training {algo}: {commands[-1]}", flush=True)
+            subprocess.run(cmd, check=True)
+        curves[algo] = pd.read_csv(run / "curve.csv")
+    caption = (
+        f"{args.task} ({args.variant} split of {args.config}), one run per method (seed "
+        f"{args.seed}) of {args.steps} updates with the profile's hyper-parameters; return and "
+        f"cost of the policy at each step, {args.eval_episodes} evaluation episodes. DWBC's "
+        f"discriminator interval follows the run's length ({args.steps} // 5000), so its "
+        "early columns are not exactly shorter runs."
+    )
+    text = table(curves, args.at, caption)
+    atomic_write_text(out / "table.md", text + "\nCommands:\n\n" + "\n".join(
+        f"    {c}" for c in commands) + "\n")  # fmt: skip
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
