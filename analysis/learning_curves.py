@@ -3,7 +3,8 @@
 Trains every method of an experiment (the profile's own hyper-parameters, from its config)
 for ``--steps`` updates on one task and dataset variant, evaluating the policy every
 ``--eval-every`` steps on ``--eval-episodes`` episodes (the curve), then tabulates return and
-cost at the ``--at`` steps. This is how the quick profile's training length is chosen.
+cost at the ``--at`` steps (``<out>/table.md``; each run's curve in ``<out>/curves/``, the runs
+themselves in ``<out>/runs/``, not committed). This is how the quick profile's training length is chosen.
 
 One caveat: a long run evaluated at step t is not exactly a run of length t where a method
 scales a schedule with its length (DWBC's discriminator interval, clip(T // 5000, 1, 100));
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
             print(f"training {algo}: {commands[-1]}", flush=True)
             subprocess.run(cmd, check=True)
         curves[algo] = pd.read_csv(run / "curve.csv")
+        atomic_write_text(out / "curves" / f"{algo}.csv", (run / "curve.csv").read_text())
     caption = (
         f"{args.task} ({args.variant} split of {args.config}), one run per method (seed "
         f"{args.seed}) of {args.steps} updates with the profile's hyper-parameters; return and "
