@@ -92,12 +92,12 @@ def collect(
                 f"{demonstrator} was trained on {meta.get('task')}, not {spec.name}; fix --task."
             )
         kind, source = meta.get("kind"), meta.get("source", "unknown")
-        from envs.quality import sha256
+        from uniq.atomic import file_sha256
 
         extra = {
             "demonstrator": Path(demonstrator).name,
             "demonstrator_path": str(demonstrator),
-            "demonstrator_sha256": sha256(demonstrator),
+            "demonstrator_sha256": file_sha256(demonstrator),
             "demonstrator_stats": {
                 k: meta[k]
                 for k in (

@@ -194,7 +194,7 @@ def dsrl_rollouts(
     Nothing is written unless both files can be: every check runs first, and the two files
     are renamed into place only once both are complete.
     """
-    from envs.quality import sha256
+    from uniq.atomic import file_sha256
 
     spec = resolve_task(task)
     for name, value in (("return", return_threshold), ("cost", cost_threshold)):
@@ -218,7 +218,7 @@ def dsrl_rollouts(
         cost_limit=float(spec.cost_limit),
         dsrl_file=path.name,
         dsrl_path=str(path.resolve()),
-        dsrl_sha256=sha256(path),
+        dsrl_sha256=file_sha256(path),
         split_rule=rule,
         return_threshold=float(return_threshold),
         cost_threshold=float(cost_threshold),

@@ -16,7 +16,6 @@ collection seeds (small) and the evaluation seeds (10 million and up).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.tasks import TaskSpec, resolve_task
+from uniq.atomic import file_sha256
 
 QUALITY_SEED_BASE = 20_000_000
 SELECTION_SEED_BASE = 30_000_000
@@ -32,15 +32,6 @@ SELECTION_SEED_BASE = 30_000_000
 episodes a snapshot was chosen by."""
 UNSAFE_MIN_COST = 50.0
 CLEAR_MARGIN_SE = 3.0
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in chunks (a DSRL file is hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _summary(result) -> dict[str, float]:
@@ -81,7 +72,7 @@ def measure(
         task=spec.name,
         kind=meta.get("kind"),
         policy=str(policy_path),
-        policy_sha256=sha256(policy_path),
+        policy_sha256=file_sha256(policy_path),
         trained_steps=meta.get("steps"),
         episode_seeds=[seed, seed + episodes - 1],
         cost_limit=spec.cost_limit,

@@ -11,6 +11,7 @@ import torch
 
 from envs import quality
 from envs.tasks import get_task
+from uniq.atomic import file_sha256
 from uniq.nets import TanhGaussianPolicy, save_policy, with_obs_norm
 
 torch.set_num_threads(1)
@@ -78,7 +79,7 @@ def test_assess_writes_quality_and_curve_for_each_kind(tmp_path, monkeypatch):
         assert saved == json.loads(json.dumps(records[kind]))
         for policy_kind in ("stochastic", "deterministic", "random"):
             assert saved[policy_kind]["episodes"] == 3
-        assert saved["policy_sha256"] == quality.sha256(tmp_path / kind / "policy.pt")
+        assert saved["policy_sha256"] == file_sha256(tmp_path / kind / "policy.pt")
         assert set(saved["bars"]) >= {"all", "safe_cost_at_most_limit"}
         assert (tmp_path / kind / "curve.png").stat().st_size > 1000
     # the same seeds for every kind: the random policy's figures agree between the two files

@@ -1,4 +1,4 @@
-"""Whole-or-nothing file writes, and the provenance stamp every result carries.
+"""Whole-or-nothing file writes, and the provenance every result carries (commit, checksums).
 
 Every output of the suite goes through :func:`atomic_path`: it is written to a temp file in
 the destination's folder and renamed over the destination only once complete, so a crash
@@ -9,6 +9,7 @@ existing result with one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -30,6 +31,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in chunks (a DSRL file is hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
