@@ -596,6 +596,24 @@ def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tm
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
+def test_classifier_cache_hit_leaves_the_training_batches_as_a_miss(tmp_path):
+    """Loading the classifiers must not shift the sampling stream the training loop reads."""
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+
+    def after_pretrain(cache: str | None) -> tuple[dict, torch.Tensor]:
+        kw = dict(hidden=16, ratio_batch=64, ratio_steps=20, ratio_cache_dir=cache)
+        sources = gaussian_sources(seed=0, run_seed=3)
+        info = UNIQ(UNIQConfig(**kw), spec, sources, "cpu", 3).pretrain()
+        return info, sources["mix"].generator.get_state()
+
+    cache = str(tmp_path / "cache")
+    miss, state_miss = after_pretrain(cache)
+    hit, state_hit = after_pretrain(cache)
+    _, state_off = after_pretrain(None)
+    assert (miss["ratio_cached"], hit["ratio_cached"]) == (0.0, 1.0)
+    assert torch.equal(state_hit, state_miss) and torch.equal(state_off, state_miss)
+
+
 @pytest.mark.parametrize("field", ["ratio_check_every", "ratio_check_rows", "ratio_steps"])
 def test_stop_rule_sizes_must_be_positive_integers(field):
     from uniq.method import ConfigError

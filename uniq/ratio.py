@@ -128,7 +128,14 @@ class RatioEstimator:
     def fit(self, data) -> dict[str, float]:
         """Train the classifiers on ``data`` (source -> sampler; ``ratio_stop``: the
         reference's gap rule, or held-out early stopping), or load them from the cache
-        (``ratio_cache_dir``); leave them frozen. Returns the scalars to log."""
+        (``ratio_cache_dir``); leave them frozen. Returns the scalars to log.
+
+        The fit draws from its own generator, seeded by one draw of the run's sampling
+        generator: a run that loads the classifiers from the cache then samples the same
+        training batches as the run that trained them."""
+        sampling = data["mix"].generator
+        seed = int(torch.randint(2**62, (1,), generator=sampling, device=sampling.device))
+        gen = torch.Generator(sampling.device).manual_seed(seed)
         cache = self.cache_path(data)
         if cache is not None and cache.exists():
             payload = torch.load(cache, map_location=self.device, weights_only=False)
@@ -136,7 +143,8 @@ class RatioEstimator:
                 self.nets[n].load_state_dict(payload["state"][n])
             info = dict(payload["info"], ratio_cached=1.0)
         else:
-            info = self._fit_gap(data) if self.cfg.ratio_stop == "gap" else self._fit_heldout(data)
+            fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
+            info = fit(data, gen)
             if cache is not None:
                 state = {n: self.nets[n].state_dict() for n in self.names}
                 with atomic_path(cache) as tmp:  # a run in parallel may write too: either wins
@@ -167,7 +175,7 @@ class RatioEstimator:
                 h.update(x.detach().cpu().contiguous().numpy().tobytes())
         return Path(cfg.ratio_cache_dir) / f"uniq_ratio_{h.hexdigest()[:32]}.pt"
 
-    def _fit_gap(self, data) -> dict[str, float]:
+    def _fit_gap(self, data, gen: torch.Generator) -> dict[str, float]:
         """The reference's rule: each classifier in turn (c_mix, then c_un; or c), BCE steps on
         ``ratio_batch`` rows of each set; every ``ratio_check_every`` steps the gap
         (:meth:`gap`) on ``ratio_check_rows`` in-sample rows of each set; stop once it
@@ -177,7 +185,6 @@ class RatioEstimator:
         classifier, the steps run, the final gap and the last batch loss.
         """
         cfg, dev = self.cfg, self.device
-        gen = data["mix"].generator
         x_un, x_mix = (
             self.features(data["un"].tensors),
             self.features(data["mix"].tensors),
@@ -215,13 +222,12 @@ class RatioEstimator:
             info[f"ratio_train_loss_{name}"] = float(loss.detach())
         return info
 
-    def _fit_heldout(self, data) -> dict[str, float]:
+    def _fit_heldout(self, data, gen: torch.Generator) -> dict[str, float]:
         """Suite option: the classifiers trained together on the rows outside held-out
         trajectories, early-stopped on the held-out loss (patience ``ratio_patience``
         evaluations, every ``ratio_eval_every`` steps); the best weights kept."""
         cfg = self.cfg
         un, mix = data["un"].tensors, data["mix"].tensors
-        gen = data["mix"].generator
         x_un, x_mix = self.features(un), self.features(mix)
         (tr_un, ho_un), (tr_mix, ho_mix) = (
             self._holdout_split(un, gen),
