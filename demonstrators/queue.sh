@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains the navigation demonstrators at low priority in two lanes (one per core), each lane's
 # jobs one after another, every job resumable: rerun this script and each job continues from its
-# checkpoint; a job already trained and selected is skipped. After a job the committed policy.pt
+# checkpoint; a job already trained and selected is skipped, and one that another copy of the
+# script is training (a lock file per job) too. After a job the committed policy.pt
 # is chosen (safe: the best snapshot with mean cost <= 20 on 20 episodes of its own; unsafe: the
 # final policy), and once both kinds of a task exist, quality.json is measured.
 # Jobs: TASK KIND STEPS [--set k=v ...].
@@ -17,11 +18,12 @@ ADAM_SAFE="--set cost_limit=10 --set snapshot_every=10"
 warm_safe() {  # TASK: PID multiplier, warm start from the task's unsafe demonstrator
   echo "--set lagrangian=pid --set cost_limit=12 --set snapshot_every=5 --set init_from=demonstrators/$1/unsafe/policy.pt"
 }
+# PointGoal1's unsafe policy reached cost 46.7 at 1M steps (bar: >= 50): it continues to 1.5M.
 lane_a=(
-  "SafetyPointGoal1-v0 unsafe 1000000"
   "SafetyPointGoal1-v0 safe 3000000 $ADAM_SAFE"
   "SafetyCarGoal1-v0 unsafe 1000000"
   "SafetyCarGoal1-v0 safe 2000000 $(warm_safe SafetyCarGoal1-v0)"
+  "SafetyPointGoal1-v0 unsafe 1500000"
   "SafetyCarButton1-v0 safe 2000000 $(warm_safe SafetyCarButton1-v0)"
 )
 lane_b=(
@@ -44,6 +46,9 @@ job() {
     echo "skipped until $task's unsafe demonstrator exists (rerun the script): $1"; return
   fi
   mkdir -p "$dir"
+  local lock
+  exec {lock}> "$dir/.queue.lock"  # another copy of this script may be training this job
+  flock -n "$lock" || { echo "running elsewhere: $1"; return; }
   local args=(demonstrator --algo ppo --task "$task" --kind "$kind" --steps "$steps" --seed "$seed"
               --out "$dir/train.pt" --no-progress $rest)
   echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- envs uniq || echo -dirty): uv run uniq-bench ${args[*]}" >> "$dir/command.txt"
@@ -57,6 +62,7 @@ job() {
   if [ -f "$both/safe/policy.pt" ] && [ -f "$both/unsafe/policy.pt" ]; then
     run demonstrator-quality --task "$task" --dir "$both"
   fi
+  flock -u "$lock"
 }
 lane() { for j in "$@"; do job "$j"; done; }
 lane "${lane_a[@]}" &
