@@ -58,3 +58,28 @@ def test_follow_measures_slowing_down_from_a_fast_start():
     assert abs(r["speed_second"]) < 1.0
     with pytest.raises(SystemExit, match="velocity tasks"):
         recovery.follow("SafetyPointGoal1-v0", Idle(), fast[None], steps=2)
+
+
+def _bc_runs(root: Path, task: str, algo: str, costs: list[float]) -> None:
+    for seed, cost in enumerate(costs):
+        run = root / task / "default" / algo / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "eval.json").write_text(f'{{"cost_mean": {cost}}}')
+
+
+def test_cloneability_bar_from_bc_runs(tmp_path):
+    table = load("demonstrator_table")
+    task = "SafetyPointGoal1-v0"
+    _bc_runs(tmp_path / "a", task, "bc-safe", [10.0, 12.0, 14.0])
+    _bc_runs(tmp_path / "a", task, "bc-mix", [40.0, 45.0, 50.0])
+    ok = table.cloneability(task, safe_cost=4.0, runs=tmp_path / "a")
+    assert ok["bc_safe_cost_mean"] == pytest.approx(12.0) and ok["bc_safe_cost_bound"] == 13.0
+    assert ok["bc_safe_close_to_demonstrator"] and ok["bc_mix_clearly_less_safe"]
+    assert not table.cloneability(task, safe_cost=3.0, runs=tmp_path / "a")[
+        "bc_safe_close_to_demonstrator"
+    ]  # 12 > 2 * 3 + 5
+    # a mean gap inside three standard errors is not "clearly" less safe
+    _bc_runs(tmp_path / "b", task, "bc-safe", [0.0, 30.0, 10.0])
+    _bc_runs(tmp_path / "b", task, "bc-mix", [5.0, 50.0, 15.0])
+    assert not table.cloneability(task, 20.0, tmp_path / "b")["bc_mix_clearly_less_safe"]
+    assert table.cloneability(task, 20.0, tmp_path / "missing") is None
