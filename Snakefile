@@ -332,6 +332,8 @@ rule aggregate_last_k:
         reps=config["aggregate"]["reps"],
     log:
         f"{LOGS}/aggregate/{{exp}}_last{LAST_K}.log",
+    benchmark:
+        f"{LOGS}/benchmarks/aggregate/{{exp}}_last{LAST_K}.tsv"
     threads: 1
     shell:
         "uniq-bench aggregate --experiment {wildcards.exp} --out {params.out_dir}"

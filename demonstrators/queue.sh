@@ -11,6 +11,7 @@
 # and above, its target); its cost first stayed near 25 after ~2M steps. The later ones start
 # from their task's unsafe policy (init_from) with a PID multiplier (CPPO-PID), which reacts
 # to the cost within a few epochs where the Adam multiplier climbs ~0.03 per epoch.
+# A safe job that warm-starts waits while the other lane trains its unsafe policy.
 # Usage: nohup demonstrators/queue.sh > logs/demonstrators.out 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,45 +25,51 @@ lane_a=(
   "SafetyCarGoal1-v0 unsafe 1000000"
   "SafetyCarGoal1-v0 safe 2000000 $(warm_safe SafetyCarGoal1-v0)"
   "SafetyPointGoal1-v0 unsafe 1500000"
-  "SafetyCarButton1-v0 safe 2000000 $(warm_safe SafetyCarButton1-v0)"
+  "SafetyCarButton1-v0 unsafe 1000000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
   "SafetyPointButton1-v0 safe 2000000 $(warm_safe SafetyPointButton1-v0)"
-  "SafetyCarButton1-v0 unsafe 1000000"
+  "SafetyCarButton1-v0 safe 2000000 $(warm_safe SafetyCarButton1-v0)"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
   python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("trained_steps", 0) < int(sys.argv[2]))' \
     "$1/selection.json" "$2" 2>/dev/null && [ -f "$1/policy.pt" ]
 }
-job() {
-  local task kind steps rest seed dir
+job() {  # one job, under its lock (another copy of this script may be training it)
+  local task kind steps rest dir
   read -r task kind steps rest <<< "$1"
+  dir="demonstrators/$task/$kind"
+  mkdir -p "$dir"
+  ( flock -n 9 || { echo "running elsewhere: $1"; exit 0; }; locked_job "$task" "$kind" "$steps" "$rest" ) \
+    9> "$dir/.queue.lock"
+}
+locked_job() {
+  local task=$1 kind=$2 steps=$3 rest=$4 seed dir
   seed=$([ "$kind" = safe ] && echo 0 || echo 1)
   dir="demonstrators/$task/$kind"
-  if trained "$dir" "$steps"; then echo "done already: $1"; return; fi
-  if [[ "$rest" == *init_from* ]] && ! trained "demonstrators/$task/unsafe" 1; then
-    echo "skipped until $task's unsafe demonstrator exists (rerun the script): $1"; return
-  fi
-  mkdir -p "$dir"
-  local lock
-  exec {lock}> "$dir/.queue.lock"  # another copy of this script may be training this job
-  flock -n "$lock" || { echo "running elsewhere: $1"; return; }
+  if trained "$dir" "$steps"; then echo "done already: $task $kind $steps"; return; fi
+  while [[ "$rest" == *init_from* ]] && ! trained "demonstrators/$task/unsafe" 1; do
+    if flock -n "demonstrators/$task/unsafe/.queue.lock" true 2> /dev/null; then  # no one on it
+      echo "skipped until $task's unsafe demonstrator exists (rerun the script): $task $kind"
+      return
+    fi
+    sleep 60  # the other lane is training the warm start
+  done
   local args=(demonstrator --algo ppo --task "$task" --kind "$kind" --steps "$steps" --seed "$seed"
               --out "$dir/train.pt" --no-progress $rest)
   echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- envs uniq || echo -dirty): uv run uniq-bench ${args[*]}" >> "$dir/command.txt"
-  run "${args[@]}" || { echo "job failed: $1"; return; }
+  run "${args[@]}" 9>&- || { echo "job failed: $task $kind"; return; }
   if [ "$kind" = safe ]; then
-    run demonstrator-select --task "$task" --dir "$dir" --max-cost 20
+    run demonstrator-select --task "$task" --dir "$dir" --max-cost 20 9>&-
   else
-    run demonstrator-select --task "$task" --dir "$dir"
+    run demonstrator-select --task "$task" --dir "$dir" 9>&-
   fi
   local both="demonstrators/$task"
   if [ -f "$both/safe/policy.pt" ] && [ -f "$both/unsafe/policy.pt" ]; then
-    run demonstrator-quality --task "$task" --dir "$both"
+    run demonstrator-quality --task "$task" --dir "$both" 9>&-
   fi
-  flock -u "$lock"
 }
 lane() { for j in "$@"; do job "$j"; done; }
 lane "${lane_a[@]}" &

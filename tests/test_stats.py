@@ -301,7 +301,7 @@ def test_last_k_scoring_averages_the_last_k_curve_evaluations(tmp_path):
     assert last3.loc["uniq", "return_mean"] == pytest.approx(60.0)
     assert last3.loc["bc-mix", "cost_normalized"] == pytest.approx(2.0)
     assert last3.loc["uniq", "final_return_normalized"] == pytest.approx(0.9)
-    assert last3.loc["uniq", "episodes"] == 15
+    assert last3.loc["uniq", "episodes"] == 5  # per evaluation
     assert last3.loc["uniq", "scored_steps"] == "500 750 1000"
     final = stats.load_evals([a, b]).set_index("algo")  # the default ignores the curves
     assert final.loc["uniq", "return_normalized"] == pytest.approx(0.9)
@@ -311,6 +311,7 @@ def test_last_k_scoring_averages_the_last_k_curve_evaluations(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["scoring"] == {"mode": "last-k", "k": 3}
     assert "last 3 curve evaluations" in meta["table_caption"]
+    assert "3 evaluations x 5 episodes per run" in meta["table_caption"]
     stats.aggregate([a, b], "main", tmp_path / "final", reps=50)
     caption = json.loads((tmp_path / "final" / "meta.json").read_text())["table_caption"]
     assert "final policy" in caption and "curve" not in caption
@@ -326,6 +327,9 @@ def test_last_k_scoring_refuses_missing_short_or_stale_curves(tmp_path):
         stats.load_evals([a], scoring=last3)
     _curve(a, [(250, 0.5, 0.0), (500, 0.5, 0.0), (750, 0.9, 0.0)])  # run trained 1000 steps
     with pytest.raises(stats.StatsError, match="ends at step 750"):
+        stats.load_evals([a], scoring=last3)
+    _curve(a, [(250, 0.5, 0.0), (500, float("nan"), 0.0), (1000, 0.9, 0.0)])
+    with pytest.raises(stats.StatsError, match="non-finite .*return_normalized"):
         stats.load_evals([a], scoring=last3)
     with pytest.raises(stats.StatsError, match="k must be >= 1"):
         stats.Scoring("last-k", 0)

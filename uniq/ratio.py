@@ -160,7 +160,7 @@ class RatioEstimator:
             return None
         h = hashlib.sha256()
         key = {
-            "format": 1,
+            "format": 2,  # 2: the fit draws from its own generator
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "ratio_cache_dir"},
             "family": self.family,
             "dims": list(self.dims),

@@ -15,8 +15,9 @@ better; ``F(1)`` is the fraction of unsafe runs).
 Scoring (:class:`Scoring`): by default a run is scored by its final policy's evaluation
 (``eval.json``: no model selection on the test episodes). ``last-k`` scores it instead by the
 mean of its last ``k`` curve evaluations (``curve.csv`` beside ``eval.json``, the last row
-being the final policy): no selection either, but k policies' episodes average out some of the
-seed noise of one policy. Every caption and ``meta.json`` say which scoring a table uses.
+being the final policy): no selection either; it averages k nearby policies, each on the
+curve's own (fewer) episodes, so it smooths the policy-to-policy noise of the last steps
+while the final evaluation measures one policy on more episodes. Every caption and ``meta.json`` say which scoring a table uses.
 
 Missing data policy: a method absent from a task gets an explicit "n/a" table cell; aggregate
 score arrays use only the tasks on which *every* method ran (a warning and the captions say
@@ -123,7 +124,8 @@ class Scoring:
             return "of the final policy (its evaluation after the last training step)"
         return (
             f"scored by the mean of each run's last {self.k} curve evaluations (the last one "
-            "being the final policy; no model selection)"
+            "being the final policy; no model selection; the curve's episodes, not the final "
+            "evaluation's)"
         )
 
 
@@ -232,11 +234,18 @@ def _score_last_k(row: dict, k: int) -> dict:
             f"{row['steps']} steps (a stale or partial curve); re-run the training"
         )
     last = curve.tail(k)
+    bad = [c for c in CURVE_SCORE_COLUMNS if not np.isfinite(last[c].to_numpy(float)).all()]
+    if bad:
+        raise StatsError(
+            f"{path}: non-finite {', '.join(bad)} in the last {k} rows (a curve evaluated "
+            "without --reference has no normalized scores); re-run the training with "
+            "--reference, or score with --scoring final"
+        )
     out = dict(row)
     for col in CURVE_SCORE_COLUMNS:
         out[f"final_{col}"] = row[col]
         out[col] = float(last[col].mean())
-    out["episodes"] = int(last["episodes"].sum())
+    out["episodes"] = int(last["episodes"].iloc[-1])  # per evaluation: the caption says k x
     out["scored_steps"] = " ".join(str(int(s)) for s in last["step"])
     return out
 
@@ -627,8 +636,11 @@ def table_caption(
         f"Experiment {experiment}: return and cost per task and method, {scoring.phrase()}; "
         f"mean ± half-width of the 95% percentile bootstrap CI over seeds ({reps} resamples); "
         f"{_count_phrase(seeds, 'seed')} per method and task, "
-        f"{_count_phrase(df['episodes'], 'evaluation episode')} per run"
-        + (" (over its scored evaluations). " if scoring.mode == "last-k" else ". ")
+        + (
+            f"{scoring.k} evaluations x {_count_phrase(df['episodes'], 'episode')} per run. "
+            if scoring.mode == "last-k"
+            else f"{_count_phrase(df['episodes'], 'evaluation episode')} per run. "
+        )
         + "Normalized return = (R - R_min)/(R_max - R_min), with R_min and R_max the min and max "
         "trajectory return over the env's demonstrator rollouts; normalized cost = C/κ, "
         f"{kappa}. Bold: best per task and column (highest return, lowest cost) among methods "

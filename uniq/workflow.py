@@ -123,12 +123,13 @@ def check(config: dict) -> None:
             "needs a name of its own"
         )
     last_k, train = config["aggregate"].get("last_k", 0), config["train"]
-    if last_k and (not train["eval_every"] or train["steps"] // train["eval_every"] < last_k):
+    every = train["eval_every"]
+    points = -(-train["steps"] // every) if every else 0  # the last step is always evaluated
+    if last_k and points < last_k:
         raise WorkflowConfigError(
             f"config `aggregate.last_k: {last_k}` needs at least {last_k} curve evaluations per "
-            f"run, but train.steps={train['steps']} with train.eval_every={train['eval_every']} "
-            f"gives {train['steps'] // train['eval_every'] if train['eval_every'] else 0}; "
-            "evaluate more often or set aggregate.last_k: 0"
+            f"run, but train.steps={train['steps']} with train.eval_every={every} gives "
+            f"{points}; evaluate more often or set aggregate.last_k: 0"
         )
     variants = config["datasets"]["variants"]
     for exp, block in config["experiments"].items():
