@@ -10,6 +10,9 @@ profile's BC runs on that task's default split (``results/quick/runs/<Task>/defa
 - BC-mix is clearly less safe than BC-safe: its mean cost exceeds BC-safe's by more than
   three standard errors of the difference (seeds as samples, as quality.json's "clearly").
 
+Only runs on rollouts of the committed demonstrators count: the quick data's rollouts must
+record the checksums quality.json has, and the runs must be newer than those rollouts.
+
 Writes ``demonstrators/<Task>/cloneability.json`` where the runs exist, and the Markdown table
 between the ``<!-- demonstrator-table -->`` markers of README.md and demonstrators/README.md.
 
@@ -37,32 +40,51 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = re.compile(r"(<!-- demonstrator-table -->\n).*?(<!-- /demonstrator-table -->)", re.S)
 
 
-def _costs(runs: Path, task: str, algo: str) -> np.ndarray:
+def _costs(runs: Path, task: str, algo: str, newer_than: float) -> np.ndarray:
+    """The cost of each seed's evaluation, of runs written after ``newer_than`` (mtime)."""
     files = sorted((runs / task / "default" / algo).glob("seed*/eval.json"))
-    return np.array([json.loads(f.read_text())["cost_mean"] for f in files])
+    fresh = [f for f in files if f.stat().st_mtime >= newer_than]
+    return np.array([json.loads(f.read_text())["cost_mean"] for f in fresh])
 
 
-def cloneability(task: str, safe_cost: float, runs: Path) -> dict | None:
-    """The cloneability bar from the BC runs, or None where they have not run."""
-    safe, mix = _costs(runs, task, "bc-safe"), _costs(runs, task, "bc-mix")
-    if len(safe) == 0 or len(mix) == 0:
+def rollout_shas(data: Path) -> dict[str, str | None]:
+    """Which demonstrator (sha256) each kind's rollouts of a quick data folder came from."""
+    import h5py
+
+    out = {}
+    for kind in ("safe", "unsafe"):
+        path = data / f"rollouts_{kind}.h5"
+        out[kind] = h5py.File(path, "r").attrs.get("demonstrator_sha256") if path.exists() else None
+    return out
+
+
+def cloneability(
+    task: str, safe_cost: float, runs: Path, expected_shas: dict[str, str] | None = None
+) -> dict | None:
+    """The cloneability bar from the BC runs (at least 2 seeds of each), or None where they
+    have not run, or ran on rollouts of other demonstrators than ``expected_shas``."""
+    data = runs.parent / "data" / task
+    newer_than = 0.0
+    if expected_shas is not None:
+        if rollout_shas(data) != expected_shas:
+            return None  # the quick data predates these demonstrators: rerun it
+        newer_than = max((data / f"rollouts_{k}.h5").stat().st_mtime for k in expected_shas)
+    safe = _costs(runs, task, "bc-safe", newer_than)
+    mix = _costs(runs, task, "bc-mix", newer_than)
+    if len(safe) < 2 or len(mix) < 2:
         return None
-    se = math.sqrt(
-        (safe.var(ddof=1) / len(safe) if len(safe) > 1 else 0.0)
-        + (mix.var(ddof=1) / len(mix) if len(mix) > 1 else 0.0)
-    )
+    se = math.sqrt(safe.var(ddof=1) / len(safe) + mix.var(ddof=1) / len(mix))
     return dict(
         task=task,
         runs=str(runs / task / "default"),
+        demonstrator_sha256=expected_shas,
         bc_safe_cost=[float(c) for c in safe],
         bc_mix_cost=[float(c) for c in mix],
         bc_safe_cost_mean=float(safe.mean()),
         bc_mix_cost_mean=float(mix.mean()),
         bc_safe_cost_bound=2 * safe_cost + 5,
         bc_safe_close_to_demonstrator=bool(safe.mean() <= 2 * safe_cost + 5),
-        bc_mix_clearly_less_safe=bool(
-            len(safe) > 1 and mix.mean() - safe.mean() > CLEAR_MARGIN_SE * se
-        ),
+        bc_mix_clearly_less_safe=bool(mix.mean() - safe.mean() > CLEAR_MARGIN_SE * se),
     )
 
 
@@ -85,6 +107,8 @@ def _cell(q: dict | None, folder: Path | None = None, steps: bool = True) -> str
         if sel is None or not sel.exists():
             return "not trained yet"
         rec = json.loads(sel.read_text())
+        if not rec.get("trained_steps"):
+            return "trained (no step count in selection.json)"
         c = next(r for r in rec["candidates"] if r["policy"] == rec["chosen"])
         return (
             f"{_num(c['return_mean'])} / {_num(c['cost_mean'])} ({rec['trained_steps'] / 1e6:g}M "
@@ -115,12 +139,13 @@ def row(task: str, runs: Path) -> str:
         cells = " | ".join(_cell(quality[k], folder / k) for k in ("safe", "unsafe"))
         return f"| {task} | {cells} | | | {state} |"
     random = {"stochastic": safe["random"]}
-    clone = cloneability(task, safe["stochastic"]["cost_mean"], runs)
+    shas = {kind: quality[kind]["policy_sha256"] for kind in ("safe", "unsafe")}
+    clone = cloneability(task, safe["stochastic"]["cost_mean"], runs, shas)
     if clone is not None:
         atomic_write_text(folder / "cloneability.json", json.dumps(clone, indent=2) + "\n")
     failed = [BAR_TEXT.get(b, b) for b in safe.get("below_bar", [])]
     if clone is None:
-        clone_cell, failed = "not measured", failed + ["cloneability not measured"]
+        clone_cell, failed = "not measured", failed + ["cloneability not measured (>= 2 seeds)"]
     else:
         n = len(clone["bc_safe_cost"])
         clone_cell = (
@@ -149,7 +174,7 @@ def table(runs: Path) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="results/quick/runs", help="the quick profile's runs")
+    p.add_argument("--runs", default=str(ROOT / "results/quick/runs"), help="the quick runs")
     args = p.parse_args(argv)
     text = table(Path(args.runs))
     for doc in (ROOT / "README.md", ROOT / "demonstrators" / "README.md"):

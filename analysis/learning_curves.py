@@ -46,7 +46,7 @@ def train_command(config: dict, algo: str, args, data: Path, out: Path) -> list[
 
 
 def table(curves: dict[str, pd.DataFrame], at: list[int], caption: str) -> str:
-    head = "| method | " + " | ".join(f"{s // 1000}k: return / cost" for s in at) + " |"
+    head = "| method | " + " | ".join(f"{s / 1000:g}k: return / cost" for s in at) + " |"
     lines = [caption, "", head, "|---|" + "---:|" * len(at)]
     for algo, curve in curves.items():
         cells = []
@@ -99,6 +99,12 @@ def main(argv=None) -> int:
             print(f"training {algo}: {commands[-1]}", flush=True)
             subprocess.run(cmd, check=True)
         curves[algo] = pd.read_csv(run / "curve.csv")
+        missing = sorted(set(args.at) - set(curves[algo]["step"]))
+        if curves[algo]["step"].iloc[-1] != args.steps or missing:
+            p.error(
+                f"{run}: a run of other settings (its curve ends at step "
+                f"{curves[algo]['step'].iloc[-1]}, lacks {missing}); delete it or use another --out"
+            )
         atomic_write_text(out / "curves" / f"{algo}.csv", (run / "curve.csv").read_text())
     caption = (
         f"{args.task} ({args.variant} split of {args.config}), one run per method (seed "

@@ -110,23 +110,26 @@ def fastpath_row(name: str, episodes: int) -> dict[str, float]:
     limit = MujocoLimit(name)
     rngs = {arm: np.random.default_rng(0) for arm in arms}
     total = dict.fromkeys([*arms, "limit"], 0.0)
+    steps = dict.fromkeys([*arms, "limit"], 0)
     resets = dict.fromkeys(arms, 0.0)
-    steps = 0
-    for i in range(episodes):
-        for arm, env in arms.items():
-            fastpath.set_enabled(arm == "fast")  # the patches are process-wide class attributes
-            n, seconds, reset_s = nav_episode(env, i, rngs[arm])
-            total[arm] += seconds
-            resets[arm] += reset_s
-        steps += n
-        total["limit"] += limit.seconds(n)
-    for env in [*arms.values(), limit.env]:
-        env.close()
-    fastpath.set_enabled(fastpath.enabled_by_env())
+    try:
+        for i in range(episodes):
+            for arm, env in arms.items():
+                fastpath.set_enabled(arm == "fast")  # the patches are process-wide class attributes
+                n, seconds, reset_s = nav_episode(env, i, rngs[arm])
+                total[arm] += seconds
+                resets[arm] += reset_s
+                steps[arm] += n
+            total["limit"] += limit.seconds(n)
+            steps["limit"] += n
+    finally:
+        for env in [*arms.values(), limit.env]:
+            env.close()
+        fastpath.set_enabled(fastpath.enabled_by_env())
+    rate = {arm: steps[arm] / total[arm] for arm in total}
     return dict(
-        upstream=steps / total["upstream"], fast=steps / total["fast"], limit=steps / total["limit"],
-        reset_upstream=resets["upstream"] / episodes, reset_fast=resets["fast"] / episodes,
-    )  # fmt: skip
+        rate, reset_upstream=resets["upstream"] / episodes, reset_fast=resets["fast"] / episodes
+    )
 
 
 def fastpath_table(episodes: int) -> list[str]:

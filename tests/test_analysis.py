@@ -83,3 +83,8 @@ def test_cloneability_bar_from_bc_runs(tmp_path):
     _bc_runs(tmp_path / "b", task, "bc-mix", [5.0, 50.0, 15.0])
     assert not table.cloneability(task, 20.0, tmp_path / "b")["bc_mix_clearly_less_safe"]
     assert table.cloneability(task, 20.0, tmp_path / "missing") is None
+    _bc_runs(tmp_path / "c", task, "bc-safe", [1.0])  # one seed: no standard error
+    _bc_runs(tmp_path / "c", task, "bc-mix", [50.0])
+    assert table.cloneability(task, 20.0, tmp_path / "c") is None
+    # runs on rollouts of another demonstrator than the committed one do not count
+    assert table.cloneability(task, 4.0, tmp_path / "a", {"safe": "x", "unsafe": "y"}) is None
