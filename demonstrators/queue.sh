@@ -20,17 +20,20 @@ warm_safe() {  # TASK: PID multiplier, warm start from the task's unsafe demonst
   echo "--set lagrangian=pid --set cost_limit=12 --set snapshot_every=5 --set init_from=demonstrators/$1/unsafe/policy.pt"
 }
 # PointGoal1's unsafe policy reached cost 46.7 at 1M steps (bar: >= 50): it continues to 1.5M.
+# Budgets of the warm-started safe jobs (the issue's ~5M per safe demonstrator): CarGoal1's
+# cost fell from 65 to ~30 over its first 1.8M steps; PointButton1's only from 147 to ~115
+# over 1.2M (OmniSafe's PPO-Lag first reaches 25 there near 4.5M), so the Button ones get 5M.
 lane_a=(
   "SafetyPointGoal1-v0 safe 3000000 $ADAM_SAFE"
   "SafetyCarGoal1-v0 unsafe 1000000"
-  "SafetyCarGoal1-v0 safe 2000000 $(warm_safe SafetyCarGoal1-v0)"
+  "SafetyCarGoal1-v0 safe 3000000 $(warm_safe SafetyCarGoal1-v0)"
   "SafetyPointGoal1-v0 unsafe 1500000"
   "SafetyCarButton1-v0 unsafe 1000000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
-  "SafetyPointButton1-v0 safe 2000000 $(warm_safe SafetyPointButton1-v0)"
-  "SafetyCarButton1-v0 safe 2000000 $(warm_safe SafetyCarButton1-v0)"
+  "SafetyPointButton1-v0 safe 5000000 $(warm_safe SafetyPointButton1-v0)"
+  "SafetyCarButton1-v0 safe 5000000 $(warm_safe SafetyCarButton1-v0)"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
