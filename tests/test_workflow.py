@@ -449,6 +449,7 @@ def test_dsrl_file_runs_through_the_workflow_with_one_config_line(tmp_path, make
     config["experiments"] = {"main": config["experiments"]["main"]}
     config["datasets"]["allow_no_gap"] = False  # the file's classes do differ in cost
     config["train"]["eval_every"] = 0
+    config["aggregate"]["last_k"] = 0  # no curves: no last-k tables
     path = tmp_path / "dsrl.yaml"
     path.write_text(yaml.safe_dump(config))
     common = ("--configfile", str(path), "--directory", str(tmp_path))
