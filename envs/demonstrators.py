@@ -7,7 +7,7 @@ tanh-Gaussian actor. The Lagrangian variant adds, and only adds:
 - a multiplier ``lambda >= 0`` on the constraint ``J_c(pi) <= d`` (``d`` = the task's
   ``cost_limit``, ``J_c`` = undiscounted episode cost), learned by gradient *ascent* on
   ``lambda (J_c - d)``: it rises while episodes cost more than ``d`` and falls toward 0
-  when they cost less (see :class:`LagrangeMultiplier`);
+  when they cost less (see :class:`envs.lagrangian.AdamMultiplier`);
 - the penalty in the actor loss:
   ``L_pi = E[alpha log pi(a|s) - Q_r(s, a) + lambda Q_c(s, a)] / (1 + lambda)``.
   Dividing by ``1 + lambda`` keeps the actor's gradient scale bounded while lambda grows;
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from envs.lagrangian import AdamMultiplier
 from envs.tasks import TaskSpec, get_task, make_env
 from uniq.atomic import atomic_path
 from uniq.nets import TanhGaussianPolicy, TwinQ, save_policy, soft_update
@@ -67,47 +68,6 @@ class DemoConfig:
     lambda_lr: float = 0.1  # Adam step size of the multiplier, one step per finished episode
     checkpoint_every: int = 10_000  # env steps between atomic checkpoints
     snapshot_every: int = 0  # if > 0: also save the actor as <out stem>.step<N>.pt every N steps
-
-
-class LagrangeMultiplier:
-    """``lambda >= 0`` for the constraint ``J_c <= d``, by projected Adam ascent.
-
-    One :meth:`update` per finished episode with its cost ``J_c``: Adam descends
-    ``-lambda (J_c - d)`` (i.e. ascends the Lagrangian in lambda), then lambda is clipped at 0.
-    The projection (rather than a softplus/log parameter) lets lambda sit at exactly 0 while
-    the policy is safe and react at once when it stops being safe (no "wind-up" of a
-    parameter that drifted far negative). Adam runs without momentum (``beta1 = 0``): each
-    step follows the sign of the latest episode's violation (with momentum, lambda kept rising
-    for several episodes after the policy became safe), and the second-moment normalization
-    makes the step ~``lr`` per episode whatever the scale of the task's costs.
-    """
-
-    def __init__(self, cost_limit: float, lr: float, init: float = 0.0, device="cpu"):
-        self.cost_limit = float(cost_limit)
-        self.value_param = torch.tensor(float(max(init, 0.0)), device=device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.value_param], lr=lr, betas=(0.0, 0.999))
-
-    @property
-    def value(self) -> float:
-        return float(self.value_param.detach())
-
-    def update(self, episode_cost: float) -> float:
-        """One ascent step on ``lambda (J_c - d)``; returns the new lambda (never below 0)."""
-        loss = -self.value_param * (float(episode_cost) - self.cost_limit)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        with torch.no_grad():
-            self.value_param.clamp_(min=0.0)
-        return self.value
-
-    def state_dict(self) -> dict:
-        return {"value": self.value_param.detach().clone(), "opt": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.value_param.copy_(state["value"])
-        self.optimizer.load_state_dict(state["opt"])
 
 
 class ReplayBuffer:
@@ -173,13 +133,14 @@ class SACAgent:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
-        self.multiplier: LagrangeMultiplier | None = None
+        self.cost_limit = cost_limit
+        self.multiplier: AdamMultiplier | None = None
         if lagrangian:
             self.cost_critic = TwinQ(obs_dim, act_dim, h, d).to(self.device)
             self.cost_critic_target = copy.deepcopy(self.cost_critic).requires_grad_(False)
             self.cost_critic_opt = torch.optim.Adam(self.cost_critic.parameters(), lr=cfg.lr)
-            self.multiplier = LagrangeMultiplier(
-                cost_limit, cfg.lambda_lr, cfg.lambda_init, self.device
+            self.multiplier = AdamMultiplier(
+                cfg.lambda_init, cfg.lambda_lr, betas=(0.0, 0.999), device=self.device
             )
 
     @property
@@ -415,7 +376,9 @@ def train_demonstrator(
                 agent.update(buffer.sample(cfg.batch_size, gen))
             if terminated or truncated:
                 episodes += 1
-                lam = agent.multiplier.update(ep_cost) if agent.multiplier else 0.0
+                lam = (
+                    agent.multiplier.update(ep_cost, agent.cost_limit) if agent.multiplier else 0.0
+                )
                 row = dict(
                     step=step,
                     episode=episodes,

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
 from uniq.atomic import atomic_path, git_commit
 from uniq.nets import ObsNormalizer, TanhGaussianPolicy, load_policy, mlp, save_policy
@@ -111,65 +112,11 @@ class PPOConfig:
     )
 
 
-class PIDLagrangian:
-    """lambda = max(0, Kp e_p + I + Kd max(0, delta C)), I = max(0, I + Ki e) (Stooke et al. 2020).
-
-    ``e = J_c - d`` for the integral; the P and D terms read an exponential moving average of
-    ``J_c`` (smoothing the noisy per-epoch cost), D only its rise since the previous epoch.
-    """
-
-    def __init__(self, cfg: PPOConfig):
-        self.cfg = cfg
-        self.integral, self.smoothed, self.previous = cfg.lambda_init, None, None
-        self.value = cfg.lambda_init
-
-    def update(self, episode_cost: float, cost_limit: float) -> float:
-        cfg = self.cfg
-        self.integral = max(0.0, self.integral + cfg.pid_ki * (episode_cost - cost_limit))
-        prev = self.smoothed if self.smoothed is not None else episode_cost
-        self.smoothed = cfg.pid_ema * prev + (1 - cfg.pid_ema) * episode_cost
-        rise = 0.0 if self.previous is None else max(0.0, self.smoothed - self.previous)
-        self.previous = self.smoothed
-        p = cfg.pid_kp * (self.smoothed - cost_limit)
-        self.value = max(0.0, p + self.integral + cfg.pid_kd * rise)
-        return self.value
-
-    def state_dict(self) -> dict:
-        return dict(
-            integral=self.integral, smoothed=self.smoothed, previous=self.previous, value=self.value
-        )
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-
-class AdamLagrangian:
-    """lambda >= 0 by projected Adam ascent on ``lambda (J_c - d)``, one step per epoch."""
-
-    def __init__(self, cfg: PPOConfig):
-        self.param = torch.tensor(max(cfg.lambda_init, 0.0), requires_grad=True)
-        self.opt = torch.optim.Adam([self.param], lr=cfg.lambda_lr)
-
-    @property
-    def value(self) -> float:
-        return float(self.param.detach())
-
-    def update(self, episode_cost: float, cost_limit: float) -> float:
-        loss = -self.param * (episode_cost - cost_limit)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        with torch.no_grad():
-            self.param.clamp_(min=0.0)
-        return self.value
-
-    def state_dict(self) -> dict:
-        return {"param": self.param.detach().clone(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        with torch.no_grad():
-            self.param.copy_(state["param"])
-        self.opt.load_state_dict(state["opt"])
+def make_multiplier(cfg: PPOConfig) -> AdamMultiplier | PIDMultiplier:
+    """The safe demonstrator's multiplier: OmniSafe's Adam ascent (Adam's default betas) or PID."""
+    if cfg.lagrangian == "pid":
+        return PIDMultiplier(cfg.lambda_init, cfg.pid_kp, cfg.pid_ki, cfg.pid_kd, cfg.pid_ema)
+    return AdamMultiplier(cfg.lambda_init, cfg.lambda_lr)
 
 
 class RunningStats:
@@ -258,7 +205,7 @@ class PPOAgent:
         self.critic_opt = torch.optim.Adam(critics, lr=cfg.lr)
         self.multiplier = None
         if lagrangian:
-            self.multiplier = PIDLagrangian(cfg) if cfg.lagrangian == "pid" else AdamLagrangian(cfg)
+            self.multiplier = make_multiplier(cfg)
         self.stats = RunningStats(spec.obs_dim)
 
     @property

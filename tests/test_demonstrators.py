@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 import envs.demonstrators as demo
-from envs.demonstrators import DemoConfig, LagrangeMultiplier, ReplayBuffer, SACAgent
+from envs.demonstrators import DemoConfig, ReplayBuffer, SACAgent
+from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import get_task
 from uniq.nets import load_policy
 
@@ -18,28 +20,52 @@ torch.set_num_threads(1)
 
 
 def test_multiplier_rises_over_the_limit_and_falls_to_zero_under_it():
-    lam = LagrangeMultiplier(cost_limit=25.0, lr=0.1)
-    values = [lam.update(100.0) for _ in range(5)]
+    lam = AdamMultiplier(0.0, lr=0.1, betas=(0.0, 0.999))  # the SAC demonstrators' multiplier
+    values = [lam.update(100.0, 25.0) for _ in range(5)]
     assert values[0] > 0 and all(b > a for a, b in zip(values, values[1:], strict=False))
-    falling = [lam.update(0.0) for _ in range(50)]
+    falling = [lam.update(0.0, 25.0) for _ in range(50)]
     assert falling[0] < values[-1]
     assert min(falling) >= 0.0  # projected: never below zero
     assert falling[-1] == 0.0  # and it gets there while the policy stays safe
     # From zero, a violation lifts it again at once (no wind-up below zero).
-    assert lam.update(60.0) > 0.0
+    assert lam.update(60.0, 25.0) > 0.0
 
 
-def test_multiplier_state_round_trip():
-    a = LagrangeMultiplier(25.0, 0.1)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: AdamMultiplier(0.0, 0.1, betas=(0.0, 0.999)),
+        lambda: AdamMultiplier(0.001, 0.035),
+        lambda: PIDMultiplier(0.001, 0.1, 0.01, 0.01, 0.95),
+    ],
+)
+def test_multiplier_state_round_trip(make):
+    a = make()
     for c in (80.0, 90.0):
-        a.update(c)
+        a.update(c, 25.0)
     buffer = io.BytesIO()  # through serialization, as in a checkpoint (no shared tensors)
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
-    b = LagrangeMultiplier(25.0, 0.1)
-    b.load_state_dict(torch.load(buffer))
+    b = make()
+    b.load_state_dict(torch.load(buffer, weights_only=False))
     assert b.value == a.value
-    assert b.update(70.0) == pytest.approx(a.update(70.0))
+    assert b.update(70.0, 25.0) == pytest.approx(a.update(70.0, 25.0))
+
+
+def test_adam_multiplier_reads_the_older_sac_checkpoint_key():
+    a = AdamMultiplier(0.0, 0.1, betas=(0.0, 0.999))
+    a.update(80.0, 25.0)
+    legacy = copy.deepcopy({"value": a.param.detach(), "opt": a.opt.state_dict()})
+    b = AdamMultiplier(0.0, 0.1, betas=(0.0, 0.999))
+    b.load_state_dict(legacy)
+    assert b.update(30.0, 25.0) == a.update(30.0, 25.0)
+
+
+def test_pid_multiplier_follows_the_error():
+    pid = PIDMultiplier(0.0, kp=0.1, ki=0.01, kd=0.0, ema=0.0)  # ema 0: P reads J_c itself
+    assert pid.update(45.0, 25.0) == pytest.approx(0.1 * 20 + 0.01 * 20)
+    assert pid.update(45.0, 25.0) == pytest.approx(0.1 * 20 + 0.01 * 40)  # I accumulates
+    assert pid.update(0.0, 25.0) == pytest.approx(max(0.0, -2.5 + 0.01 * 15))  # clipped at 0
 
 
 def _bandit_buffer(n=512, lagrangian_cost=False):
