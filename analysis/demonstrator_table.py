@@ -47,6 +47,13 @@ def _costs(runs: Path, task: str, algo: str, newer_than: float) -> np.ndarray:
     return np.array([json.loads(f.read_text())["cost_mean"] for f in fresh])
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def rollout_shas(data: Path) -> dict[str, str | None]:
     """Which demonstrator (sha256) each kind's rollouts of a quick data folder came from."""
     import h5py
@@ -76,7 +83,7 @@ def cloneability(
     se = math.sqrt(safe.var(ddof=1) / len(safe) + mix.var(ddof=1) / len(mix))
     return dict(
         task=task,
-        runs=str(runs / task / "default"),
+        runs=_relative(runs / task / "default"),
         demonstrator_sha256=expected_shas,
         bc_safe_cost=[float(c) for c in safe],
         bc_mix_cost=[float(c) for c in mix],
