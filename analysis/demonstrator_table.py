@@ -61,7 +61,10 @@ def rollout_shas(data: Path) -> dict[str, str | None]:
     out = {}
     for kind in ("safe", "unsafe"):
         path = data / f"rollouts_{kind}.h5"
-        out[kind] = h5py.File(path, "r").attrs.get("demonstrator_sha256") if path.exists() else None
+        out[kind] = None
+        if path.exists():
+            with h5py.File(path, "r") as f:
+                out[kind] = f.attrs.get("demonstrator_sha256")
     return out
 
 
