@@ -5,13 +5,21 @@
 # script is training (a lock file per job) too. After a job the committed policy.pt
 # is chosen (safe: the best snapshot with mean cost <= 20 on 20 episodes of its own; unsafe: the
 # final policy), and once both kinds of a task exist, quality.json is measured.
-# Jobs: TASK KIND STEPS [--set k=v ...].
+# Jobs: TASK KIND[@VARIANT] STEPS [trainer options] [-- selection options]. A variant trains
+# into demonstrators/TASK/KIND@VARIANT/ beside the committed KIND/ (a recipe being compared);
+# it gets selected but not quality-measured: the better recipe is then copied into KIND/.
 # Safe jobs: PointGoal1's (trained first) is PPO-Lagrangian from scratch with OmniSafe's Adam
 # multiplier against a limit of 10, below the evaluation's 25 (the Lagrangian hovers around,
 # and above, its target); its cost first stayed near 25 after ~2M steps. The later ones start
 # from their task's unsafe policy (init_from) with a PID multiplier (CPPO-PID), which reacts
 # to the cost within a few epochs where the Adam multiplier climbs ~0.03 per epoch.
 # A safe job that warm-starts waits while the other lane trains its unsafe policy.
+# PointButton1's warm-started PID job (5M steps) froze: by 4M lambda was ~140 and the policy
+# stood still (return ~0, cost 15-40), so two from-scratch recipes with OmniSafe's Adam
+# multiplier are compared there: a limit of 15, and a curriculum from 80 down to 15 (DSRL's).
+# PointGoal1's unsafe policy (seed 1) ended at cost 41.6 at 1.5M steps, below the bar of 50,
+# with epoch costs between 41 and 61: a second seed with snapshots is chosen by cost >= 60 on
+# 40 episodes of its own (the bar is then judged on the 50 quality episodes, not these).
 # Usage: nohup demonstrators/queue.sh > logs/demonstrators.out 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,17 +31,20 @@ warm_safe() {  # TASK: PID multiplier, warm start from the task's unsafe demonst
 # Budgets of the warm-started safe jobs (the issue's ~5M per safe demonstrator): CarGoal1's
 # cost fell from 65 to ~30 over its first 1.8M steps; PointButton1's only from 147 to ~115
 # over 1.2M (OmniSafe's PPO-Lag first reaches 25 there near 4.5M), so the Button ones get 5M.
+SCRATCH_SAFE="--set cost_limit=15 --set snapshot_every=5"
 lane_a=(
   "SafetyPointGoal1-v0 safe 3000000 $ADAM_SAFE"
   "SafetyCarGoal1-v0 unsafe 1000000"
   "SafetyCarGoal1-v0 safe 3000000 $(warm_safe SafetyCarGoal1-v0)"
   "SafetyPointGoal1-v0 unsafe 1500000"
+  "SafetyPointGoal1-v0 unsafe@seed2 1000000 --seed 2 --set snapshot_every=5 -- --min-cost 60 --episodes 40"
+  "SafetyPointButton1-v0 safe@curriculum 5000000 $SCRATCH_SAFE --set cost_limit_start=80"
   "SafetyCarButton1-v0 unsafe 1000000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
   "SafetyPointButton1-v0 safe 5000000 $(warm_safe SafetyPointButton1-v0)"
-  "SafetyCarButton1-v0 safe 5000000 $(warm_safe SafetyCarButton1-v0)"
+  "SafetyPointButton1-v0 safe@limit15 5000000 $SCRATCH_SAFE"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
@@ -49,9 +60,10 @@ job() {  # one job, under its lock (another copy of this script may be training 
     9> "$dir/.queue.lock"
 }
 locked_job() {
-  local task=$1 kind=$2 steps=$3 rest=$4 seed dir
+  local task=$1 dir="demonstrators/$1/$2" kind=${2%%@*} steps=$3 rest=$4 pick seed
+  pick=$([[ "$rest" == *" -- "* ]] && echo "${rest#* -- }")
+  rest=${rest%% -- *}
   seed=$([ "$kind" = safe ] && echo 0 || echo 1)
-  dir="demonstrators/$task/$kind"
   if trained "$dir" "$steps"; then echo "done already: $task $kind $steps"; return; fi
   while [[ "$rest" == *init_from* ]] && ! trained "demonstrators/$task/unsafe" 1; do
     if flock -n "demonstrators/$task/unsafe/.queue.lock" true 2> /dev/null; then  # no one on it
@@ -64,13 +76,10 @@ locked_job() {
               --out "$dir/train.pt" --no-progress $rest)
   echo "$(date -u +%FT%TZ) $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- envs uniq || echo -dirty): uv run uniq-bench ${args[*]}" >> "$dir/command.txt"
   run "${args[@]}" 9>&- || { echo "job failed: $task $kind"; return; }
-  if [ "$kind" = safe ]; then
-    run demonstrator-select --task "$task" --dir "$dir" --max-cost 20 9>&-
-  else
-    run demonstrator-select --task "$task" --dir "$dir" 9>&-
-  fi
+  if [ -z "$pick" ] && [ "$kind" = safe ]; then pick="--max-cost 20"; fi
+  run demonstrator-select --task "$task" --dir "$dir" $pick 9>&-
   local both="demonstrators/$task"
-  if [ -f "$both/safe/policy.pt" ] && [ -f "$both/unsafe/policy.pt" ]; then
+  if [ "$dir" = "$both/$kind" ] && [ -f "$both/safe/policy.pt" ] && [ -f "$both/unsafe/policy.pt" ]; then
     run demonstrator-quality --task "$task" --dir "$both" 9>&-
   fi
 }

@@ -86,13 +86,15 @@ def select(
     episodes: int = 20,
     max_cost: float | None = None,
     num_envs: int = 1,
+    min_cost: float | None = None,
 ) -> dict[str, Any]:
     """Choose the demonstrator of ``folder`` (one kind) among its training snapshots.
 
     Candidates: ``train.step<N>.pt`` and the final ``train.pt``, each measured (stochastic
     policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
-    highest mean return among those with mean cost <= ``max_cost``; none (or ``max_cost``
-    None): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
+    highest mean return among those with mean cost <= ``max_cost`` (a safe demonstrator) or
+    >= ``min_cost`` (an unsafe one, whose bar asks for a cost well above the safe one's);
+    none qualifying (or neither bound given): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
     candidate's figures and the training's length (``trained_steps``, from ``train.pt``), in
     ``selection.json``. This selects a data-generating policy, never a
     method under test.
@@ -113,7 +115,14 @@ def select(
         fn = demonstrator_act_fn(path, SELECTION_SEED_BASE)[0]
         result = rollout(fn, spec, episodes, SELECTION_SEED_BASE, num_envs, progress=False)
         table.append(dict(_summary(result), policy=path.name))
-    ok = [r for r in table if max_cost is not None and r["cost_mean"] <= max_cost]
+    if max_cost is not None and min_cost is not None:
+        raise ValueError("select: give max_cost (safe) or min_cost (unsafe), not both.")
+    bounded = max_cost is not None or min_cost is not None
+    ok = [
+        r for r in table
+        if bounded and (max_cost is None or r["cost_mean"] <= max_cost)
+        and (min_cost is None or r["cost_mean"] >= min_cost)
+    ]  # fmt: skip
     chosen = max(ok, key=lambda r: r["return_mean"]) if ok else table[-1]
     from uniq.atomic import atomic_path
 
@@ -124,7 +133,11 @@ def select(
     record = dict(
         task=spec.name,
         trained_steps=load_policy(final)[1].get("steps") if final.exists() else None,
-        rule=f"highest return with cost <= {max_cost}" if max_cost is not None else "final",
+        rule=(
+            f"highest return with cost <= {max_cost}" if max_cost is not None
+            else f"highest return with cost >= {min_cost}" if min_cost is not None
+            else "final"
+        ),  # fmt: skip
         fallback_to_last=not ok,
         chosen=chosen["policy"],
         episodes=episodes,

@@ -116,3 +116,12 @@ def test_select_takes_the_best_return_within_the_cost_and_records_every_candidat
     assert [c["policy"] for c in saved["candidates"]] == list(figures)  # steps in order
     # nothing within the cost: the final policy
     assert quality.select("SafetyPointGoal1-v0", tmp_path, 4, max_cost=5.0)["chosen"] == "train.pt"
+    # an unsafe demonstrator: the highest return among the costly enough
+    record = quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)
+    assert record["chosen"] == "train.pt" and record["rule"] == "highest return with cost >= 30.0"
+    figures["train.pt"] = (15.0, 25.0)
+    assert quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)["chosen"] == (
+        "train.step300.pt"
+    )
+    with pytest.raises(ValueError, match="not both"):
+        quality.select("SafetyPointGoal1-v0", tmp_path, 4, max_cost=20.0, min_cost=30.0)

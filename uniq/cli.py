@@ -208,6 +208,10 @@ def _args_select(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-cost", type=float, help="the highest return with mean cost <= this (default: final)"
     )
+    p.add_argument(
+        "--min-cost", type=float,
+        help="the highest return with mean cost >= this (unsafe snapshots; default: final)",
+    )  # fmt: skip
     p.add_argument("--num-envs", type=int, default=1)
 
 
@@ -215,7 +219,9 @@ def _select(args: argparse.Namespace) -> int:
     from envs.quality import select
 
     try:
-        record = select(args.task, args.dir, args.episodes, args.max_cost, args.num_envs)
+        record = select(
+            args.task, args.dir, args.episodes, args.max_cost, args.num_envs, args.min_cost
+        )
     except (FileNotFoundError, KeyError, ValueError) as err:
         return _error("envs.quality", err)
     for c in record["candidates"]:
