@@ -15,11 +15,18 @@
 # to the cost within a few epochs where the Adam multiplier climbs ~0.03 per epoch.
 # A safe job that warm-starts waits while the other lane trains its unsafe policy.
 # PointButton1's warm-started PID job (5M steps) froze: by 4M lambda was ~140 and the policy
-# stood still (return ~0, cost 15-40), so two from-scratch recipes with OmniSafe's Adam
-# multiplier are compared there: a limit of 15, and a curriculum from 80 down to 15 (DSRL's).
-# PointGoal1's unsafe policy (seed 1) ended at cost 41.6 at 1.5M steps, below the bar of 50,
-# with epoch costs between 41 and 61: a second seed with snapshots is chosen by cost >= 60 on
-# 40 episodes of its own (the bar is then judged on the 50 quality episodes, not these).
+# stood still (return ~0, cost 15-40; its record is in safe@warm-pid/), so two from-scratch
+# recipes with OmniSafe's Adam multiplier were compared there: a limit of 15 (safe@limit15/:
+# its best snapshot 3.6 / 16.9 at 1.7M) and a curriculum from 80 down to 15 (DSRL's), which
+# is the committed safe/ (4.4 / 18.0 at 4.5M, both on 20 selection episodes).
+# CarButton1's safe job uses the PointButton1 recipe that found a qualifying snapshot first
+# (limit 15 from scratch): OmniSafe's PPO-Lag never reaches cost 25 there (55.5 at 10M).
+# PointGoal1's first unsafe policy (seed 1, 1.5M steps; in git history at bac05fe) ended at
+# cost 41.6, below the bar of 50, with epoch costs between 41 and 61. The committed one is a
+# second seed with snapshots, chosen by cost >= 55 on 40 episodes of its own (the bar is then
+# judged on the 50 quality episodes, not these): its 1M snapshot, 25.1 / 48.6. A bound of 60,
+# tried first, chose the 500k snapshot, whose return (20.0) is not above the safe one's; on 100
+# selection episodes every snapshot with return above 22 has cost 47-50 (README there).
 # Usage: nohup demonstrators/queue.sh > logs/demonstrators.out 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,15 +43,13 @@ lane_a=(
   "SafetyPointGoal1-v0 safe 3000000 $ADAM_SAFE"
   "SafetyCarGoal1-v0 unsafe 1000000"
   "SafetyCarGoal1-v0 safe 3000000 $(warm_safe SafetyCarGoal1-v0)"
-  "SafetyPointGoal1-v0 unsafe 1500000"
-  "SafetyPointGoal1-v0 unsafe@seed2 1000000 --seed 2 --set snapshot_every=5 -- --min-cost 60 --episodes 40"
-  "SafetyPointButton1-v0 safe@curriculum 5000000 $SCRATCH_SAFE --set cost_limit_start=80"
+  "SafetyPointGoal1-v0 unsafe 1000000 --seed 2 --set snapshot_every=5 -- --min-cost 55 --episodes 40"
+  "SafetyPointButton1-v0 safe 5000000 $SCRATCH_SAFE --set cost_limit_start=80"
   "SafetyCarButton1-v0 unsafe 1000000"
+  "SafetyCarButton1-v0 safe 5000000 $SCRATCH_SAFE"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
-  "SafetyPointButton1-v0 safe 5000000 $(warm_safe SafetyPointButton1-v0)"
-  "SafetyPointButton1-v0 safe@limit15 5000000 $SCRATCH_SAFE"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
