@@ -1,0 +1,224 @@
+"""The paper's five claims, tested on one profile's results: numbers, rliable CIs, a verdict.
+
+Reads ``results/<profile>/{main,undesirable_size,occupancy_ablation}/summary.csv`` and the
+last-k tables beside them (``last<k>/summary.csv``) and writes ``results/<profile>/claims.md``.
+
+Every claim is a set of comparisons "A is better than B" on one metric (normalized return or
+normalized cost, lower cost being better), each the probability of improvement P(A better than
+B) with its 95% stratified-bootstrap CI (rliable, ``uniq.stats``; runs of the two methods
+resampled within each task, over the tasks the claim names). One rule gives every verdict:
+
+- **holds**: every comparison's CI lies above 0.5;
+- **does not hold**: some comparison's CI lies below 0.5;
+- **unresolved at this budget**: otherwise.
+
+The |D_UN| claim compares each method at the largest |D_UN| with itself at the smallest, and
+"most for UNIQ" is UNIQ's cost drop against each other method's (bootstrap CI of the
+difference of the drops, above or below 0). "Occupancy correction helps" asks for one metric
+better and the other not worse: it holds when one CI lies above 0.5 and the other does not lie
+below; it does not hold when one lies below and the other does not lie above.
+
+    uv run python analysis/claims.py [--results results/quick] [--last-k 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uniq.atomic import atomic_write_text  # noqa: E402
+from uniq.stats import probability_of_improvement, score_arrays  # noqa: E402
+
+REF = "uniq"
+METRIC = {"return": "return_normalized", "cost": "cost_normalized"}
+HOLDS, FAILS, OPEN = "holds", "does not hold", "unresolved at this budget"
+
+
+def read(results: Path, experiment: str, scoring: str) -> pd.DataFrame | None:
+    path = results / experiment / ("" if scoring == "final" else scoring) / "summary.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def compare(df: pd.DataFrame, a: str, b: str, metric: str, reps: int) -> dict:
+    """P(a better than b) on ``metric`` over df's tasks, with its 95% CI."""
+    sub = df[df["algo"].isin([a, b])]
+    poi = probability_of_improvement(score_arrays(sub), reference=a, reps=reps)
+    row = poi[(poi["baseline"] == b) & (poi["metric"] == METRIC[metric])].iloc[0]
+    return dict(a=a, b=b, metric=metric, p=row["poi"], lo=row["ci_low"], hi=row["ci_high"])
+
+
+def rule(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return "not tested (no method to compare with)"
+    if any(c["hi"] < 0.5 for c in comparisons):
+        return FAILS
+    return HOLDS if all(c["lo"] > 0.5 for c in comparisons) else OPEN
+
+
+def baselines(df: pd.DataFrame) -> list[str]:
+    """The methods without hidden labels, UNIQ excepted, in the table's order."""
+    oracle = df.groupby("algo")["uses_hidden_labels"].any()
+    return [m for m in dict.fromkeys(df["algo"]) if m != REF and not oracle[m]]
+
+
+def means(df: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Per task, each method's mean return / cost (raw units) over its seeds."""
+    lines = []
+    for task, t in df.groupby("task", sort=False):
+        cells = []
+        for m in methods:
+            r = t[t["algo"] == m]
+            if len(r):
+                cells.append(f"{m} {r['return_mean'].mean():.4g} / {r['cost_mean'].mean():.3g}")
+        lines.append(f"{task.removeprefix('Safety')}: " + ", ".join(cells))
+    return lines
+
+
+def fmt(c: dict) -> str:
+    better = "higher" if c["metric"] == "return" else "lower"
+    return f"P({c['a']} {c['metric']} {better} than {c['b']}) = {c['p']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+
+
+def claim_lowest_cost(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
+    nav = main[~main["env"].str.contains("Velocity")]
+    if nav.empty:
+        return "not tested (no navigation task)", []
+    cs = [compare(nav, REF, b, "cost", reps) for b in baselines(nav)]
+    return rule(cs), means(nav, [REF, *baselines(nav)]) + [fmt(c) for c in cs]
+
+
+def claim_button_return(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
+    button = main[main["env"].str.contains("Button")]
+    if button.empty:
+        return "not tested (no Button task)", []
+    cs = [compare(button, b, REF, "return", reps) for b in baselines(button)]
+    return rule(cs), means(button, [REF, *baselines(button)]) + [fmt(c) for c in cs]
+
+
+def claim_safer_than_bc_safe(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
+    cs = [compare(main, REF, "bc-safe", "cost", reps)]
+    return rule(cs), means(main, [REF, "bc-safe"]) + [fmt(c) for c in cs]
+
+
+def _drop(df: pd.DataFrame, algo: str, small: int, large: int, rs, reps: int) -> np.ndarray:
+    """Bootstrap samples of algo's mean normalized cost at ``small`` minus at ``large``."""
+    out = np.zeros(reps)
+    for _, t in df[df["algo"] == algo].groupby("task"):  # stratified by task
+        lo = t[t["n_un"] == small]["cost_normalized"].to_numpy()
+        hi = t[t["n_un"] == large]["cost_normalized"].to_numpy()
+        out += lo[rs.randint(0, len(lo), (reps, len(lo)))].mean(1)
+        out -= hi[rs.randint(0, len(hi), (reps, len(hi)))].mean(1)
+    return out / df["task"].nunique()
+
+
+def claim_undesirable_size(sweep: pd.DataFrame | None, reps: int) -> tuple[str, list[str]]:
+    if sweep is None:
+        return "not tested (no undesirable_size experiment)", []
+    sweep = sweep.assign(task=sweep["env"])  # one task per env: the sizes are compared, not pooled
+    small, large = sweep["n_un"].min(), sweep["n_un"].max()
+    lines, cs = [], []
+    for algo in dict.fromkeys(sweep["algo"]):
+        costs = sweep[sweep["algo"] == algo].groupby("n_un")["cost_mean"].mean()
+        lines.append(
+            f"{algo} cost at |D_UN| = " + ", ".join(f"{n}: {c:.3g}" for n, c in costs.items())
+        )
+        at = sweep[sweep["algo"] == algo].assign(
+            algo=lambda d: d["n_un"].map({small: "small", large: "large"})
+        )
+        c = compare(at.dropna(subset=["algo"]), "large", "small", "cost", reps)
+        cs.append(c | dict(a=f"{algo} at {large}", b=f"{algo} at {small}"))
+    rs = np.random.RandomState(0)
+    ref = _drop(sweep, REF, small, large, rs, reps)
+    diffs = []
+    for other in (m for m in dict.fromkeys(sweep["algo"]) if m != REF):
+        d = ref - _drop(sweep, other, small, large, rs, reps)
+        lo, hi = np.percentile(d, [2.5, 97.5])
+        diffs.append((lo, hi))
+        lines.append(
+            f"UNIQ's drop in normalized cost from {small} to {large} minus {other}'s: "
+            f"{d.mean():.2f} [{lo:.2f}, {hi:.2f}]"
+        )
+    verdict = rule([c for c in cs if c["a"].startswith(f"{REF} ")])
+    if verdict == HOLDS and any(hi < 0 for _, hi in diffs):
+        verdict = FAILS
+    elif verdict == HOLDS and not all(lo > 0 for lo, _ in diffs):
+        verdict = OPEN
+    return verdict, lines + [fmt(c) for c in cs]
+
+
+def claim_occupancy(ablation: pd.DataFrame | None, reps: int) -> tuple[str, list[str]]:
+    if ablation is None:
+        return "not tested (no occupancy_ablation experiment)", []
+    ret, cost = (compare(ablation, REF, "uniq-nocorr", m, reps) for m in ("return", "cost"))
+    if (ret["lo"] > 0.5 and cost["hi"] >= 0.5) or (cost["lo"] > 0.5 and ret["hi"] >= 0.5):
+        verdict = HOLDS
+    elif (ret["hi"] < 0.5 and cost["lo"] <= 0.5) or (cost["hi"] < 0.5 and ret["lo"] <= 0.5):
+        verdict = FAILS
+    else:
+        verdict = OPEN
+    arms = [m for m in dict.fromkeys(ablation["algo"])]
+    return verdict, means(ablation, arms) + [fmt(ret), fmt(cost)]
+
+
+CLAIMS = [  # (claim, the experiment it reads, its test)
+    ("UNIQ has the lowest cost on the Safety-Gym tasks", "main", claim_lowest_cost),
+    ("Its return is lower on the Button tasks", "main", claim_button_return),
+    ("A larger D_UN lowers cost, most for UNIQ", "undesirable_size", claim_undesirable_size),
+    ("UNIQ is safer than BC-safe", "main", claim_safer_than_bc_safe),
+    ("Occupancy correction helps", "occupancy_ablation", claim_occupancy),
+]
+
+
+def report(results: Path, last_k: int, reps: int) -> str:
+    scorings = {
+        "final": "the final policy",
+        f"last{last_k}": f"the last {last_k} evaluations' mean",
+    }
+    found = {}
+    for scoring in scorings:
+        if read(results, "main", scoring) is None:
+            continue
+        found[scoring] = {
+            name: test(read(results, exp, scoring), reps) for name, exp, test in CLAIMS
+        }
+    if not found:
+        raise SystemExit(f"{results}/main/summary.csv not found: run the profile's workflow first")
+    out = [
+        f"# The paper's claims on {results}",
+        "",
+        "Written by `uv run python analysis/claims.py` (its docstring gives the verdict rule); "
+        "P(...) are rliable probabilities of improvement with 95% stratified-bootstrap CIs, on "
+        "normalized scores; the per-task means are in raw units (return / cost).",
+        "",
+        "| claim | " + " | ".join(f"scored by {scorings[s]}" for s in found) + " |",
+        "|---|" + "---|" * len(found),
+    ]
+    for name, _, _ in CLAIMS:
+        out.append(f"| {name} | " + " | ".join(f"**{found[s][name][0]}**" for s in found) + " |")
+    for s, verdicts in found.items():
+        out += ["", f"## Scored by {scorings[s]}"]
+        for name, (verdict, lines) in verdicts.items():
+            out += ["", f"- *{name}*: **{verdict}**"] + [f"  - {line}" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", default="results/quick", help="the profile's results folder")
+    p.add_argument("--last-k", type=int, default=3, help="the last-k tables' k (aggregate.last_k)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    args = p.parse_args()
+    results = Path(args.results)
+    text = report(results, args.last_k, args.reps)
+    atomic_write_text(results / "claims.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

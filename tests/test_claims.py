@@ -1,0 +1,85 @@
+"""analysis/claims.py: the verdict rule on synthetic results whose answer is known."""
+
+from __future__ import annotations
+
+import importlib.util
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+spec = importlib.util.spec_from_file_location(
+    "claims", Path(__file__).resolve().parents[1] / "analysis" / "claims.py"
+)
+claims = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(claims)
+
+NAV, BUTTON, VEL = "SafetyCarGoal1-v0", "SafetyPointButton1-v0", "SafetyHalfCheetahVelocity-v1"
+
+
+def runs(env, algo, ret, cost, seeds=5, oracle=False, n_un=20, spread=0.05, variant="default"):
+    rs = np.random.RandomState(zlib.crc32(f"{env} {algo} {n_un}".encode()))
+    return [
+        dict(algo=algo, env=env, variant=variant, seed=s, task=env, n_un=n_un,
+             uses_hidden_labels=oracle,
+             return_normalized=ret + spread * rs.randn(), cost_normalized=cost + spread * rs.randn(),
+             return_mean=100 * ret, cost_mean=25 * cost)
+        for s in range(seeds)
+    ]  # fmt: skip
+
+
+def frame(*groups):
+    return pd.DataFrame([row for g in groups for row in g])
+
+
+def test_lowest_cost_holds_fails_or_stays_open_by_the_cis():
+    safe_uniq = frame(runs(NAV, "uniq", 0.5, 0.2), runs(NAV, "bc-mix", 0.9, 2.0),
+                      runs(NAV, "bc-safe", 0.6, 0.1, oracle=True))  # fmt: skip
+    assert claims.claim_lowest_cost(safe_uniq, 500)[0] == claims.HOLDS  # the oracle is not a rival
+    unsafe_uniq = frame(runs(NAV, "uniq", 0.5, 2.0), runs(NAV, "bc-mix", 0.9, 0.5))
+    assert claims.claim_lowest_cost(unsafe_uniq, 500)[0] == claims.FAILS
+    tie = frame(runs(NAV, "uniq", 0.5, 1.0, spread=1.0), runs(NAV, "bc-mix", 0.9, 1.0, spread=1.0))
+    assert claims.claim_lowest_cost(tie, 500)[0] == claims.OPEN
+    velocity_only = frame(runs(VEL, "uniq", 0.5, 0.2), runs(VEL, "bc-mix", 0.9, 2.0))
+    assert claims.claim_lowest_cost(velocity_only, 500)[0].startswith("not tested")
+
+
+def test_button_return_compares_only_button_tasks():
+    df = frame(runs(BUTTON, "uniq", 0.2, 0.5), runs(BUTTON, "dwbc", 0.6, 0.9),
+               runs(NAV, "uniq", 0.9, 0.5), runs(NAV, "dwbc", 0.1, 0.9))  # fmt: skip
+    verdict, lines = claims.claim_button_return(df, 500)
+    assert verdict == claims.HOLDS and not any("CarGoal1" in line for line in lines)
+
+
+def test_undesirable_size_needs_a_drop_and_the_largest_for_uniq():
+    def sweep(uniq_costs, dwbc_costs):
+        return frame(*(runs(VEL, a, 0.5, c, n_un=n, variant=f"un{n}")
+                       for a, costs in (("uniq", uniq_costs), ("dwbc", dwbc_costs))
+                       for n, c in zip((5, 20), costs, strict=True)))  # fmt: skip
+
+    assert claims.claim_undesirable_size(sweep((3.0, 0.2), (2.0, 1.5)), 500)[0] == claims.HOLDS
+    # both drop, DWBC more: "most for UNIQ" fails
+    assert claims.claim_undesirable_size(sweep((3.0, 2.0), (3.0, 0.2)), 500)[0] == claims.FAILS
+    # UNIQ's cost rises with |D_UN|
+    assert claims.claim_undesirable_size(sweep((0.2, 3.0), (2.0, 1.5)), 500)[0] == claims.FAILS
+
+
+def test_occupancy_correction_trades_return_for_cost_as_unresolved():
+    def ablation(ret, cost):
+        return frame(runs(VEL, "uniq", ret, cost), runs(VEL, "uniq-nocorr", 0.5, 1.0))
+
+    assert claims.claim_occupancy(ablation(0.9, 1.0), 500)[0] == claims.HOLDS  # better return
+    assert claims.claim_occupancy(ablation(0.5, 0.2), 500)[0] == claims.HOLDS  # lower cost
+    assert claims.claim_occupancy(ablation(0.1, 1.0), 500)[0] == claims.FAILS
+    assert claims.claim_occupancy(ablation(0.9, 2.0), 500)[0] == claims.OPEN  # a trade-off
+
+
+def test_report_writes_both_scorings(tmp_path):
+    main = frame(runs(NAV, "uniq", 0.5, 0.2), runs(NAV, "bc-safe", 0.6, 0.1, oracle=True))
+    for sub in ("main", "main/last3"):
+        (tmp_path / sub).mkdir(parents=True)
+        main.to_csv(tmp_path / sub / "summary.csv", index=False)
+    text = claims.report(tmp_path, 3, 200)
+    assert "scored by the final policy | scored by the last 3 evaluations' mean" in text
+    assert "UNIQ is safer than BC-safe | **does not hold** | **does not hold**" in text
