@@ -97,7 +97,9 @@ def select(
     none qualifying (or neither bound given): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
     candidate's figures and the training's length (``trained_steps``, from ``train.pt``), in
     ``selection.json``. This selects a data-generating policy, never a
-    method under test.
+    method under test. A candidate that an earlier ``selection.json`` measured on the same
+    episodes (same file checksum, episode count and ``num_envs``) keeps its figures instead of
+    being rolled out again, so selecting after more training measures only the new snapshots.
     """
     import shutil
 
@@ -110,11 +112,15 @@ def select(
     candidates = snaps + ([final] if final.exists() else [])
     if not candidates:
         raise FileNotFoundError(f"{folder}: no train.pt or train.step<N>.pt to choose from.")
+    measured = _measured_before(folder / "selection.json", episodes, num_envs)
     table = []
     for path in candidates:
-        fn = demonstrator_act_fn(path, SELECTION_SEED_BASE)[0]
-        result = rollout(fn, spec, episodes, SELECTION_SEED_BASE, num_envs, progress=False)
-        table.append(dict(_summary(result), policy=path.name))
+        sha = file_sha256(path)
+        if sha not in measured:
+            fn = demonstrator_act_fn(path, SELECTION_SEED_BASE)[0]
+            result = rollout(fn, spec, episodes, SELECTION_SEED_BASE, num_envs, progress=False)
+            measured[sha] = dict(_summary(result), sha256=sha)
+        table.append(dict(measured[sha], policy=path.name))
     if max_cost is not None and min_cost is not None:
         raise ValueError("select: give max_cost (safe) or min_cost (unsafe), not both.")
     bounded = max_cost is not None or min_cost is not None
@@ -134,18 +140,38 @@ def select(
         task=spec.name,
         trained_steps=load_policy(final)[1].get("steps") if final.exists() else None,
         rule=(
-            f"highest return with cost <= {max_cost}" if max_cost is not None
-            else f"highest return with cost >= {min_cost}" if min_cost is not None
+            f"highest return with cost <= {max_cost}"
+            if max_cost is not None
+            else f"highest return with cost >= {min_cost}"
+            if min_cost is not None
             else "final"
         ),  # fmt: skip
         fallback_to_last=not ok,
         chosen=chosen["policy"],
         episodes=episodes,
         episode_seeds=[SELECTION_SEED_BASE, SELECTION_SEED_BASE + episodes - 1],
+        num_envs=num_envs,
         candidates=table,
     )
     write_json(folder / "selection.json", record)
     return record
+
+
+def _measured_before(path: Path, episodes: int, num_envs: int) -> dict[str, dict[str, Any]]:
+    """sha256 -> figures of the candidates an earlier selection measured on these episodes."""
+    if not path.exists():
+        return {}
+    rec = json.loads(path.read_text())
+    same = (rec.get("episodes"), rec.get("episode_seeds", [None])[0], rec.get("num_envs", 1)) == (
+        episodes, SELECTION_SEED_BASE, num_envs
+    )  # fmt: skip
+    if not same:
+        return {}
+    return {
+        c["sha256"]: {k: v for k, v in c.items() if k != "policy"}
+        for c in rec["candidates"]
+        if "sha256" in c
+    }
 
 
 def clearly_above(a: dict[str, float], b: dict[str, float], key: str = "return") -> bool:

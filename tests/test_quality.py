@@ -103,9 +103,12 @@ def test_select_takes_the_best_return_within_the_cost_and_records_every_candidat
         save_policy(TanhGaussianPolicy(60, 2, hidden=4), tmp_path / name, {"task": "x"})
     monkeypatch.setattr(collect, "demonstrator_act_fn", lambda path, seed: (path.name, {}))
 
+    rolled = []
+
     def fake_rollout(name, spec, episodes, seed, num_envs, progress):
         r, c = figures[name]
         assert seed == quality.SELECTION_SEED_BASE  # never the quality episodes
+        rolled.append(name)
         return rollout.Rollouts(np.full(episodes, r), np.full(episodes, c), np.full(episodes, 1000))
 
     monkeypatch.setattr(rollout, "rollout", fake_rollout)
@@ -119,9 +122,18 @@ def test_select_takes_the_best_return_within_the_cost_and_records_every_candidat
     # an unsafe demonstrator: the highest return among the costly enough
     record = quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)
     assert record["chosen"] == "train.pt" and record["rule"] == "highest return with cost >= 30.0"
-    figures["train.pt"] = (15.0, 25.0)
-    assert quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)["chosen"] == (
-        "train.step300.pt"
-    )
+    # each file was measured once: a selection again reuses the figures of unchanged files
+    assert sorted(rolled) == sorted(figures)
+    # more training: a new snapshot and a rewritten train.pt are measured, nothing else
+    figures["train.step400.pt"], figures["train.pt"] = (12.0, 35.0), (15.0, 25.0)
+    save_policy(TanhGaussianPolicy(60, 2, hidden=4), tmp_path / "train.step400.pt", {"task": "x"})
+    save_policy(TanhGaussianPolicy(60, 2, hidden=5), tmp_path / "train.pt", {"task": "x"})
+    rolled.clear()
+    record = quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)
+    assert sorted(rolled) == ["train.pt", "train.step400.pt"]
+    assert record["chosen"] == "train.step300.pt"  # 14 / 40 beats 12 / 35; train.pt now 15 / 25
+    rolled.clear()
+    quality.select("SafetyPointGoal1-v0", tmp_path, 8, min_cost=30.0)  # other episodes: all again
+    assert len(rolled) == 5
     with pytest.raises(ValueError, match="not both"):
         quality.select("SafetyPointGoal1-v0", tmp_path, 4, max_cost=20.0, min_cost=30.0)
