@@ -87,10 +87,12 @@ def select(
     max_cost: float | None = None,
     num_envs: int = 1,
     min_cost: float | None = None,
+    from_step: int = 0,
 ) -> dict[str, Any]:
     """Choose the demonstrator of ``folder`` (one kind) among its training snapshots.
 
-    Candidates: ``train.step<N>.pt`` and the final ``train.pt``, each measured (stochastic
+    Candidates: ``train.step<N>.pt`` with N >= ``from_step`` (a long run's warm-up can be left
+    out: each candidate costs ``episodes`` full episodes) and the final ``train.pt``, each measured (stochastic
     policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
     highest mean return among those with mean cost <= ``max_cost`` (a safe demonstrator) or
     >= ``min_cost`` (an unsafe one, whose bar asks for a cost well above the safe one's);
@@ -108,7 +110,9 @@ def select(
 
     spec, folder = resolve_task(task), Path(folder)
     final = folder / "train.pt"
-    snaps = sorted(folder.glob("train.step*.pt"), key=lambda p: int(p.stem.split("step")[-1]))
+    snaps = sorted(
+        (p for p in folder.glob("train.step*.pt") if _step(p) >= from_step), key=_step
+    )  # fmt: skip
     candidates = snaps + ([final] if final.exists() else [])
     if not candidates:
         raise FileNotFoundError(f"{folder}: no train.pt or train.step<N>.pt to choose from.")
@@ -146,6 +150,7 @@ def select(
             if min_cost is not None
             else "final"
         ),  # fmt: skip
+        from_step=from_step,
         fallback_to_last=not ok,
         chosen=chosen["policy"],
         episodes=episodes,
@@ -155,6 +160,10 @@ def select(
     )
     write_json(folder / "selection.json", record)
     return record
+
+
+def _step(path: Path) -> int:
+    return int(path.stem.split("step")[-1])
 
 
 def _measured_before(path: Path, episodes: int, num_envs: int) -> dict[str, dict[str, Any]]:

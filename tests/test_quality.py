@@ -132,6 +132,12 @@ def test_select_takes_the_best_return_within_the_cost_and_records_every_candidat
     record = quality.select("SafetyPointGoal1-v0", tmp_path, 4, min_cost=30.0)
     assert sorted(rolled) == ["train.pt", "train.step400.pt"]
     assert record["chosen"] == "train.step300.pt"  # 14 / 40 beats 12 / 35; train.pt now 15 / 25
+    # a warm-up left out: only the snapshots from step 300 on, and train.pt
+    record = quality.select("SafetyPointGoal1-v0", tmp_path, 4, max_cost=20.0, from_step=300)
+    assert [c["policy"] for c in record["candidates"]] == [
+        "train.step300.pt", "train.step400.pt", "train.pt"
+    ]  # fmt: skip
+    assert record["chosen"] == "train.pt" and record["from_step"] == 300
     rolled.clear()
     quality.select("SafetyPointGoal1-v0", tmp_path, 8, min_cost=30.0)  # other episodes: all again
     assert len(rolled) == 5

@@ -213,6 +213,10 @@ def _args_select(p: argparse.ArgumentParser) -> None:
         help="the highest return with mean cost >= this (unsafe snapshots; default: final)",
     )  # fmt: skip
     p.add_argument("--num-envs", type=int, default=1)
+    p.add_argument(
+        "--from-step", type=int, default=0,
+        help="only snapshots from this training step on, and train.pt (skips a long warm-up)",
+    )  # fmt: skip
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -220,8 +224,9 @@ def _select(args: argparse.Namespace) -> int:
 
     try:
         record = select(
-            args.task, args.dir, args.episodes, args.max_cost, args.num_envs, args.min_cost
-        )
+            args.task, args.dir, args.episodes, args.max_cost, args.num_envs, args.min_cost,
+            args.from_step,
+        )  # fmt: skip
     except (FileNotFoundError, KeyError, ValueError) as err:
         return _error("envs.quality", err)
     for c in record["candidates"]:
