@@ -11,9 +11,16 @@ scales a schedule with its length (DWBC's discriminator interval, clip(T // 5000
 the table says so. Runs resume where they stopped (``uniq-bench train`` checkpoints), so the
 script can be rerun after an interruption.
 
+``--from-runs`` trains nothing: it tabulates the curves a workflow's runs already wrote
+(``<runs>/<task>/<variant>/<method>/seed*/curve.csv``), averaged over their seeds, to check
+that a profile's own runs have stopped moving by their last steps.
+
     uv run python analysis/learning_curves.py --config config/quick.yaml \
         --task SafetyHalfCheetahVelocity-v1 --steps 100000 --at 10000 30000 100000 \
         --out results/quick/learning_curves
+    uv run python analysis/learning_curves.py --config config/quick.yaml \
+        --task SafetyCarGoal1-v0 --from-runs results/quick/runs --at 2500 5000 7500 10000 \
+        --out results/quick/settling/SafetyCarGoal1-v0
 """
 
 from __future__ import annotations
@@ -45,6 +52,25 @@ def train_command(config: dict, algo: str, args, data: Path, out: Path) -> list[
     ]  # fmt: skip
 
 
+def seed_means(runs: Path, task: str, variant: str, methods: list[str]) -> dict[str, pd.DataFrame]:
+    """Each method's curve averaged over its seeds' curve.csv (with the seed count per step)."""
+    curves = {}
+    for algo in methods:
+        files = sorted((runs / task / variant / algo).glob("seed*/curve.csv"))
+        if not files:
+            raise FileNotFoundError(f"{runs / task / variant / algo}: no seed*/curve.csv")
+        both = pd.concat(pd.read_csv(f) for f in files)
+        curves[algo] = both.groupby("step", as_index=False).agg(
+            return_mean=("return_mean", "mean"), cost_mean=("cost_mean", "mean"),
+            seeds=("return_mean", "size"),
+        )  # fmt: skip
+    return curves
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}"
+
+
 def table(curves: dict[str, pd.DataFrame], at: list[int], caption: str) -> str:
     head = "| method | " + " | ".join(f"{s / 1000:g}k: return / cost" for s in at) + " |"
     lines = [caption, "", head, "|---|" + "---:|" * len(at)]
@@ -55,7 +81,7 @@ def table(curves: dict[str, pd.DataFrame], at: list[int], caption: str) -> str:
             cells.append(
                 "n/a"
                 if row.empty
-                else f"{row['return_mean'].iloc[0]:.0f} / {row['cost_mean'].iloc[0]:.1f}"
+                else f"{_num(row['return_mean'].iloc[0])} / {row['cost_mean'].iloc[0]:.1f}"
             )
         lines.append(f"| {algo} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -74,7 +100,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/quick/learning_curves")
+    p.add_argument("--from-runs", help="tabulate these workflow runs' curves instead of training")
     args = p.parse_args(argv)
+    if args.from_runs:
+        return from_runs(p, args)
     if any(s % args.eval_every or s > args.steps for s in args.at):
         p.error(
             f"every --at step must be a multiple of --eval-every {args.eval_every} and <= --steps"
@@ -116,6 +145,27 @@ def main(argv=None) -> int:
     text = table(curves, args.at, caption)
     atomic_write_text(out / "table.md", text + "\nCommands:\n\n" + "\n".join(
         f"    {c}" for c in commands) + "\n")  # fmt: skip
+    print(text)
+    return 0
+
+
+def from_runs(p: argparse.ArgumentParser, args) -> int:
+    config = yaml.safe_load(Path(args.config).read_text())
+    methods = args.methods or config["experiments"][args.experiment]["algorithms"]
+    try:
+        curves = seed_means(Path(args.from_runs), args.task, args.variant, methods)
+    except FileNotFoundError as err:
+        p.error(f"{err}: run the workflow's training first")
+    seeds = sorted({int(n) for c in curves.values() for n in c["seeds"]})
+    caption = (
+        f"{args.task} ({args.variant} split of {args.config}), the workflow's runs "
+        f"({args.from_runs}): return and cost at each step averaged over the seeds "
+        f"({'/'.join(map(str, seeds))} per point), each seed's curve point "
+        f"{config['train']['eval_episodes']} episodes."
+    )
+    text = table(curves, args.at, caption)
+    command = shlex.join(["uv", "run", "python", "analysis/learning_curves.py", *sys.argv[1:]])
+    atomic_write_text(Path(args.out) / "table.md", text + f"\nCommand:\n\n    {command}\n")
     print(text)
     return 0
 
