@@ -49,6 +49,9 @@ lane_a=(
   # CarButton1's training cost was lowest over the last 1M steps (epoch means 45 at 4-4.5M,
   # 37 at 4.5-5M; 58-155 before): the selection measures only those 10 snapshots and train.pt.
   "SafetyCarButton1-v0 safe 5000000 $SCRATCH_SAFE -- --max-cost 20 --from-step 4000000"
+  # It ended below the safe bars (quality -0.4 / 42.5, random -1.6 / 67.7): PointButton1's
+  # winning curriculum (limit 80 falling to 15 over the first half) is tried beside it.
+  "SafetyCarButton1-v0 safe@curriculum 5000000 $SCRATCH_SAFE --set cost_limit_start=80 -- --max-cost 20 --from-step 2500000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
