@@ -92,8 +92,8 @@ def select(
     """Choose the demonstrator of ``folder`` (one kind) among its training snapshots.
 
     Candidates: ``train.step<N>.pt`` with N >= ``from_step`` (a long run's warm-up can be left
-    out: each candidate costs ``episodes`` full episodes) and the final ``train.pt``, each measured (stochastic
-    policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
+    out: each candidate costs ``episodes`` full episodes) and the final ``train.pt``, each
+    measured (stochastic policy) on ``episodes`` episodes seeded from :data:`SELECTION_SEED_BASE`. Rule: the
     highest mean return among those with mean cost <= ``max_cost`` (a safe demonstrator) or
     >= ``min_cost`` (an unsafe one, whose bar asks for a cost well above the safe one's);
     none qualifying (or neither bound given): the final policy. The choice is copied to ``policy.pt`` and recorded, with every
