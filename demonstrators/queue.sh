@@ -55,6 +55,10 @@ lane_a=(
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
+  # PointGoal1's unsafe cost (48.6 on the quality episodes) is just under the bar of 50 and its
+  # BC-mix not clearly less safe than BC-safe: the committed seed-2 run continues from its 1M
+  # checkpoint to 2M beside it (OmniSafe's PPO: 55.7 at 10M), chosen among the new snapshots.
+  "SafetyPointGoal1-v0 unsafe@2M 2000000 --seed 2 --set snapshot_every=5 -- --min-cost 55 --episodes 40 --from-step 1100000"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
