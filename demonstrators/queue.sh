@@ -52,6 +52,11 @@ lane_a=(
   # It ended below the safe bars (quality -0.4 / 42.5, random -1.6 / 67.7): PointButton1's
   # winning curriculum (limit 80 falling to 15 over the first half) is tried beside it.
   "SafetyCarButton1-v0 safe@curriculum 5000000 $SCRATCH_SAFE --set cost_limit_start=80 -- --max-cost 20 --from-step 2500000"
+  # PointGoal1's BC-mix (49.3 with unsafe@2M) is not clearly less safe than BC-safe (42.9, about
+  # twice the safe demonstrator's 22): a safer safe demonstrator should pull BC-safe down. Its
+  # limit-10 run (epoch costs 20-55 at 3M, lambda still rising) continues from its 3M
+  # checkpoint to the issue's 5M, chosen at cost <= 12 among the new snapshots.
+  "SafetyPointGoal1-v0 safe@5M 5000000 $ADAM_SAFE -- --max-cost 12 --from-step 3000000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
@@ -59,6 +64,12 @@ lane_b=(
   # BC-mix not clearly less safe than BC-safe: the committed seed-2 run continues from its 1M
   # checkpoint to 2M beside it (OmniSafe's PPO: 55.7 at 10M), chosen among the new snapshots.
   "SafetyPointGoal1-v0 unsafe@2M 2000000 --seed 2 --set snapshot_every=5 -- --min-cost 55 --episodes 40 --from-step 1100000"
+  # Beside safe@5M: a PID multiplier against a limit of 5, warm-started from the committed safe
+  # policy (cost 22), for 2M steps.
+  "SafetyPointGoal1-v0 safe@warm-pid5 2000000 --set lagrangian=pid --set cost_limit=5 --set snapshot_every=5 --set init_from=demonstrators/SafetyPointGoal1-v0/safe/policy.pt -- --max-cost 12"
+  # CarButton1's safe bar is missed by the limit-15 and curriculum recipes (Adam multiplier):
+  # CPPO-PID from scratch, the one remedy untried there.
+  "SafetyCarButton1-v0 safe@pid 5000000 $SCRATCH_SAFE --set lagrangian=pid -- --max-cost 20 --from-step 2500000"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
