@@ -69,8 +69,10 @@ lane_b=(
   # (lambda 4.7 -> 13.6) while its return fell from 19 to 14 (log in safe@warm-pid5/).
   # "SafetyPointGoal1-v0 safe@warm-pid5 2000000 --set lagrangian=pid --set cost_limit=5 --set snapshot_every=5 --set init_from=demonstrators/SafetyPointGoal1-v0/safe/policy.pt -- --max-cost 12"
   # CarButton1's safe bar is missed by the limit-15 and curriculum recipes (Adam multiplier):
-  # CPPO-PID from scratch, the one remedy untried there.
-  "SafetyCarButton1-v0 safe@pid 5000000 $SCRATCH_SAFE --set lagrangian=pid -- --max-cost 20 --from-step 2500000"
+  # CPPO-PID from scratch, the one remedy untried there. Planned for 5M steps, stopped at 1.4M:
+  # lambda rose to 25 within 1.4M and the policy froze as PointButton1's warm PID run did
+  # (epoch return -0.5 -> -1.0, random -1.6; cost 34-45; log in safe@pid/).
+  # "SafetyCarButton1-v0 safe@pid 5000000 $SCRATCH_SAFE --set lagrangian=pid -- --max-cost 20 --from-step 2500000"
 )
 run() { OMP_NUM_THREADS=1 nice -n 10 uv run uniq-bench "$@"; }
 trained() {  # DIR STEPS: trained for STEPS and a policy.pt chosen from that training
