@@ -55,15 +55,17 @@ lane_a=(
   # PointGoal1's BC-mix (49.3 with unsafe@2M) is not clearly less safe than BC-safe (42.9, about
   # twice the safe demonstrator's 22): a safer safe demonstrator should pull BC-safe down. Its
   # limit-10 run (epoch costs 20-55 at 3M, lambda still rising) continues from its 3M
-  # checkpoint to the issue's 5M, chosen at cost <= 12 among the new snapshots.
-  "SafetyPointGoal1-v0 safe@5M 5000000 $ADAM_SAFE -- --max-cost 12 --from-step 3000000"
+  # checkpoint to the issue's 5M, chosen at cost <= 12 among the new snapshots (trained in
+  # safe@5M/, then promoted into safe/: its 4.2M snapshot, quality 15.7 / 13.6, BC-safe 22.1).
+  "SafetyPointGoal1-v0 safe 5000000 $ADAM_SAFE -- --max-cost 12 --from-step 3000000"
 )
 lane_b=(
   "SafetyPointButton1-v0 unsafe 1000000"
   # PointGoal1's unsafe cost (48.6 on the quality episodes) is just under the bar of 50 and its
   # BC-mix not clearly less safe than BC-safe: the committed seed-2 run continues from its 1M
   # checkpoint to 2M beside it (OmniSafe's PPO: 55.7 at 10M), chosen among the new snapshots.
-  "SafetyPointGoal1-v0 unsafe@2M 2000000 --seed 2 --set snapshot_every=5 -- --min-cost 55 --episodes 40 --from-step 1100000"
+  # (Trained in unsafe@2M/, promoted into unsafe/ beside the 5M safe policy.)
+  "SafetyPointGoal1-v0 unsafe 2000000 --seed 2 --set snapshot_every=5 -- --min-cost 55 --episodes 40 --from-step 1100000"
   # Beside safe@5M: a PID multiplier against a limit of 5, warm-started from the committed safe
   # policy (cost 22), planned for 2M steps, stopped at 1.06M: its epoch cost stayed at 24-32
   # (lambda 4.7 -> 13.6) while its return fell from 19 to 14 (log in safe@warm-pid5/).
