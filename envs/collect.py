@@ -9,7 +9,9 @@ evaluation seeds (10 million and up, see ``envs.evaluate.eval_seed_base``).
 File attributes: env_id, seed, source (``sac`` | ``sac-lagrangian`` | ``ppo`` |
 ``ppo-lagrangian`` | ``scripted``), kind, episodes, return_mean/std/min/max,
 cost_mean/std/min/max, cost_limit, the demonstrator's file name, path and SHA-256 and its
-training stats, and the content checksum (written by ``OfflineData.save``).
+training stats, ``portable_numerics`` (whether the rollout ran on the CPU-independent math
+paths of uniq/numerics.py, as the ``collect`` command does) and the content checksum
+(written by ``OfflineData.save``).
 ``is_desirable`` is 1 for ``safe`` rollouts and 0 for ``unsafe`` ones. Rollouts of a
 ``data: dsrl`` task are not collected but cut from the user's DSRL file (envs/dsrl.py), in
 the same format.
@@ -26,6 +28,7 @@ import torch
 
 from envs.rollout import ActFn, rollout
 from envs.tasks import TaskSpec, resolve_task
+from uniq import numerics
 from uniq.data import OfflineData
 
 KINDS = ("safe", "unsafe")
@@ -130,6 +133,7 @@ def collect(
         cost_limit=float(spec.cost_limit),
         **return_cost_stats(returns, costs),
         env_fastpath=bool(result.env_fastpath),
+        portable_numerics=all(numerics.status().values()),
         **extra,
     )
     data.save(out)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.tasks import TaskSpec, resolve_task
+from uniq import numerics
 from uniq.atomic import file_sha256
 
 QUALITY_SEED_BASE = 20_000_000
@@ -76,6 +77,7 @@ def measure(
         trained_steps=meta.get("steps"),
         episode_seeds=[seed, seed + episodes - 1],
         cost_limit=spec.cost_limit,
+        portable_numerics=all(numerics.status().values()),
     )
     return out
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# isort: off
+import uniq  # noqa: F401  (first: pins numpy's SIMD dispatch before numpy loads)
+
+# isort: on
+
 import numpy as np
 import pytest
 import torch

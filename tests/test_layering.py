@@ -17,8 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = {"registry.py", "cli.py", "workflow.py"}
 """The modules of uniq/ allowed to import envs/ and baselines/."""
-SHARED = {"uniq.data", "uniq.nets", "uniq.atomic"}
-"""What envs/ may import from uniq/: the data format, the networks and policy.pt, atomic files."""
+SHARED = {"uniq.data", "uniq.nets", "uniq.atomic", "uniq.numerics"}
+"""What envs/ may import from uniq/: the data format, the networks and policy.pt, atomic files,
+and the portable-numerics pins."""
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -199,6 +199,48 @@ def _quality(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- fingerprint (envs/fingerprints.py)
+def _args_fingerprint(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--write", action="store_true",
+        help="record this machine's fingerprints as the committed ones (after changing a "
+        "demonstrator or the env code on purpose)",
+    )  # fmt: skip
+    p.add_argument("--file", default=None, help="default: demonstrators/fingerprints.json")
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    import json
+
+    from envs import fingerprints
+    from uniq.atomic import atomic_write_text
+    from uniq.numerics import status
+
+    path = args.file or fingerprints.FINGERPRINT_FILE
+    found = fingerprints.compute()
+    pinned = status()
+    if args.write:
+        if not all(pinned.values()):
+            return _error("envs.fingerprints", f"not writing {path}: numerics not pinned {pinned}")
+        record = {"steps": fingerprints.STEPS, "seed": fingerprints.SEED, "fingerprints": found}
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {len(found)} fingerprints to {path}")
+        return 0
+    differ = fingerprints.compare(fingerprints.load(path), found)
+    for key in sorted(found):
+        print(f"{key:40s} {'DIFFERS' if key in differ else 'ok'}")
+    if differ:
+        logging.getLogger("envs.fingerprints").error(
+            "%d of %d rollouts differ from %s: data regenerated here will have other "
+            "checksums than the committed results. Pinned numerics: %s (uniq/numerics.py: "
+            "an x86-64-v3 CPU and UNIQ_PORTABLE_NUMERICS unset are needed).",
+            len(differ), len(found), path, pinned,
+        )  # fmt: skip
+        return 1
+    print(f"all {len(found)} rollouts match {path}")
+    return 0
+
+
 def _args_select(p: argparse.ArgumentParser) -> None:
     _task(p)
     p.add_argument(
@@ -545,6 +587,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "choose a demonstrator among its training snapshots: <dir>/policy.pt, "
                "selection.json",
                _args_select, _select),
+    Subcommand("fingerprint",
+               "check that this machine rolls the committed demonstrators out into the "
+               "committed bytes (demonstrators/fingerprints.json)",
+               _args_fingerprint, _fingerprint),
     Subcommand("collect", "roll a demonstrator / scripted controller out into rollouts_{kind}.h5",
                _args_collect, _collect),
     Subcommand("dsrl",
@@ -568,6 +614,18 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 """Every subcommand, in the order ``uniq-bench --help`` lists them."""
 
 
+ROLLOUT_COMMANDS = (
+    "evaluate",
+    "collect",
+    "demonstrator-quality",
+    "demonstrator-select",
+    "fingerprint",
+)
+"""They roll a policy out: their torch runs on CPU-independent paths (uniq/numerics.py), so
+a policy file gives the same rollouts on any x86-64-v3 machine. Training does not: pinning
+would halve its sgemm speed, and its updates are not CPU-independent anyway."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniq-bench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -585,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command in ROLLOUT_COMMANDS:
+        from uniq.numerics import pin_torch
+
+        pin_torch()
     return int(args.handler(args) or 0)
 
 
