@@ -98,7 +98,8 @@ def train_argv(un, mix, out, *, algo="uniq", task=TASK, seed=0, steps=10, sets=U
 
 
 def eval_argv(policy, out, *, task=TASK, seed=0, extra=()):
-    argv = ["evaluate", "--policy", str(policy), "--task", task, "--episodes", "2"]
+    episodes = [] if "--episodes" in extra else ["--episodes", "2"]  # an option is given once
+    argv = ["evaluate", "--policy", str(policy), "--task", task, *episodes]
     return argv + [
         "--seed",
         str(seed),

@@ -433,7 +433,10 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, help="torch CPU threads (default $UNIQ_THREADS or 1)")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between curve evaluations")
+    p.add_argument(
+        "--eval-every", type=int,
+        help="steps between curve evaluations (curve.csv); default and 0: no curve",
+    )  # fmt: skip
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--eval-num-envs", type=int, default=1)
     p.add_argument("--reference", nargs="+", default=[], help="rollouts_*.h5 for R_min/R_max")
@@ -455,6 +458,11 @@ def _train(args: argparse.Namespace) -> int:
     from uniq.method import ConfigError
     from uniq.train import TrainingDiverged, train
 
+    if args.eval_every == 0:  # given, not defaulted: the user may expect a curve
+        logging.getLogger("uniq.train").warning(
+            "--eval-every 0: no learning curve (curve.csv) is written; give N > 0 to "
+            "evaluate the policy every N steps"
+        )
     try:
         train(
             args.algo,
@@ -468,7 +476,7 @@ def _train(args: argparse.Namespace) -> int:
             label=args.label,
             variant=args.variant,
             device=args.device,
-            eval_every=args.eval_every,
+            eval_every=args.eval_every or 0,
             eval_episodes=args.eval_episodes,
             reference_paths=args.reference,
             log_every=args.log_every,
@@ -560,6 +568,22 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- check-config (uniq/workflow.py)
+def _args_check_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("configfile", help="a workflow config, e.g. config/quick.yaml")
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from uniq.workflow import WorkflowConfigError, check_file
+
+    try:
+        config = check_file(args.configfile)
+    except WorkflowConfigError as err:
+        return _error("uniq.workflow", err)
+    print(f"{args.configfile}: valid (profile {config['profile']})")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Subcommand:
@@ -610,6 +634,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                _args_aggregate, _aggregate),
     Subcommand("figures", "PNG/PDF figures (+ .rst captions) of an aggregated experiment",
                _args_figures, _figures),
+    Subcommand("check-config",
+               "the Snakefile's checks of a config file, naming the line of a YAML error",
+               _args_check_config, _check_config),
 )  # fmt: skip
 """Every subcommand, in the order ``uniq-bench --help`` lists them."""
 
@@ -626,12 +653,27 @@ a policy file gives the same rollouts on any x86-64-v3 machine. Training does no
 would halve its sgemm speed, and its updates are not CPU-independent anyway."""
 
 
+class _StoreOnce(argparse.Action):
+    """argparse's store, but an option given twice is an error: argparse would keep the last
+    silently (``--seed 0 --seed 1`` trained seed 1 only)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given", set())
+        if self.dest in given:
+            several = " (several values follow one flag: --seed 0 1 2)" if self.nargs == "+" else ""
+            parser.error(f"{option_string} given twice; give it once{several}")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uniq-bench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in SUBCOMMANDS:
         p = sub.add_parser(command.name, help=command.help)
+        p.register("action", None, _StoreOnce)
+        p.register("action", "store", _StoreOnce)
         command.add_arguments(p)
         p.set_defaults(handler=command.run)
     return parser
@@ -647,7 +689,30 @@ def main(argv: list[str] | None = None) -> int:
         from uniq.numerics import pin_torch
 
         pin_torch()
-    return int(args.handler(args) or 0)
+    from uniq.lock import OutputError, output_lock
+
+    try:
+        with output_lock(*_outputs(args)):
+            return int(args.handler(args) or 0)
+    except OutputError as err:
+        return _error("uniq.lock", err)
+
+
+def _outputs(args: argparse.Namespace) -> list[str]:
+    """What the command writes, locked against a second writer (uniq/lock.py)."""
+    if args.command == "train":
+        from uniq.job import seed_dirs, seed_list
+        from uniq.method import ConfigError
+
+        try:
+            outs, job_dir = seed_dirs(args.out, seed_list(args.seed))
+        except ConfigError:
+            return []  # the handler names the mistake
+        return [*outs, job_dir]
+    if args.command == "figures":  # experiments share the folder: lock their prefix
+        return [f"{args.out}/{args.experiment}"]
+    names = ("out", "out_dir", "out_safe", "out_unsafe")
+    return [v for n in names if (v := getattr(args, n, None))]
 
 
 if __name__ == "__main__":

@@ -61,6 +61,16 @@ def build_config(config_cls: type, overrides: dict[str, Any] | None, algo: str =
             f"unknown hyper-parameter(s) {unknown} for algorithm {algo or config_cls.__qualname__}; "
             f"valid ones: {', '.join(sorted(fields))}"
         )
+    negative = sorted(
+        k for k, v in overrides.items()
+        if (k == "lr" or k.endswith("_lr")) and isinstance(v, int | float) and v < 0
+    )  # fmt: skip
+    if negative:
+        raise ConfigError(
+            f"{algo or config_cls.__qualname__}: learning rate(s) {negative} must be >= 0 (got "
+            f"{[overrides[k] for k in negative]}); the defaults: "
+            f"{[getattr(config_cls(), k) for k in negative]}"
+        )
     return config_cls(**overrides)
 
 

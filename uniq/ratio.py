@@ -21,6 +21,7 @@ rows) on ``ratio_check_rows`` in-sample rows, dropout off, exceeds its threshold
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -33,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from uniq.atomic import atomic_path
+from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
 
 
@@ -137,19 +139,21 @@ class RatioEstimator:
         seed = int(torch.randint(2**62, (1,), generator=sampling, device=sampling.device))
         gen = torch.Generator(sampling.device).manual_seed(seed)
         cache = self.cache_path(data)
-        if cache is not None and cache.exists():
-            payload = torch.load(cache, map_location=self.device, weights_only=False)
-            for n in self.names:
-                self.nets[n].load_state_dict(payload["state"][n])
-            info = dict(payload["info"], ratio_cached=1.0)
-        else:
-            fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
-            info = fit(data, gen)
-            if cache is not None:
-                state = {n: self.nets[n].state_dict() for n in self.names}
-                with atomic_path(cache) as tmp:  # a run in parallel may write too: either wins
-                    torch.save({"state": state, "info": info}, tmp)
-                info = dict(info, ratio_cached=0.0)
+        # runs that share the cache fit it once: the others wait for it, then load it
+        with output_lock(cache, wait=True) if cache is not None else contextlib.nullcontext():
+            if cache is not None and cache.exists():
+                payload = torch.load(cache, map_location=self.device, weights_only=False)
+                for n in self.names:
+                    self.nets[n].load_state_dict(payload["state"][n])
+                info = dict(payload["info"], ratio_cached=1.0)
+            else:
+                fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
+                info = fit(data, gen)
+                if cache is not None:
+                    state = {n: self.nets[n].state_dict() for n in self.names}
+                    with atomic_path(cache) as tmp:
+                        torch.save({"state": state, "info": info}, tmp)
+                    info = dict(info, ratio_cached=0.0)
         self.set_frozen(True)
         return info
 

@@ -40,18 +40,20 @@ one seed and for K: per-seed things are lists of one or of K.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from uniq import registry
 from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.checkpoint import Checkpoint
-from uniq.data import OfflineData
+from uniq.data import DatasetError, OfflineData
 from uniq.job import (
     Job,
     coerce_overrides,
@@ -75,6 +77,10 @@ log = logging.getLogger(__name__)
 
 CUDA_CHECK_EVERY = 100
 """On a GPU the divergence guard reads the logged scalars back every this many steps (one sync)."""
+STEPS_WARNING = 10_000_000
+"""More updates than this (10x the paper's) are trained, with a warning."""
+ACTION_TOLERANCE = 1e-6
+"""float32 rounding of an action stored as exactly +-1."""
 
 
 def train(
@@ -121,6 +127,12 @@ def train(
     seeds = seed_list(seed)
     if steps < 0 or log_every < 1 or checkpoint_every < 1 or eval_every < 0:
         raise ConfigError("need steps >= 0, log_every >= 1, checkpoint_every >= 1, eval_every >= 0")
+    if steps > STEPS_WARNING:  # a typo (an extra zero) would hold a GPU for days
+        log.warning(
+            "--steps %d is over %d, %dx the paper's 1e6 updates: is that a typo? (a run "
+            "stopped with Ctrl-C resumes from its last checkpoint)",
+            steps, STEPS_WARNING, steps // 1_000_000,
+        )  # fmt: skip
     spec = task if hasattr(task, "obs_dim") else registry.get_task(task)
     method_cls = registry.get_method(algo)
     cfg = build_config(
@@ -147,6 +159,7 @@ def train(
     n_threads = set_threads(threads)
     paths = {"un": str(un_path), "mix": str(mix_path)}
     data = {name: OfflineData.load(path, spec) for name, path in paths.items()}
+    _check_training_data(data, paths)
     if len(data["mix"]):  # fail before training; the share of rows, as the method samples them
         method_cls.check_split(cfg, float((data["mix"].is_desirable <= 0.5).mean()))
     obs_norm = bool(spec.obs_normalize if obs_norm is None else obs_norm)
@@ -228,6 +241,35 @@ def train(
         return metas if len(seeds) > 1 else metas[0]
 
 
+# ---------------------------------------------------------------------------- the data
+def _check_training_data(data: dict[str, OfflineData], paths: dict[str, str]) -> None:
+    """What the loop would otherwise accept silently and learn nonsense from."""
+    for name, d in data.items():
+        if len(d) and not ((d.terminals > 0) | (d.timeouts > 0)).any():
+            raise DatasetError(
+                f"{paths[name]}: none of its {len(d)} rows is flagged in terminals or timeouts, "
+                "so its trajectories (and their initial states) cannot be told apart. Flag "
+                "each trajectory's last row (as the DSRL files and `uniq-bench collect` do)."
+            )
+        worst = float(np.abs(d.actions).max()) if len(d) else 0.0
+        if worst > 1 + ACTION_TOLERANCE:
+            outside = int((np.abs(d.actions) > 1 + ACTION_TOLERANCE).any(axis=1).sum())
+            raise DatasetError(
+                f"{paths[name]}: {outside} of {len(d)} rows have actions outside [-1, 1] "
+                f"(largest |a| = {worst:.4g}); the policies are tanh-squashed into the tasks' "
+                "action box [-1, 1] and would learn from clamped actions. Rescale the actions "
+                "to [-1, 1], or clip them if they are unclipped Gaussian samples."
+            )
+    mix = data["mix"]
+    if len(mix) and not (mix.is_desirable > 0.5).any():
+        raise DatasetError(
+            f"{paths['mix']}: D_MIX holds no desirable trajectory (the variant's "
+            "n_mix_desirable is 0), so there is no desirable behaviour to imitate: "
+            "the learners would see undesirable trajectories only, and BC-safe (trained on "
+            "D_MIX's desirable rows) nothing at all. Give the variant n_mix_desirable >= 1."
+        )
+
+
 # ---------------------------------------------------------------------------- the method
 def build_method(
     method_cls: type[Method],
@@ -242,7 +284,20 @@ def build_method(
     K members batched over seeds for K; ``total_steps`` set before anything else runs."""
     # a method that cannot batch may not take ``members`` at all
     members = {} if len(seeds) == 1 else {"members": len(seeds)}
-    method = method_cls(cfg, spec, sources, device, seeds[0], **members)
+    try:
+        method = method_cls(cfg, spec, sources, device, seeds[0], **members)
+    except (ConfigError, DatasetError):
+        raise
+    except ValueError as err:  # torch's optimizers reject e.g. a negative lr or weight decay
+        changed = {
+            k: v for k, v in dataclasses.asdict(cfg).items()
+            if v != dataclasses.asdict(method_cls.Config()).get(k)
+        }  # fmt: skip
+        raise ConfigError(
+            f"{method_cls.name}: a hyper-parameter is out of range ({err}); set here: "
+            f"{changed or 'none, the defaults'}. Fix the value (--set KEY=VALUE, or the "
+            "config's `set:`)."
+        ) from None
     method.total_steps = steps
     return method
 

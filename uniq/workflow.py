@@ -90,6 +90,7 @@ def check(config: dict) -> None:
                 f"config `algorithms.{algo}.set`: unknown hyper-parameter(s) {bad} of {method}; "
                 f"valid ones: {_choices(fields)}"
             )
+        _check_values(f"algorithms.{algo}.set", methods[method].Config, entry.get("set"))
     from envs.demonstrators import DemoConfig
     from envs.ppo import PPOConfig
 
@@ -101,6 +102,7 @@ def check(config: dict) -> None:
                 f"config `demonstrator.{key}`: unknown hyper-parameter(s) {bad} of "
                 f"{cls.__name__}; valid ones: {_choices(fields)}"
             )
+        _check_values(f"demonstrator.{key}", cls, config["demonstrator"].get(key))
     from envs.tasks import committed_demonstrator
 
     for env, entry in config["tasks"].items():
@@ -153,6 +155,14 @@ def check(config: dict) -> None:
                 )
                 if n_des + n_und == 0:
                     continue
+                if n_des == 0:
+                    raise WorkflowConfigError(
+                        f"config `datasets.variants.{variant}` (experiment {exp}): "
+                        "n_mix_desirable is 0, so D_MIX holds no desirable behaviour to imitate: "
+                        "the learners would see undesirable trajectories only, and BC-safe "
+                        "(trained on D_MIX's desirable rows) nothing at all. Set "
+                        "n_mix_desirable >= 1."
+                    )
                 try:
                     method_cls.check_split(cfg, n_und / (n_des + n_und))
                 except ConfigError as err:
@@ -170,6 +180,51 @@ def check(config: dict) -> None:
     for env in generated_tasks(config):  # a DSRL file holds what it holds (the split checks)
         for kind in KINDS:
             rollout_episodes(config, env, kind)  # raises when a fixed count is too small
+
+
+def _check_values(key: str, config_cls: type, overrides: dict | None) -> None:
+    """Each value as the job will take it (its Config's type), so a typo fails now, not
+    when the job starts after hours of data jobs."""
+    from uniq.job import coerce_overrides
+    from uniq.method import ConfigError, build_config
+
+    try:
+        build_config(config_cls, coerce_overrides(config_cls, overrides or {}))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise WorkflowConfigError(f"config `{key}`: {err}") from None
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+def check_file(path: str | Path) -> dict:
+    """The checks the Snakefile runs on a config file (YAML, :data:`SCHEMA`, :func:`check`),
+    without Snakemake, whose own message on a YAML error names neither the file nor the line.
+    Returns the validated config (schema defaults filled in)."""
+    import yaml
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise WorkflowConfigError(f"{path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        what = ", ".join(filter(None, (getattr(err, "context", ""), getattr(err, "problem", ""))))
+        tabs = " (YAML indents with spaces only)" if "\\t" in what else ""
+        raise WorkflowConfigError(
+            f"{where}: YAML syntax error: {what or err}{tabs}. Fix the file there."
+        ) from None
+    if not isinstance(config, dict):
+        raise WorkflowConfigError(f"{path}: a config is a mapping of keys (profile, tasks, ...)")
+    try:
+        validate(config, str(SCHEMA))
+    except WorkflowError as err:
+        raise WorkflowConfigError(f"{path}: {err}") from None
+    check(config)
+    return config
 
 
 DSRL_KEYS = ("path", "dsrl_return_threshold", "dsrl_cost_threshold")
