@@ -593,6 +593,8 @@ def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tm
     assert not same(run(1, cache=False)[0], first)  # off: each seed trains its own
     assert run(1, ratio_lr=3e-4)[1]["ratio_cached"] == 0.0  # another config
     assert run(1, data_seed=1)[1]["ratio_cached"] == 0.0  # other data
+    # an ablation arm whose critic and actor differ shares the classifiers of its dataset
+    assert run(2, actor_weight="advantage", critic_lr=1e-3)[1]["ratio_cached"] == 1.0
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 

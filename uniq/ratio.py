@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -36,6 +35,14 @@ from torch.nn import functional as F
 from uniq.atomic import atomic_path
 from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
+
+CLASSIFIER_FIELDS = (
+    "hidden", "depth", "ratio_form", "ratio_lr", "ratio_weight_decay", "ratio_dropout",
+    "ratio_batch", "ratio_steps", "ratio_prob_min", "ratio_prob_max", "ratio_stop",
+    "ratio_check_every", "ratio_gap_mix", "ratio_gap_un", "ratio_check_rows", "ratio_holdout",
+    "ratio_eval_every", "ratio_patience",
+)  # fmt: skip
+"""The config fields that determine the classifiers (with the data, family and dimensions)."""
 
 
 class RatioEstimator:
@@ -158,14 +165,17 @@ class RatioEstimator:
         return info
 
     def cache_path(self, data) -> Path | None:
-        """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt."""
+        """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt.
+
+        Keyed by :data:`CLASSIFIER_FIELDS` only, so runs that differ elsewhere (an ablation
+        arm's critic or actor, the run's length) share one pair of classifiers per dataset."""
         cfg = self.cfg
         if cfg.ratio_cache_dir is None:
             return None
         h = hashlib.sha256()
         key = {
-            "format": 2,  # 2: the fit draws from its own generator
-            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "ratio_cache_dir"},
+            "format": 3,  # 3: keyed by the fields the classifiers read (2: the whole config)
+            "config": {k: getattr(cfg, k) for k in CLASSIFIER_FIELDS},
             "family": self.family,
             "dims": list(self.dims),
             "device": self.device.type,
