@@ -57,10 +57,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
+from uniq.compiled import adam, compiled
 from uniq.method import Method
-from uniq.nets import TanhGaussianPolicy, mlp
+from uniq.nets import BatchedLinear, TanhGaussianPolicy, mlp
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,11 @@ class SafeDICEConfig:
     """Width of every MLP's hidden layers (published 256)."""
     depth: int = 2
     """Hidden layers of every MLP (published 2)."""
+    compile: bool = False
+    """Compile the update (suite choice, see uniq.compiled): its loss with torch.compile
+    (nu's gradient penalty through the written-out input gradient, which it can trace) and
+    fused Adam steps, the same numbers within a float tolerance. False: the eager update
+    (the penalty by double backward), bit for bit that of earlier runs."""
 
 
 def safedice_alpha(logits: torch.Tensor, margin: float = 1e-5) -> float:
@@ -126,6 +133,37 @@ def gradient_penalty(f, x: torch.Tensor, center: float) -> torch.Tensor:
     return ((grad.norm(dim=-1) - center) ** 2).mean(-1)
 
 
+def mlp_input_gradient(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """grad_x f(x) of a one-output ReLU MLP (:func:`uniq.nets.mlp`), its backward pass
+    written out: g <- g W per linear layer, g <- g 1(h > 0) per ReLU, from g = 1.
+
+    The same values as ``torch.autograd.grad(f(x).sum(), x, create_graph=True)``, and the
+    same gradient into the weights (the ReLU masks are constants, as autograd's double
+    backward treats them), but a first-order graph: ``torch.compile`` traces it, where
+    it cannot trace ``autograd.grad`` inside a loss. Rows (and members) stay separate."""
+    masks, h = [], x
+    for layer in net:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU):
+            masks.append(h > 0)
+    g = None
+    for layer in reversed(net):
+        if isinstance(layer, nn.ReLU):
+            g = g * masks.pop()
+        elif isinstance(layer, nn.Linear):  # y = x W^T + b: dy/dx = W ([out, in])
+            g = (
+                layer.weight.expand(*x.shape[:-1], *layer.weight.shape[-1:])
+                if g is None
+                else g @ layer.weight
+            )
+        elif isinstance(layer, BatchedLinear):  # y = x W + b, W [K, in, out]
+            w_t = layer.weight.transpose(-1, -2)
+            g = w_t.expand(*x.shape[:-1], w_t.shape[-1]) if g is None else torch.bmm(g, w_t)
+        else:
+            raise TypeError(f"mlp_input_gradient: unsupported layer {type(layer).__name__}")
+    return g
+
+
 class SafeDICE(Method):
     """SafeDICE: weighted BC on D_MIX with DICE weights from a frozen D_UN-vs-D_MIX classifier."""
 
@@ -141,8 +179,10 @@ class SafeDICE(Method):
         self.actor = TanhGaussianPolicy(obs_dim, act_dim, h, d, members=k).to(self.device)
         self.classifier = mlp(obs_dim + act_dim, 1, h, d, members=k).to(self.device)
         self.nu = mlp(obs_dim, 1, h, d, members=k).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.nu_opt = torch.optim.Adam(self.nu.parameters(), lr=cfg.nu_lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.compile, lr=cfg.actor_lr)
+        self.nu_opt = adam(self.nu.parameters(), cfg.compile, lr=cfg.nu_lr)
+        self._optimizers = [self.nu_opt, self.actor_opt]
+        self._loss_fn = compiled(self.update_loss, cfg.compile, self.device, "safedice")
         self.classifier_opt = torch.optim.Adam(self.classifier.parameters(), lr=cfg.classifier_lr)
         mix = data["mix"].tensors
         self.init_obs = mix["observations"][mix["initial"] > 0]
@@ -235,18 +275,39 @@ class SafeDICE(Method):
         return mix["observations"].shape[-2] * torch.softmax(self._advantage(mix), -1)
 
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        un, mix = batch["un"], batch["mix"]
-        cfg = self.cfg
-        adv = self._advantage(mix)
-        lead = adv.shape[:-1]  # (K,) when batched, else ()
+        # The update's draws (s0 rows from the sampler's stream, interpolation weights from
+        # the global one) are made here, eagerly, and passed in: the same draws whether the
+        # loss is compiled or not.
+        un, cfg = batch["un"], self.cfg
+        lead = un["observations"].shape[:-2]  # (K,) when batched, else ()
         idx = torch.randint(
             len(self.init_obs), (*lead, cfg.batch_size), device=self.init_obs.device,
             generator=self.data["mix"].generator,
         )  # fmt: skip
-        nu_0 = self.nu(self.init_obs[idx]).squeeze(-1)
+        u = None
+        if cfg.nu_gp > 0:
+            u = torch.rand(*lead, un["observations"].shape[-2], 1, device=self.device)
+        loss, out = self._loss_fn(batch, self.init_obs[idx], u)
+        for opt in self._optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self._optimizers:
+            opt.step()
+        return out
+
+    def update_loss(
+        self, batch: dict[str, dict[str, torch.Tensor]], s0: torch.Tensor, u: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(L, logged scalars): L = sum over members of L_nu + L_pi, on the batch, the
+        initial states ``s0`` and the interpolation weights ``u`` (None: no penalty). L_nu
+        reaches only nu and L_pi only the policy (its weights are constants), so one
+        backward gives each network its own loss's gradient."""
+        un, mix = batch["un"], batch["mix"]
+        cfg = self.cfg
+        adv = self._advantage(mix)
+        nu_0 = self.nu(s0).squeeze(-1)
         nu_loss = torch.logsumexp(adv, -1) + (1 - cfg.gamma) * nu_0.mean(-1)
-        if cfg.nu_gp > 0:  # the costliest term (double backward); nu_gp = 0 skips it
-            u = torch.rand(*lead, un["observations"].shape[-2], 1, device=adv.device)
+        if u is not None:  # the costliest term (a second backward); nu_gp = 0 skips it
             x_hat = torch.cat(
                 [
                     mix["observations"],
@@ -255,23 +316,23 @@ class SafeDICE(Method):
                 ],
                 -2,
             )
-            nu_loss = nu_loss + cfg.nu_gp * gradient_penalty(self.nu, x_hat, 0.0)
-        self.nu_opt.zero_grad(set_to_none=True)
-        nu_loss.sum().backward()  # sum over members: each gets its own gradient
-        self.nu_opt.step()
+            if cfg.compile:  # the same penalty, in a graph torch.compile can trace
+                grad = mlp_input_gradient(self.nu, x_hat)
+                penalty = grad.norm(dim=-1).square().mean(-1)
+            else:
+                penalty = gradient_penalty(self.nu, x_hat, 0.0)
+            nu_loss = nu_loss + cfg.nu_gp * penalty
 
         w = adv.shape[-1] * torch.softmax(adv.detach(), -1)  # exp(A - 1) / mean exp(A - 1)
         log_pi = self.actor.log_prob(mix["observations"], mix["actions"])
         actor_loss = -(w * log_pi).mean(-1)
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.sum().backward()
-        self.actor_opt.step()
-        return {
+        out = {
             "nu_loss": nu_loss.detach(),
             "actor_loss": actor_loss.detach(),
             "advantage": adv.detach().mean(-1),
             "weight_max": w.amax(-1),
         }
+        return nu_loss.sum() + actor_loss.sum(), out  # sum over members: own gradients
 
     def extra_state(self) -> dict:
         return {"alpha": self.alpha, "reward_mean": self.reward_mean, "reward_std": self.reward_std}

@@ -294,9 +294,12 @@ class TwinQ(nn.Module):
 
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging: target <- (1 - tau) target + tau source."""
-    for t, s in zip(target.parameters(), source.parameters(), strict=True):
-        t.lerp_(s, tau)
+    """Polyak averaging: target <- (1 - tau) target + tau source (one foreach call: the
+    same lerp per tensor, fewer dispatches)."""
+    targets, sources = list(target.parameters()), list(source.parameters())
+    if len(targets) != len(sources):
+        raise ValueError(f"soft_update: {len(targets)} target vs {len(sources)} source tensors")
+    torch._foreach_lerp_(targets, sources, tau)
 
 
 def save_policy(policy: TanhGaussianPolicy, path: str | os.PathLike, meta: dict[str, Any]) -> None:
