@@ -6,32 +6,22 @@ around the run) it also gives the run's wall clock, which is less than the sum o
 times when jobs ran in parallel.
 
     uv run python benchmarks/workflow_times.py --profile quick
+    uv run python benchmarks/workflow_times.py --profile smoke --start ... --end ... \
+        --out benchmarks/out/workflow_times_smoke.md     # the table committed per profile run
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-def read(root: Path) -> dict[str, list[dict[str, float]]]:
-    """rule -> one dict per job (s, max_rss MiB, cpu_time s)."""
-    jobs: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for path in sorted(root.glob("*/**/*.tsv")):
-        rule = path.relative_to(root).parts[0]
-        with open(path) as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                jobs[rule].append(
-                    {
-                        k: float(row[k]) if row[k] not in ("", "NA", "-") else 0.0
-                        for k in ("s", "max_rss", "cpu_time")
-                    }  # fmt: skip
-                )
-    return jobs
+from uniq.atomic import atomic_write_text  # noqa: E402
+from uniq.plan import read_benchmarks as read  # noqa: E402  (one reader: plan's check uses it)
 
 
 def table(jobs: dict[str, list[dict[str, float]]]) -> str:
@@ -59,16 +49,25 @@ def main(argv=None) -> int:
     parser.add_argument("--logs", default="logs", help="the workflow's log folder")
     parser.add_argument("--start", help="ISO time the run started")
     parser.add_argument("--end", help="ISO time it ended")
+    parser.add_argument("--cores", type=int, default=2, help="the run's --cores (for the record)")
+    parser.add_argument("--out", help="also write the table (Markdown) here")
     args = parser.parse_args(argv)
     root = Path(args.logs) / args.profile / "benchmarks"
     jobs = read(root)
     if not jobs:
         print(f"no benchmark files under {root}; run the workflow first", file=sys.stderr)
         return 2
-    print(table(jobs), end="")
+    text = table(jobs)
     if args.start and args.end:
         wall = datetime.fromisoformat(args.end) - datetime.fromisoformat(args.start)
-        print(f"\nWall clock of the run: {wall.total_seconds() / 60:.0f} min.")
+        text += (
+            f"\nWall clock of the run on {args.cores} cores ({args.start} to {args.end}): "
+            f"{wall.total_seconds() / 60:.1f} min.\n"
+        )
+    print(text, end="")
+    if args.out:
+        command = " ".join(["uv run python benchmarks/workflow_times.py", *sys.argv[1:]])
+        atomic_write_text(args.out, f"Profile {args.profile}: `{command}`\n\n{text}")
     return 0
 
 

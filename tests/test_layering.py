@@ -2,7 +2,7 @@
 
 One way down: ``uniq/`` holds the shared machinery and does not import ``envs/`` or
 ``baselines/``, except the glue modules that put the pieces together (``registry.py``,
-``cli.py``, ``workflow.py``); ``envs/`` uses only uniq's shared formats (datasets, networks
+``cli.py``, ``workflow.py``, ``plan.py``); ``envs/`` uses only uniq's shared formats (datasets, networks
 and the policy file, atomic writes), never its training machinery. Imports inside functions
 count too: a lazy import is still a dependency.
 """
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GLUE = {"registry.py", "cli.py", "workflow.py"}
-"""The modules of uniq/ allowed to import envs/ and baselines/."""
+GLUE = {"registry.py", "cli.py", "workflow.py", "plan.py"}
+"""The modules of uniq/ allowed to import envs/ and baselines/ (plan.py prices the workflow:
+the config's jobs times the methods' and the environments' measured costs)."""
 SHARED = {"uniq.data", "uniq.nets", "uniq.atomic", "uniq.numerics"}
 """What envs/ may import from uniq/: the data format, the networks and policy.pt, atomic files,
 and the portable-numerics pins."""

@@ -67,6 +67,8 @@ def expected_counts(config: dict) -> dict[str, int]:
                 for algo in block["algorithms"]:
                     for seed in block.get("seeds") or default_seeds:
                         runs.add((env, variant, algo, seed))
+    # train.batch_seeds: one job per (env, variant, algo) trains all its seeds
+    train_jobs = {run[:3] for run in runs} if config["train"].get("batch_seeds") else runs
     source = {t: spec.get("data", "demonstrator") for t, spec in config["tasks"].items()}
     rl_tasks = [t for t, s in source.items() if s == "demonstrator"]
     dsrl_tasks = [t for t, s in source.items() if s == "dsrl"]
@@ -75,7 +77,7 @@ def expected_counts(config: dict) -> dict[str, int]:
         "rollouts": 2 * (len(config["tasks"]) - len(dsrl_tasks)),
         "dsrl_rollouts": len(dsrl_tasks),  # one job writes both kinds
         "dataset": len(datasets),
-        "train": len(runs),
+        "train": len(train_jobs),
         "evaluate": len(runs),
         "aggregate": len(config["experiments"]),
         "aggregate_last_k": len(config["experiments"]) if config["aggregate"].get("last_k") else 0,
@@ -126,7 +128,7 @@ def test_batch_seeds_makes_one_train_job_per_env_variant_algo(tmp_path):
     counts = job_counts(out)
     expected = expected_counts(config)
     groups = {run[:3] for run in W.all_runs(config)}
-    assert counts["train"] == len(groups) == expected["train"] // len(config["train"]["seeds"])
+    assert counts["train"] == len(groups) == expected["train"]
     assert counts["evaluate"] == expected["evaluate"]  # still one per seed
     shells = [line for line in out.splitlines() if "uniq-bench train" in line]
     assert len(shells) == len(groups)

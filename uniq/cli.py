@@ -584,6 +584,41 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- plan (uniq/plan.py)
+def _args_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configfile", default="config/config.yaml", help="the profile to price")
+    p.add_argument("--cores", type=int, default=8, help="the --cores you will give Snakemake")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the train jobs will share")
+    p.add_argument("--device", default="auto", help="where the updates run: auto | cpu | cuda")
+    p.add_argument("--burst-s", type=float, default=0.6, help="seconds per timed update burst")
+    p.add_argument("--json", help="also write the price (and what was measured) here")
+    p.add_argument(
+        "--check", metavar="BENCH_DIR",
+        help="compare with a finished run's benchmark files (logs/<profile>/benchmarks); "
+        "status 1 when the total is off by more than 30%% or a file names no planned job",
+    )  # fmt: skip
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from uniq import plan
+    from uniq.workflow import WorkflowConfigError
+
+    try:
+        config = plan.load_config(args.configfile)
+    except WorkflowConfigError as err:
+        return _error("uniq.workflow", err)
+    result = plan.plan(config, args.cores, args.gpus, args.device, budget_s=args.burst_s)
+    print(plan.table(result))
+    status = 0
+    if args.check:
+        result["check"] = plan.check(result, plan.read_benchmarks(args.check))
+        print(plan.check_table(result["check"]))
+        status = 0 if result["check"]["passed"] else 1
+    if args.json:
+        plan.dump(result, args.json)
+    return status
+
+
 # ---------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Subcommand:
@@ -634,6 +669,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                _args_aggregate, _aggregate),
     Subcommand("figures", "PNG/PDF figures (+ .rst captions) of an aggregated experiment",
                _args_figures, _figures),
+    Subcommand("plan",
+               "price a profile before launch: jobs, job-hours and wall time per rule, "
+               "from short bursts measured on this machine",
+               _args_plan, _plan),
     Subcommand("check-config",
                "the Snakefile's checks of a config file, naming the line of a YAML error",
                _args_check_config, _check_config),

@@ -1,0 +1,203 @@
+"""``uniq-bench plan`` (uniq/plan.py): the job grid, the arithmetic of a price, the bursts on a
+tiny config, the check against benchmark files, and the README's job counts."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from uniq import plan
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = {
+    "paper": "config/config.yaml",
+    "quick": "config/quick.yaml",
+    "smoke": "config/smoke.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return {name: plan.load_config(ROOT / path) for name, path in PROFILES.items()}
+
+
+def test_smoke_grid_counts_each_rule(configs):
+    counts = plan.job_counts(configs["smoke"])
+    # 3 tasks: HalfCheetah trains 2 demonstrators; 3 x 2 rollouts; splits: HalfCheetah 3, the
+    # others 1; 20 runs of one seed, each evaluated; 4 experiments x (aggregate, last-k, figures)
+    assert counts == {
+        "demonstrator": 2, "rollouts": 6, "dataset": 5, "train": 20, "evaluate": 20,
+        "aggregate": 8, "figures": 4, "all": 1, "total": 66,
+    }  # fmt: skip
+
+
+def test_batched_seeds_make_one_train_job_per_env_variant_algo(configs):
+    config = copy.deepcopy(configs["paper"])
+    assert config["train"]["batch_seeds"]
+    batched = plan.job_counts(config)
+    config["train"]["batch_seeds"] = False
+    single = plan.job_counts(config)
+    assert single["train"] == 5 * batched["train"] == 650
+    assert single["evaluate"] == batched["evaluate"] == 650
+
+
+@pytest.mark.slow
+def test_grid_is_snakemakes_job_for_job(configs):
+    """Every job of ``snakemake -n --forceall`` (quick: seeds batched) is in the grid, named
+    by the same benchmark file, and nothing else is."""
+    out = subprocess.run(
+        ["snakemake", "-n", "--forceall", "--configfile", PROFILES["quick"]],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    prefix = "logs/quick/benchmarks/"
+    files = {m[len(prefix) :] for m in re.findall(r"benchmark: (\S+)", out)}
+    grid = [j for j in plan.jobs(configs["quick"]) if j.rule != "all"]
+    assert files == {j.bench for j in grid}
+    assert int(re.search(r"^total\s+(\d+)", out, re.M).group(1)) == len(grid) + 1
+
+
+def test_readme_states_each_profiles_job_count(configs):
+    """The README's job counts are the configs' (they went stale once: 1359 / 49 jobs)."""
+    readme = (ROOT / "README.md").read_text()
+    for name, config in configs.items():
+        counts = plan.job_counts(config)
+        row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{name}` | `config/"))
+        stated = re.search(r"(\d+) jobs \((\d+) training", row)
+        assert stated, f"README's {name} row states no 'N jobs (M training ...)'"
+        assert (int(stated[1]), int(stated[2])) == (counts["total"], counts["train"]), (
+            f"README says {name} has {stated[1]} jobs ({stated[2]} training); the config "
+            f"gives {counts['total']} ({counts['train']}): update the README"
+        )
+        priced = re.search(rf"^\| `{name}` \| ([\d,]+) \|", readme, re.M)  # the price table
+        assert priced and int(priced[1].replace(",", "")) == counts["total"], (
+            f"README's price of {name} is for another job count; rerun uniq-bench plan"
+        )
+
+
+def test_prices_follow_the_units(configs):
+    config = configs["smoke"]
+    tasks = list(config["tasks"])
+    u = plan.Units(
+        startup_s=2.0,
+        env={t: {"build_s": 1.0, "reset_s": 0.5, "step_s": 0.001} for t in tasks},
+        policy={k: 0.0 for k in ("256x1", "64x1")},
+        update={f"{a} x1": 0.01 for a in config["algorithms"]},
+        pretrain={"uniq": [0.1, 0.0], "uniq-nocorr": [0.1, 0.0], "safedice": [0.2, 0.0]},
+        demo={f"SafetyHalfCheetahVelocity-v1 {k}": 0.05 for k in ("safe", "unsafe")},
+    )
+    by_bench = {j.bench: j.seconds for j in plan.jobs(config, u)}
+    # evaluate: 2 episodes of 1000 steps on one env: 2 + 1 + 2 x (0.5 + 1000 x 0.001)
+    assert by_bench["evaluate/SafetyPointGoal1-v0/default/uniq/seed0.tsv"] == pytest.approx(6.0)
+    # train bc-mix: 50 updates x 0.01 + curves at 25 and 50 of 1 episode (1 + 0.5 + 1)
+    assert by_bench["train/SafetyPointGoal1-v0/default/bc-mix/seed0.tsv"] == pytest.approx(
+        2 + 0.5 + 2 * 2.5
+    )
+    # uniq adds 20 ratio steps x 0.1 s of pretraining
+    assert by_bench["train/SafetyPointGoal1-v0/default/uniq/seed0.tsv"] == pytest.approx(
+        2 + 2.0 + 0.5 + 2 * 2.5
+    )
+    # a 1000-step SAC demonstrator: 1000 steps, 1 reset, 1 build; no update before step 5000
+    assert by_bench["demonstrator/SafetyHalfCheetahVelocity-v1_safe.tsv"] == pytest.approx(
+        2 + 1.0 + 0.5 + 1.0
+    )
+    summary = plan.summarize(plan.jobs(config, u), cores=2)
+    evals = summary["rules"]["evaluate"]
+    assert evals["jobs"] == 20 and evals["job_hours"] == pytest.approx(20 * 6.0 / 3600)
+    assert evals["wall_hours"] == pytest.approx(20 * 6.0 / 3600 / 2)
+    assert summary["total"]["job_hours"] == pytest.approx(
+        sum(r["job_hours"] for r in summary["rules"].values())
+    )
+
+
+def test_cached_classifiers_are_priced_once_per_dataset(configs):
+    """UNIQ's ``ratio_cache_dir``: the seeds (and arms) of one dataset share one fit."""
+    config = copy.deepcopy(configs["smoke"])
+    config["train"].update(seeds=[0, 1], batch_seeds=True)
+    config["algorithms"]["uniq"]["set"]["ratio_cache_dir"] = "cache"
+    tasks = list(config["tasks"])
+    u = plan.Units(
+        env={t: {"build_s": 0.0, "reset_s": 0.0, "step_s": 0.0} for t in tasks},
+        update={f"{a} x2": 0.0 for a in config["algorithms"]},
+        pretrain={"uniq": [1.0, 0.0], "uniq-nocorr": [1.0, 0.0], "safedice": [1.0, 0.0]},
+        demo={f"SafetyHalfCheetahVelocity-v1 {k}": 0.0 for k in ("safe", "unsafe")},
+    )
+    by_bench = {j.bench: j.seconds for j in plan.jobs(config, u)}
+    cheetah = "train/SafetyHalfCheetahVelocity-v1/default/{}/seeds.tsv"
+    # smoke: 20 ratio steps, one fit for both seeds; SafeDICE (no cache): 20 steps per seed
+    assert by_bench[cheetah.format("uniq")] == pytest.approx(20.0)
+    assert by_bench[cheetah.format("uniq-nocorr")] == pytest.approx(40.0)  # no cache set
+    assert by_bench[cheetah.format("safedice")] == pytest.approx(40.0)
+
+
+def test_measure_times_every_unit_of_a_tiny_config(configs):
+    """Real (tiny) bursts: one fast task, BC and UNIQ, two seeds per job."""
+    config = copy.deepcopy(configs["smoke"])
+    config["tasks"] = {"SafetyHalfCheetahVelocity-v1": {"data": "committed"}}
+    config["algorithms"] = {k: config["algorithms"][k] for k in ("uniq", "bc-mix")}
+    config["train"].update(seeds=[0, 1], batch_seeds=True)
+    config["experiments"] = {
+        "main": {"variants": ["default"], "algorithms": ["uniq", "bc-mix"]},
+    }
+    u = plan.measure(config, "cpu", budget_s=0.05)
+    task = "SafetyHalfCheetahVelocity-v1"
+    assert u.startup_s > 0.5  # torch alone takes longer to import
+    assert all(u.env[task][k] > 0 for k in ("build_s", "reset_s", "step_s"))
+    assert set(u.update) == {"uniq x2", "bc-mix x2"}
+    assert all(v > 0 for v in u.update.values())
+    assert u.pretrain["uniq"][0] > 0 and u.pretrain["bc-mix"] == [0.0, 0.0]
+    result = plan.plan(config, cores=2, units=u)
+    assert result["rules"]["train"]["jobs"] == 2 and result["total"]["job_hours"] > 0
+    text = plan.table(result)
+    assert "Measured on this machine" in text and "| train | 2 |" in text
+
+
+def write_bench(root: Path, files: dict[str, float]) -> None:
+    """One Snakemake benchmark file per job: ``cpu_time`` as given, wall 10x (a busy box)."""
+    for rel, cpu in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+            f"{10 * cpu}\t0:00:01\t100\t1\t1\t1\t0\t0\t10\t{cpu}\n"
+        )
+
+
+TRAIN = [f"train/T/default/uniq/seed{s}.tsv" for s in range(4)]
+EVAL = [f"evaluate/T/default/uniq/seed{s}.tsv" for s in range(4)]
+
+
+def fake_price(train_s: float, evaluate_s: float) -> dict:
+    """A plan of 4 train and 4 evaluate jobs of the given seconds each."""
+    jobs = [{"rule": "train", "bench": b, "seconds": train_s} for b in TRAIN]
+    jobs += [{"rule": "evaluate", "bench": b, "seconds": evaluate_s} for b in EVAL]
+    return {"jobs": jobs + [{"rule": "all", "bench": "", "seconds": 0.0}]}
+
+
+@pytest.mark.parametrize(("train_s", "passed"), [(60, True), (75, True), (97, False), (30, False)])
+def test_check_passes_within_30_percent_only(tmp_path, train_s, passed):
+    write_bench(tmp_path, {**dict.fromkeys(TRAIN, 60.0), **dict.fromkeys(EVAL, 15.0)})
+    result = plan.check(fake_price(train_s, 15.0), plan.read_benchmarks(tmp_path))
+    assert result["measured_min"] == pytest.approx(5.0)  # CPU time, not the 10x wall
+    assert result["wall_min"] == pytest.approx(50.0)
+    assert result["ratio"] == pytest.approx((4 * train_s + 60) / 300)
+    assert result["passed"] is passed and not result["partial"]
+    assert ("PASS" if passed else "FAIL") in plan.check_table(result)
+
+
+def test_check_of_a_partial_run_compares_its_finished_jobs(tmp_path):
+    write_bench(tmp_path, {TRAIN[0]: 60.0, EVAL[0]: 15.0})
+    result = plan.check(fake_price(60.0, 15.0), plan.read_benchmarks(tmp_path))
+    assert result["partial"] and result["passed"]
+    assert result["ratio"] == pytest.approx(1.0)
+    assert [r["measured_jobs"] for r in result["rows"]] == [1, 1]
+
+
+def test_check_fails_on_a_job_the_plan_does_not_know(tmp_path):
+    write_bench(tmp_path, {**dict.fromkeys(TRAIN, 60.0), **dict.fromkeys(EVAL, 15.0)})
+    write_bench(tmp_path, {"train/T/default/uniq/seed9.tsv": 0.001})
+    result = plan.check(fake_price(60.0, 15.0), plan.read_benchmarks(tmp_path))
+    assert not result["passed"] and result["unknown"] == ["train/T/default/uniq/seed9.tsv"]

@@ -1,0 +1,517 @@
+"""``uniq-bench plan``: what a profile costs, measured on this machine before launch.
+
+A price is (the profile's job grid) x (what one unit of each job's work costs here):
+
+- the grid: every job Snakemake would run for the config, from :mod:`uniq.workflow`'s
+  planning functions (the same ones the Snakefile calls), rule by rule;
+- the units, each a short timed burst (:func:`measure`, about a minute or two in all):
+  a process's start-up (a job is one ``uniq-bench`` process), each configured algorithm's
+  update at its configured sizes and seeds per job, on the device the jobs would use
+  (:mod:`uniq.measure`), its pretraining per step and per data row, and per task an env's
+  build, reset and step, a policy's forward and the demonstrator trainers' updates
+  (:mod:`envs.speed`).
+
+Each job's price is its start-up plus its units times its counts (updates, episodes x
+horizon, pretraining steps), so a job-hour here is one such process on ``threads`` threads of
+this machine, loaded as it is now. Not priced: reading and writing data files, checkpoints,
+the bootstrap of ``aggregate`` and the plotting of ``figures`` beyond their start-up, and
+early stops (UNIQ's classifier stop rule, PPO's KL stop): each is priced at its cap.
+
+:func:`check` compares a price with the ``benchmark:`` files of a finished run
+(``logs/<profile>/benchmarks/<rule>/*.tsv``, read by :func:`read_benchmarks`, also used by
+``benchmarks/workflow_times.py``).
+
+This module is workflow glue (design.md section 2): it joins the config, the methods and the
+environments, so it may import ``envs/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from uniq import workflow as W
+
+RULES = ("demonstrator", "rollouts", "dataset", "train", "evaluate", "aggregate", "figures", "all")
+"""Rows of a price, as the benchmark files group them (``logs/P/benchmarks/<rule>/``):
+``rollouts`` includes ``dsrl_rollouts``, ``aggregate`` includes ``aggregate_last_k``,
+``figures`` every ``figures_<exp>``; ``all`` is Snakemake's target job (no work)."""
+TOLERANCE = 0.30
+"""A price passes its check when the run's measured job time is within this share of it."""
+POLICY_HIDDEN = 256
+"""Width of the policy a rollout job runs (demonstrators: SAC 256, PPO 64; the wider one)."""
+
+
+@dataclass
+class Job:
+    rule: str
+    seconds: float
+    threads: int = 1
+    gpu: bool = False
+    bench: str = ""
+    """Its benchmark file, relative to logs/<profile>/benchmarks/ (the Snakefile's paths)."""
+
+
+@dataclass
+class Units:
+    """What one unit of each kind of work costs here (seconds), from :func:`measure`."""
+
+    startup_s: float = 0.0
+    env: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> EnvCost fields
+    policy: dict[str, float] = field(default_factory=dict)  # "hidden x batch" -> s per forward
+    update: dict[str, float] = field(
+        default_factory=dict
+    )  # "algo xK" (K seeds per job) -> s per update
+    pretrain: dict[str, list[float]] = field(default_factory=dict)  # algo -> [s/step, s/row]
+    demo: dict[str, float] = field(default_factory=dict)  # "task kind" -> s per update/epoch
+    measured_on: dict[str, Any] = field(default_factory=dict)
+    measure_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------- the config
+def load_config(path: str | os.PathLike) -> dict:
+    """The profile's config as the Snakefile sees it (schema defaults filled in, checked)."""
+    return W.check_file(path)
+
+
+def train_jobs(config: dict) -> list[tuple[str, str, str, list[int]]]:
+    """(env, variant, algo, the seeds the job trains): one job per seed, or per (env,
+    variant, algo) with ``train.batch_seeds`` (the Snakefile's two train rules)."""
+    runs = W.all_runs(config)
+    if not config["train"]["batch_seeds"]:
+        return [(r.env, r.variant, r.algo, [r.seed]) for r in runs]
+    groups = sorted({(r.env, r.variant, r.algo) for r in runs})
+    return [(*g, W.all_seeds(config)) for g in groups]
+
+
+def _kinds_per_job(config: dict, env: str) -> list[str]:
+    return ["dsrl"] if W.data_source(config, env) == "dsrl" else list(W.KINDS)
+
+
+# ---------------------------------------------------------------------------- measuring
+def measure(config: dict, device: str = "cpu", budget_s: float = 0.6) -> Units:
+    """Time each unit of work the config's jobs do (see the module docstring)."""
+    import torch
+
+    from envs import speed
+    from uniq import measure as M
+    from uniq import registry
+
+    started = time.perf_counter()
+    logging.getLogger("uniq").setLevel(logging.WARNING)  # the bursts' pretraining chatter
+    logging.getLogger("baselines").setLevel(logging.WARNING)
+    units = Units(startup_s=_startup_seconds())
+    tasks = list(config["tasks"])
+    torch.set_num_threads(1)  # env-bound jobs are single-threaded (Snakefile: threads 1)
+    for task in tasks:
+        units.env[task] = asdict(speed.env_cost(task))
+    widest = max((registry.get_task(t) for t in tasks), key=lambda s: s.obs_dim)
+    for hidden, batch in _policy_shapes(config):
+        units.policy[f"{hidden}x{batch}"] = speed.policy_cost(widest, hidden, batch)
+    for task, kind in _demo_jobs(config):
+        units.demo[f"{task} {kind}"] = _demo_update_seconds(config, task, kind)
+
+    # Updates on the device, on the widest task trained (an upper bound: the first layer is
+    # the only one that grows with the observation), on one CPU thread: the CPU time of two
+    # threads on a busy machine counts the spinning of a thread waiting for its descheduled
+    # twin (measured: the same burst doubled between two runs), one thread's does not. A job's
+    # own `threads` then shorten its wall at best in proportion (summarize's longest job).
+    dev = torch.device(_resolve_device(device))
+    trained = {env for env, *_ in train_jobs(config)}
+    spec = max((registry.get_task(t) for t in trained), key=lambda s: s.obs_dim, default=widest)
+    steps = config["train"]["steps"]
+    for algo, members in sorted({(a, len(k)) for _, _, a, k in train_jobs(config)}):
+        method, overrides = W.method_of(config, algo), config["algorithms"][algo].get("set", {})
+        built = M.build(method, spec, dev, overrides, members, steps)
+        units.update[f"{algo} x{members}"] = M.update_seconds(built, budget_s=budget_s)
+        if algo not in units.pretrain:
+            units.pretrain[algo] = list(M.pretrain_cost(method, spec, dev, overrides))
+    units.measured_on = _machine(dev, torch.get_num_threads(), spec.name)
+    units.measure_s = time.perf_counter() - started
+    return units
+
+
+def _startup_seconds() -> float:
+    """One process importing what a job imports (torch, the CLI, the methods, the envs)."""
+    code = (
+        "import torch, uniq.cli, uniq.train, envs.evaluate, envs.collect, envs.compat;"
+        "envs.compat.import_safety_gymnasium();"
+        "from uniq import registry; registry.available()"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _machine(dev, threads: int, task: str) -> dict[str, Any]:
+    import torch
+
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor()
+    return {
+        "host": platform.node(), "cpus": os.cpu_count(), "device": str(dev),
+        "device_name": name or platform.machine(), "update_threads": threads,
+        "update_task": task, "load_average": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }  # fmt: skip
+
+
+def _policy_shapes(config: dict) -> set[tuple[int, int]]:
+    """(hidden, batch) of every policy forward the jobs run: rollouts, evaluation, curves."""
+    shapes = {(POLICY_HIDDEN, config["rollouts"]["num_envs"])}
+    for algo in config["algorithms"]:
+        hidden = _hidden(config, algo)
+        shapes |= {(hidden, config["evaluate"]["num_envs"]), (hidden, 1)}
+    return shapes
+
+
+def _hidden(config: dict, algo: str) -> int:
+    from uniq import registry
+    from uniq.method import build_config
+
+    cls = registry.get_method(W.method_of(config, algo))
+    cfg = build_config(cls.Config, config["algorithms"][algo].get("set"), algo)
+    return int(getattr(cfg, "hidden", POLICY_HIDDEN))
+
+
+def _demo_jobs(config: dict) -> list[tuple[str, str]]:
+    return [
+        (t, k)
+        for t in config["tasks"]
+        if W.data_source(config, t) == "demonstrator"
+        for k in W.KINDS
+    ]
+
+
+def _demo_config(config: dict, task: str):
+    """(algo, the trainer's config with the profile's overrides) of a task's demonstrators."""
+    from envs.demonstrators import DemoConfig
+    from envs.ppo import PPOConfig
+    from envs.tasks import get_task
+
+    algo = get_task(task).demo_algo
+    cls, key = (DemoConfig, "set") if algo == "sac" else (PPOConfig, "ppo_set")
+    return algo, cls(**config["demonstrator"].get(key, {}))
+
+
+def _demo_update_seconds(config: dict, task: str, kind: str) -> float:
+    from envs import speed
+    from envs.tasks import get_task
+
+    algo, cfg = _demo_config(config, task)
+    spec, safe = get_task(task), kind == "safe"
+    if algo == "sac":
+        return speed.sac_update_cost(spec, cfg, safe)
+    return speed.ppo_epoch_update_cost(spec, cfg, safe)
+
+
+# ---------------------------------------------------------------------------- pricing
+def jobs(config: dict, units: Units | None = None) -> list[Job]:
+    """Every job of the profile with its price (seconds on this machine; 0 without ``units``:
+    the grid alone, as counted in the README)."""
+    from uniq import registry
+
+    units = units or _free_units()
+
+    def episodes_s(task: str, episodes: int, num_envs: int, hidden: int | None) -> float:
+        """``episodes`` whole episodes on ``num_envs`` in-process envs (envs/rollout.py)."""
+        e, horizon = units.env[task], registry.get_task(task).max_episode_steps
+        n = min(num_envs, episodes)
+        forwards = math.ceil(episodes / n) * horizon * (units.policy.get(f"{hidden}x{n}", 0.0))
+        return n * e["build_s"] + episodes * (e["reset_s"] + horizon * e["step_s"]) + forwards
+
+    # Each job is named by its benchmark file under logs/<profile>/benchmarks/ (the
+    # Snakefile's `benchmark:` paths), so a run's files are matched to it job by job.
+    start, out = units.startup_s, []
+    for task, kind in _demo_jobs(config):
+        seconds = start + _demo_seconds(config, task, kind, units)
+        out.append(Job("demonstrator", seconds, 1, True, f"demonstrator/{task}_{kind}.tsv"))
+    for task in config["tasks"]:
+        for kind in _kinds_per_job(config, task):
+            work = 0.0
+            if kind != "dsrl":  # a DSRL split reads a file: start-up only
+                scripted = W.data_source(config, task) == "scripted"
+                episodes = W.rollout_episodes(config, task, kind)
+                hidden = None if scripted else POLICY_HIDDEN
+                work = episodes_s(task, episodes, config["rollouts"]["num_envs"], hidden)
+            out.append(Job("rollouts", start + work, 1, False, f"rollouts/{task}_{kind}.tsv"))
+        for variant in W.env_variants(config, task):
+            out.append(Job("dataset", start, 1, False, f"dataset/{task}_{variant}.tsv"))
+    train, ev = config["train"], config["evaluate"]
+    paid: set = set()  # cached pretraining priced once (measure.shared_pretraining)
+    for env, variant, algo, seeds in train_jobs(config):
+        k = len(seeds)
+        seconds = start + _train_seconds(config, env, variant, algo, k, units, episodes_s, paid)
+        name = "seeds" if train["batch_seeds"] else f"seed{seeds[0]}"
+        bench = f"train/{env}/{variant}/{algo}/{name}.tsv"
+        out.append(Job("train", seconds, train["threads"], True, bench))
+    for run in W.all_runs(config):
+        work = episodes_s(run.env, ev["episodes"], ev["num_envs"], _hidden(config, run.algo))
+        bench = f"evaluate/{run.env}/{run.variant}/{run.algo}/seed{run.seed}.tsv"
+        out.append(Job("evaluate", start + work, 1, False, bench))
+    last_k = config["aggregate"].get("last_k", 0)
+    for exp in config["experiments"]:
+        out.append(Job("aggregate", start, bench=f"aggregate/{exp}.tsv"))
+        if last_k:
+            out.append(Job("aggregate", start, bench=f"aggregate/{exp}_last{last_k}.tsv"))
+        out.append(Job("figures", start, bench=f"figures/{exp}.tsv"))
+    out.append(Job("all", 0.0))
+    return out
+
+
+def _free_units() -> Units:
+    """Units that cost nothing, whatever is asked of them."""
+    free = defaultdict(float)
+    return Units(env=defaultdict(lambda: free), policy=free, update=free,
+                 pretrain=defaultdict(lambda: (0.0, 0.0)), demo=free)  # fmt: skip
+
+
+def job_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule (:data:`RULES`) and ``total``, as ``snakemake -n`` counts them."""
+    counts = {rule: 0 for rule in RULES}
+    for job in jobs(config):
+        counts[job.rule] += 1
+    return {**counts, "total": sum(counts.values())}
+
+
+def _train_seconds(
+    config, env, variant, algo, seeds, units: Units, episodes_s: Callable, paid: set
+) -> float:
+    """Pretraining (each seed apart, or once per dataset where a cache shares it: ``paid``
+    holds the fits already priced), the updates, and the learning-curve evaluations."""
+    from uniq import measure as M
+    from uniq import registry
+
+    train = config["train"]
+    method, overrides = W.method_of(config, algo), config["algorithms"][algo].get("set", {})
+    split = W.variant_params(config, variant)
+    rows = (
+        split["n_un"] + split["n_mix_desirable"] + split["n_mix_undesirable"]
+    ) * registry.get_task(env).max_episode_steps
+    per_step, per_row = units.pretrain.get(algo, (0.0, 0.0))
+    fits = seeds  # each seed pretrains its own, unless a cache shares one fit per dataset
+    shared = M.shared_pretraining(method, overrides)
+    if shared is not None:
+        fits = 0 if (env, variant, shared) in paid else 1
+        paid.add((env, variant, shared))
+    pretrain = fits * (M.pretrain_steps(method, overrides) * per_step + rows * per_row)
+    updates = train["steps"] * units.update[f"{algo} x{seeds}"]
+    if not registry.get_method(method).supports_members:
+        updates *= seeds  # trained one seed after another (uniq/train.py)
+    curve = 0.0
+    if train["eval_every"]:
+        points = math.ceil(train["steps"] / train["eval_every"])
+        curve = points * seeds * episodes_s(env, train["eval_episodes"], 1, _hidden(config, algo))
+    return pretrain + updates + curve
+
+
+def _demo_seconds(config: dict, task: str, kind: str, units: Units) -> float:
+    from envs.tasks import get_task
+
+    algo, cfg = _demo_config(config, task)
+    spec, steps = get_task(task), W.demo_steps(config, task)
+    e, update = units.env[task], units.demo[f"{task} {kind}"]
+    stepping = steps * e["step_s"] + steps / spec.max_episode_steps * e["reset_s"] + e["build_s"]
+    if algo == "sac":  # one env, one actor forward and (after start_steps) one update per step
+        acting = steps * units.policy.get(f"{POLICY_HIDDEN}x1", 0.0)
+        return stepping + acting + max(0, steps - cfg.start_steps) / cfg.update_every * update
+    epochs = math.ceil(steps / cfg.epoch_steps)  # num_envs envs, one update per epoch
+    return stepping + epochs * update
+
+
+# ---------------------------------------------------------------------------- the table
+def summarize(all_jobs: list[Job], cores: int, gpus: int = 0, jobs_per_gpu: int = 4) -> dict:
+    """Per rule: jobs, job-hours (a job's seconds: CPU seconds of all its threads, or device
+    wall seconds for a train job on a GPU) and the wall hours on ``cores`` cores (train jobs
+    sharing ``gpus`` GPUs, ``jobs_per_gpu`` each, as uniq/devices.py does) if the rule ran
+    alone on an idle machine, packed perfectly, never shorter than its longest job (its
+    seconds over its threads); and the total, whose wall is also never shorter than the chain
+    of each rule's longest job (demonstrator -> rollouts -> ... -> figures)."""
+    slots = min(gpus * jobs_per_gpu, cores)
+
+    def on_gpu(job: Job) -> bool:
+        return bool(slots) and job.gpu
+
+    rules: dict[str, dict[str, float]] = {}
+    for rule in RULES:
+        mine = [j for j in all_jobs if j.rule == rule]
+        if not mine:
+            continue
+        hours = sum(j.seconds for j in mine) / 3600
+        wall = hours / (slots if on_gpu(mine[0]) else cores)
+        longest = max(j.seconds / j.threads for j in mine) / 3600
+        rules[rule] = {
+            "jobs": len(mine), "job_hours": hours, "wall_hours": max(wall, longest),
+            "longest_job_hours": longest, "threads": mine[0].threads,
+        }  # fmt: skip
+    cpu_h = sum(j.seconds for j in all_jobs if not on_gpu(j)) / 3600
+    gpu_h = sum(j.seconds for j in all_jobs if on_gpu(j)) / 3600
+    chain = sum(r["longest_job_hours"] for r in rules.values())
+    wall = max(cpu_h / cores, gpu_h / slots if slots else 0.0, chain)
+    total = {"jobs": len(all_jobs), "job_hours": cpu_h + gpu_h, "wall_hours": wall}
+    return {"rules": rules, "total": total, "cores": cores, "gpus": gpus if slots else 0}
+
+
+def plan(
+    config: dict, cores: int, gpus: int = 0, device: str = "cpu", units: Units | None = None,
+    budget_s: float = 0.6,
+) -> dict:  # fmt: skip
+    """Measure (unless ``units`` is given) and price ``config``: :func:`summarize` plus the
+    profile, the units and where they were measured. ``gpus`` count only when the updates
+    were measured on a GPU (otherwise the train jobs are priced on the CPU)."""
+    units = units or measure(config, device, budget_s)
+    on_gpu = str(units.measured_on.get("device", "cpu")).startswith("cuda")
+    all_jobs = jobs(config, units)
+    summary = summarize(all_jobs, cores, gpus if on_gpu else 0)
+    listed = [{"rule": j.rule, "bench": j.bench, "seconds": j.seconds} for j in all_jobs]
+    return {"profile": config["profile"], **summary, "units": asdict(units), "jobs": listed}
+
+
+def _duration(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.1f} min"
+    return f"{hours:.1f} h" if hours < 48 else f"{hours:,.0f} h ({hours / 24:,.0f} d)"
+
+
+def table(result: dict) -> str:
+    """The price as text: per rule, the total, and what it was measured on."""
+    where, units = result["units"]["measured_on"], result["units"]
+    gpus = f" + {result['gpus']} GPU(s)" if result["gpus"] else ""
+    lines = [
+        f"Price of profile {result['profile']!r} on {result['cores']} cores{gpus}",
+        "",
+        f"| rule | jobs | job-hours | wall on {result['cores']} cores{gpus} | longest job |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for rule, r in result["rules"].items():
+        lines.append(
+            f"| {rule} | {r['jobs']} | {r['job_hours']:,.2f} | {_duration(r['wall_hours'])} "
+            f"| {_duration(r['longest_job_hours'])} |"
+        )
+    t = result["total"]
+    lines += [
+        f"| **total** | **{t['jobs']}** | **{t['job_hours']:,.2f}** "
+        f"| **{_duration(t['wall_hours'])}** | |",
+        "",
+        f"Measured on this machine ({where['host']}: {where['cpus']} CPUs, load average "
+        f"{where['load_average']}, {where['date']}; measuring took {units['measure_s']:.0f} s): "
+        f"updates on {where['device']} ({where['device_name']}, {where['update_threads']} "
+        f"thread(s), {where['update_task']}'s dimensions), env steps on 1 CPU thread, a job's "
+        f"start-up {units['startup_s']:.1f} CPU s. Job-hours are CPU hours (all of a job's "
+        "threads; device hours for train jobs on a GPU); wall = job-hours / cores on an idle "
+        "machine, never shorter than the longest job or the chain of stages. Other jobs on "
+        "the machine stretch the wall; another machine or device gives another price.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- the check
+def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
+    """rule -> one dict per job (s, max_rss MiB, cpu_time s, and its ``file`` relative to
+    ``root``) from Snakemake's benchmark files under ``root`` (``logs/<profile>/benchmarks``;
+    the folder below it names the rule)."""
+    root, jobs_ = Path(root), defaultdict(list)
+    for path in sorted(root.glob("*/**/*.tsv")):
+        rel = path.relative_to(root)
+        with open(path) as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                values = {
+                    k: float(row[k]) if row[k] not in ("", "NA", "-") else 0.0
+                    for k in ("s", "max_rss", "cpu_time")
+                }  # fmt: skip
+                jobs_[rel.parts[0]].append({**values, "file": rel.as_posix()})
+    return dict(jobs_)
+
+
+def check(result: dict, measured: dict[str, list[dict]], tolerance: float = TOLERANCE) -> dict:
+    """The plan's job-minutes against a run's measured CPU minutes (``cpu_time``, the clock
+    the price counts in), job by job (matched by benchmark file), summed per rule; the run's
+    wall minutes beside them (stretched by whatever else ran). Passes when the total over
+    the jobs the run finished is within ``tolerance`` and the run holds no job the plan does
+    not know; a run still going (or stopped) is checked on its finished jobs, ``partial``.
+
+    Snakemake samples a job's CPU time every second for 30 s, then every 30 s, so the last
+    interval of each job is missed: the measured CPU time is a slight underestimate."""
+    planned = {j["bench"]: j for j in result["jobs"] if j["rule"] != "all"}
+    got = {row["file"]: row for rows in measured.values() for row in rows}
+    unknown = sorted(set(got) - set(planned))
+    rows = []
+    for rule in RULES[:-1]:
+        mine = [b for b, j in planned.items() if j["rule"] == rule]
+        done = [b for b in mine if b in got]
+        if not mine:
+            continue
+        rows.append({
+            "rule": rule, "jobs": len(mine), "measured_jobs": len(done),
+            "predicted_min": sum(planned[b]["seconds"] for b in done) / 60,
+            "measured_min": sum(got[b]["cpu_time"] for b in done) / 60,
+            "wall_min": sum(got[b]["s"] for b in done) / 60,
+        })  # fmt: skip
+        rows[-1]["ratio"] = _ratio(rows[-1]["predicted_min"], rows[-1]["measured_min"])
+    total = {k: sum(r[k] for r in rows) for k in ("predicted_min", "measured_min", "wall_min")}
+    ratio = _ratio(total["predicted_min"], total["measured_min"])
+    return {
+        "rows": rows, **total, "ratio": ratio, "unknown": unknown,
+        "partial": any(r["measured_jobs"] < r["jobs"] for r in rows),
+        "passed": not unknown and abs(ratio - 1) <= tolerance, "tolerance": tolerance,
+    }  # fmt: skip
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def check_table(result: dict) -> str:
+    lines = [
+        "| rule | jobs (run / plan) | predicted job-min | measured CPU-min | predicted / "
+        "measured | measured wall-min |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['rule']} | {r['measured_jobs']} / {r['jobs']} | {r['predicted_min']:.1f} "
+            f"| {r['measured_min']:.1f} | {r['ratio']:.2f} | {r['wall_min']:.1f} |"
+        )
+    verdict = "PASS" if result["passed"] else "FAIL"
+    notes = [f"within ±{result['tolerance']:.0%}"]
+    notes += ["partial run: its finished jobs only"] if result["partial"] else []
+    if result["unknown"]:
+        notes.append(
+            f"{len(result['unknown'])} benchmark file(s) of no planned job, e.g. {result['unknown'][0]}"
+        )
+    lines.append(
+        f"| **total** | | **{result['predicted_min']:.1f}** | **{result['measured_min']:.1f}** "
+        f"| **{result['ratio']:.2f}** ({verdict}: {'; '.join(notes)}) | {result['wall_min']:.1f} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def dump(result: dict, path: str | os.PathLike) -> None:
+    from uniq.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
