@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +52,7 @@ from torch.utils.flop_counter import flop_registry  # noqa: E402
 from envs.tasks import TaskSpec  # noqa: E402
 from uniq import registry  # noqa: E402
 from uniq.atomic import atomic_write_text  # noqa: E402
-from uniq.data import OfflineData  # noqa: E402
+from uniq.measure import sync, synthetic  # noqa: E402  (shared with uniq-bench plan)
 from uniq.method import Method  # noqa: E402
 from uniq.nets import TanhGaussianPolicy, TwinQ, soft_update  # noqa: E402
 from uniq.seeding import seed_everything  # noqa: E402
@@ -123,22 +122,6 @@ class Minimal(Method):
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach()}
 
 
-def synthetic(spec: TaskSpec, episodes: int, shift: float, seed: int) -> OfflineData:
-    rng = np.random.default_rng(seed)
-    n = episodes * spec.max_episode_steps
-    obs = rng.normal(shift, 1, (n, spec.obs_dim)).astype(np.float32)
-    return OfflineData(
-        obs,
-        rng.uniform(-1, 1, (n, spec.act_dim)),
-        rng.normal(size=n),
-        np.zeros(n),
-        np.roll(obs, -1, 0),
-        np.zeros(n),
-        (np.arange(n) % spec.max_episode_steps == spec.max_episode_steps - 1),
-        (rng.uniform(size=n) < 0.5),
-    )
-
-
 def build(name: str, spec, device, seed: int = 0, overrides: dict | None = None):
     generator = seed_everything(seed, device)
     un = synthetic(spec, 10, 0.5, 1)
@@ -157,11 +140,6 @@ def build(name: str, spec, device, seed: int = 0, overrides: dict | None = None)
 def step(method: Method) -> None:
     batch = {k: method.data[src].sample(n) for k, (src, n) in method.batches().items()}
     method.update(batch)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(names, device, steps: int, block: int, warmup: int) -> dict[str, dict]:
