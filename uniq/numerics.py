@@ -19,8 +19,8 @@ The fix pins both to paths every x86-64-v3 CPU (AVX2 + FMA: Intel since 2013, AM
   dispatches no higher than AVX2. Env stepping does not measurably slow down.
 - :func:`pin_torch`, by the subcommands that roll a policy out (collect, evaluate, the
   demonstrator checks): MKL's conditional numerical reproducibility
-  (``MKL_CBWR=COMPATIBLE``) and ATen's kernels at ``avx2``. It roughly halves sgemm speed,
-  which a 16-row rollout forward pass does not notice, so training processes are not pinned
+  (``MKL_CBWR=COMPATIBLE``) on one thread and ATen's kernels at ``avx2``. It roughly halves
+  sgemm speed, which a 16-row rollout forward pass does not notice, so training processes are not pinned
   (training is not bit-reproducible across CPUs anyway; the data it reads are).
 
 What stays machine-dependent: a CPU below x86-64-v3, another architecture (ARM), another
@@ -90,6 +90,13 @@ def pin_torch() -> None:
     os.environ["MKL_CBWR"] = "COMPATIBLE"
     if "avx2" in _cpu_flags():
         os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+    # One thread: MKL's reproducible mode holds for a fixed thread count only, and a rollout's
+    # 16-row forward pass gains nothing from threads (measured: 0.13 ms on one thread, 33 ms
+    # of CPU on two threads of a loaded machine, spinning).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 def status() -> dict[str, bool]:
@@ -106,5 +113,9 @@ def status() -> dict[str, bool]:
     if "torch" in sys.modules:
         import torch
 
-        torch_ok = torch_ok and torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+        torch_ok = (
+            torch_ok
+            and torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+            and torch.get_num_threads() == 1
+        )
     return {"numpy": numpy_ok, "torch": torch_ok}
