@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uniq.atomic import atomic_write_text  # noqa: E402
-from uniq.plan import read_benchmarks as read  # noqa: E402  (one reader: plan's check uses it)
+from uniq.jobtimes import read_benchmarks as read  # noqa: E402  (uniq-bench plan --check too)
 
 
 def table(jobs: dict[str, list[dict[str, float]]]) -> str:

@@ -1,5 +1,5 @@
 """``uniq-bench plan`` (uniq/plan.py): the job grid, the arithmetic of a price, the bursts on a
-tiny config, the check against benchmark files, and the README's job counts."""
+tiny config, the check against benchmark files (uniq/jobtimes.py), the README's job counts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from uniq import plan
+from uniq import jobtimes, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {
@@ -180,17 +180,17 @@ def fake_price(train_s: float, evaluate_s: float) -> dict:
 @pytest.mark.parametrize(("train_s", "passed"), [(60, True), (75, True), (97, False), (30, False)])
 def test_check_passes_within_30_percent_only(tmp_path, train_s, passed):
     write_bench(tmp_path, {**dict.fromkeys(TRAIN, 60.0), **dict.fromkeys(EVAL, 15.0)})
-    result = plan.check(fake_price(train_s, 15.0), plan.read_benchmarks(tmp_path))
+    result = jobtimes.check(fake_price(train_s, 15.0), jobtimes.read_benchmarks(tmp_path))
     assert result["measured_min"] == pytest.approx(5.0)  # CPU time, not the 10x wall
     assert result["wall_min"] == pytest.approx(50.0)
     assert result["ratio"] == pytest.approx((4 * train_s + 60) / 300)
     assert result["passed"] is passed and not result["partial"]
-    assert ("PASS" if passed else "FAIL") in plan.check_table(result)
+    assert ("PASS" if passed else "FAIL") in jobtimes.check_table(result)
 
 
 def test_check_of_a_partial_run_compares_its_finished_jobs(tmp_path):
     write_bench(tmp_path, {TRAIN[0]: 60.0, EVAL[0]: 15.0})
-    result = plan.check(fake_price(60.0, 15.0), plan.read_benchmarks(tmp_path))
+    result = jobtimes.check(fake_price(60.0, 15.0), jobtimes.read_benchmarks(tmp_path))
     assert result["partial"] and result["passed"]
     assert result["ratio"] == pytest.approx(1.0)
     assert [r["measured_jobs"] for r in result["rows"]] == [1, 1]
@@ -199,5 +199,5 @@ def test_check_of_a_partial_run_compares_its_finished_jobs(tmp_path):
 def test_check_fails_on_a_job_the_plan_does_not_know(tmp_path):
     write_bench(tmp_path, {**dict.fromkeys(TRAIN, 60.0), **dict.fromkeys(EVAL, 15.0)})
     write_bench(tmp_path, {"train/T/default/uniq/seed9.tsv": 0.001})
-    result = plan.check(fake_price(60.0, 15.0), plan.read_benchmarks(tmp_path))
+    result = jobtimes.check(fake_price(60.0, 15.0), jobtimes.read_benchmarks(tmp_path))
     assert not result["passed"] and result["unknown"] == ["train/T/default/uniq/seed9.tsv"]

@@ -600,7 +600,7 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from uniq import plan
+    from uniq import jobtimes, plan
     from uniq.workflow import WorkflowConfigError
 
     try:
@@ -611,8 +611,8 @@ def _plan(args: argparse.Namespace) -> int:
     print(plan.table(result))
     status = 0
     if args.check:
-        result["check"] = plan.check(result, plan.read_benchmarks(args.check))
-        print(plan.check_table(result["check"]))
+        result["check"] = jobtimes.check(result, jobtimes.read_benchmarks(args.check))
+        print(jobtimes.check_table(result["check"]))
         status = 0 if result["check"]["passed"] else 1
     if args.json:
         plan.dump(result, args.json)

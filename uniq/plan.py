@@ -17,9 +17,8 @@ this machine, loaded as it is now. Not priced: reading and writing data files, c
 the bootstrap of ``aggregate`` and the plotting of ``figures`` beyond their start-up, and
 early stops (UNIQ's classifier stop rule, PPO's KL stop): each is priced at its cap.
 
-:func:`check` compares a price with the ``benchmark:`` files of a finished run
-(``logs/<profile>/benchmarks/<rule>/*.tsv``, read by :func:`read_benchmarks`, also used by
-``benchmarks/workflow_times.py``).
+:func:`uniq.jobtimes.check` compares a price with the ``benchmark:`` files of a run
+(``logs/<profile>/benchmarks/<rule>/*.tsv``), job by job.
 
 This module is workflow glue (design.md section 2): it joins the config, the methods and the
 environments, so it may import ``envs/``.
@@ -27,7 +26,6 @@ environments, so it may import ``envs/``.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -50,8 +48,6 @@ RULES = ("demonstrator", "rollouts", "dataset", "train", "evaluate", "aggregate"
 """Rows of a price, as the benchmark files group them (``logs/P/benchmarks/<rule>/``):
 ``rollouts`` includes ``dsrl_rollouts``, ``aggregate`` includes ``aggregate_last_k``,
 ``figures`` every ``figures_<exp>``; ``all`` is Snakemake's target job (no work)."""
-TOLERANCE = 0.30
-"""A price passes its check when the run's measured job time is within this share of it."""
 POLICY_HIDDEN = 256
 """Width of the policy a rollout job runs (demonstrators: SAC 256, PPO 64; the wider one)."""
 
@@ -436,87 +432,6 @@ def table(result: dict) -> str:
         "machine, never shorter than the longest job or the chain of stages. Other jobs on "
         "the machine stretch the wall; another machine or device gives another price.",
     ]
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- the check
-def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
-    """rule -> one dict per job (s, max_rss MiB, cpu_time s, and its ``file`` relative to
-    ``root``) from Snakemake's benchmark files under ``root`` (``logs/<profile>/benchmarks``;
-    the folder below it names the rule)."""
-    root, jobs_ = Path(root), defaultdict(list)
-    for path in sorted(root.glob("*/**/*.tsv")):
-        rel = path.relative_to(root)
-        with open(path) as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                values = {
-                    k: float(row[k]) if row[k] not in ("", "NA", "-") else 0.0
-                    for k in ("s", "max_rss", "cpu_time")
-                }  # fmt: skip
-                jobs_[rel.parts[0]].append({**values, "file": rel.as_posix()})
-    return dict(jobs_)
-
-
-def check(result: dict, measured: dict[str, list[dict]], tolerance: float = TOLERANCE) -> dict:
-    """The plan's job-minutes against a run's measured CPU minutes (``cpu_time``, the clock
-    the price counts in), job by job (matched by benchmark file), summed per rule; the run's
-    wall minutes beside them (stretched by whatever else ran). Passes when the total over
-    the jobs the run finished is within ``tolerance`` and the run holds no job the plan does
-    not know; a run still going (or stopped) is checked on its finished jobs, ``partial``.
-
-    Snakemake samples a job's CPU time every second for 30 s, then every 30 s, so the last
-    interval of each job is missed: the measured CPU time is a slight underestimate."""
-    planned = {j["bench"]: j for j in result["jobs"] if j["rule"] != "all"}
-    got = {row["file"]: row for rows in measured.values() for row in rows}
-    unknown = sorted(set(got) - set(planned))
-    rows = []
-    for rule in RULES[:-1]:
-        mine = [b for b, j in planned.items() if j["rule"] == rule]
-        done = [b for b in mine if b in got]
-        if not mine:
-            continue
-        rows.append({
-            "rule": rule, "jobs": len(mine), "measured_jobs": len(done),
-            "predicted_min": sum(planned[b]["seconds"] for b in done) / 60,
-            "measured_min": sum(got[b]["cpu_time"] for b in done) / 60,
-            "wall_min": sum(got[b]["s"] for b in done) / 60,
-        })  # fmt: skip
-        rows[-1]["ratio"] = _ratio(rows[-1]["predicted_min"], rows[-1]["measured_min"])
-    total = {k: sum(r[k] for r in rows) for k in ("predicted_min", "measured_min", "wall_min")}
-    ratio = _ratio(total["predicted_min"], total["measured_min"])
-    return {
-        "rows": rows, **total, "ratio": ratio, "unknown": unknown,
-        "partial": any(r["measured_jobs"] < r["jobs"] for r in rows),
-        "passed": not unknown and abs(ratio - 1) <= tolerance, "tolerance": tolerance,
-    }  # fmt: skip
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
-def check_table(result: dict) -> str:
-    lines = [
-        "| rule | jobs (run / plan) | predicted job-min | measured CPU-min | predicted / "
-        "measured | measured wall-min |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['rule']} | {r['measured_jobs']} / {r['jobs']} | {r['predicted_min']:.1f} "
-            f"| {r['measured_min']:.1f} | {r['ratio']:.2f} | {r['wall_min']:.1f} |"
-        )
-    verdict = "PASS" if result["passed"] else "FAIL"
-    notes = [f"within ±{result['tolerance']:.0%}"]
-    notes += ["partial run: its finished jobs only"] if result["partial"] else []
-    if result["unknown"]:
-        notes.append(
-            f"{len(result['unknown'])} benchmark file(s) of no planned job, e.g. {result['unknown'][0]}"
-        )
-    lines.append(
-        f"| **total** | | **{result['predicted_min']:.1f}** | **{result['measured_min']:.1f}** "
-        f"| **{result['ratio']:.2f}** ({verdict}: {'; '.join(notes)}) | {result['wall_min']:.1f} |"
-    )
     return "\n".join(lines) + "\n"
 
 
