@@ -598,6 +598,23 @@ def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tm
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
+def test_a_cached_fit_does_not_depend_on_the_seed_that_fits_it(tmp_path):
+    """Two caches filled by runs of different seeds hold the same classifiers."""
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+
+    def fit(seed: int, cache: str) -> UNIQ:
+        cfg = UNIQConfig(hidden=16, ratio_batch=64, ratio_steps=20, ratio_cache_dir=cache)
+        method = UNIQ(cfg, spec, gaussian_sources(seed=0, run_seed=seed), "cpu", seed)
+        torch.manual_seed(1000 + seed)  # another global stream before the fit, as another run
+        method.pretrain()
+        return method
+
+    a, b = fit(0, str(tmp_path / "a")), fit(3, str(tmp_path / "b"))
+    for n in a.classifiers:
+        for k, v in getattr(a, n).state_dict().items():
+            assert torch.equal(v, getattr(b, n).state_dict()[k]), (n, k)
+
+
 def test_classifier_cache_hit_leaves_the_training_batches_as_a_miss(tmp_path):
     """Loading the classifiers must not shift the sampling stream the training loop reads."""
     spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)

@@ -164,7 +164,12 @@ def pretrain_steps(method: str, overrides: dict[str, Any] | None = None) -> int:
     """The configured pretraining steps of ``method`` (its cap: a stop rule may end sooner)."""
     cls = registry.get_method(method)
     field = PRETRAIN_STEPS.get(cls.name)
-    return int(getattr(build_config(cls.Config, overrides, method), field)) if field else 0
+    if field is None:
+        return 0
+    cfg = build_config(cls.Config, overrides, method)
+    if not getattr(cfg, "occupancy_correction", True):  # UNIQ's ablation fits no ratio
+        return 0
+    return int(getattr(cfg, field))
 
 
 def shared_pretraining(method: str, overrides: dict[str, Any] | None = None) -> tuple | None:

@@ -141,11 +141,16 @@ class RatioEstimator:
 
         The fit draws from its own generator, seeded by one draw of the run's sampling
         generator: a run that loads the classifiers from the cache then samples the same
-        training batches as the run that trained them."""
+        training batches as the run that trained them. A cached fit is a function of its key
+        alone: initialised, sampled and dropped out from a seed the key gives, the global
+        random state left as it was, so the cache holds the same classifiers whichever run
+        (or analysis/ratio_budget.py) fits them first."""
         sampling = data["mix"].generator
         seed = int(torch.randint(2**62, (1,), generator=sampling, device=sampling.device))
-        gen = torch.Generator(sampling.device).manual_seed(seed)
         cache = self.cache_path(data)
+        if cache is not None:
+            seed = int(cache.stem.rsplit("_", 1)[1][:15], 16)
+        gen = torch.Generator(sampling.device).manual_seed(seed)
         # runs that share the cache fit it once: the others wait for it, then load it
         with output_lock(cache, wait=True) if cache is not None else contextlib.nullcontext():
             if cache is not None and cache.exists():
@@ -153,16 +158,25 @@ class RatioEstimator:
                 for n in self.names:
                     self.nets[n].load_state_dict(payload["state"][n])
                 info = dict(payload["info"], ratio_cached=1.0)
+            elif cache is not None:
+                devices = [self.device] if self.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    for n in self.names:
+                        orthogonal_init_(self.nets[n])
+                    info = self._fit(data, gen)
+                state = {n: self.nets[n].state_dict() for n in self.names}
+                with atomic_path(cache) as tmp:
+                    torch.save({"state": state, "info": info}, tmp)
+                info = dict(info, ratio_cached=0.0)
             else:
-                fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
-                info = fit(data, gen)
-                if cache is not None:
-                    state = {n: self.nets[n].state_dict() for n in self.names}
-                    with atomic_path(cache) as tmp:
-                        torch.save({"state": state, "info": info}, tmp)
-                    info = dict(info, ratio_cached=0.0)
+                info = self._fit(data, gen)
         self.set_frozen(True)
         return info
+
+    def _fit(self, data, gen: torch.Generator) -> dict[str, float]:
+        fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
+        return fit(data, gen)
 
     def cache_path(self, data) -> Path | None:
         """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt.
