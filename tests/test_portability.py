@@ -27,6 +27,12 @@ def test_committed_demonstrators_roll_out_into_the_committed_bytes():
     assert "DIFFERS" not in proc.stdout
 
 
+def test_a_missing_fingerprint_file_is_named_before_any_rollout(tmp_path):
+    proc = _fingerprint("--file", str(tmp_path / "none.json"))
+    assert proc.returncode == 2
+    assert "none.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_changed_fingerprint_is_named(tmp_path):
     from envs.fingerprints import FINGERPRINT_FILE
 
@@ -53,6 +59,8 @@ def test_numpy_is_pinned_in_this_process():
         ({"avx2", "avx512f", "avx512cd"}, "", "AVX512F AVX512CD"),
         ({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}, "AVX2",
          "AVX2 AVX512F AVX512CD AVX512_SKX"),
+        # inherited from an AVX-512 node by a job on an AVX2 node: nothing left to disable
+        ({"avx2", "fma"}, "AVX512F AVX512CD AVX512_SKX", ""),
     ],
 )  # fmt: skip
 def test_pin_numpy_names_only_the_groups_this_cpu_has(monkeypatch, flags, user, expected):
@@ -61,7 +69,7 @@ def test_pin_numpy_names_only_the_groups_this_cpu_has(monkeypatch, flags, user, 
     monkeypatch.setenv("NPY_DISABLE_CPU_FEATURES", user)
     monkeypatch.delenv(numerics.OFF, raising=False)
     numerics.pin_numpy()
-    assert os.environ.get("NPY_DISABLE_CPU_FEATURES") == (expected if expected else user)
+    assert os.environ.get("NPY_DISABLE_CPU_FEATURES") == (user if expected is None else expected)
 
 
 def test_pins_can_be_turned_off(monkeypatch):

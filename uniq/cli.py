@@ -217,16 +217,20 @@ def _fingerprint(args: argparse.Namespace) -> int:
     from uniq.numerics import status
 
     path = args.file or fingerprints.FINGERPRINT_FILE
+    try:
+        expected = None if args.write else fingerprints.load(path)
+    except (OSError, ValueError, KeyError) as err:
+        return _error("envs.fingerprints", ValueError(f"{path}: cannot read it ({err})."))
     found = fingerprints.compute()
     pinned = status()
     if args.write:
         if not all(pinned.values()):
-            return _error("envs.fingerprints", f"not writing {path}: numerics not pinned {pinned}")
+            return _error("envs.fingerprints", ValueError(f"not writing {path}: unpinned {pinned}"))
         record = {"steps": fingerprints.STEPS, "seed": fingerprints.SEED, "fingerprints": found}
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         print(f"wrote {len(found)} fingerprints to {path}")
         return 0
-    differ = fingerprints.compare(fingerprints.load(path), found)
+    differ = fingerprints.compare(expected, found)
     for key in sorted(found):
         print(f"{key:40s} {'DIFFERS' if key in differ else 'ok'}")
     if differ:

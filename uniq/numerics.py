@@ -77,9 +77,14 @@ def pin_numpy() -> None:
         return
     flags = _cpu_flags()
     groups = [g for g, needs in NUMPY_AVX512_GROUPS.items() if needs <= flags]
-    mine = os.environ.get("NPY_DISABLE_CPU_FEATURES", "").replace(",", " ").split()
+    # An inherited value (a SLURM job started from a node with AVX-512) may name groups this
+    # CPU lacks: numpy would warn at every import, so they are dropped here.
+    mine = [
+        g for g in os.environ.get("NPY_DISABLE_CPU_FEATURES", "").replace(",", " ").split()
+        if g not in NUMPY_AVX512_GROUPS or g in groups
+    ]  # fmt: skip
     wanted = mine + [g for g in groups if g not in mine]
-    if wanted:
+    if wanted or "NPY_DISABLE_CPU_FEATURES" in os.environ:
         os.environ["NPY_DISABLE_CPU_FEATURES"] = " ".join(wanted)
 
 
