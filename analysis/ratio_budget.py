@@ -4,8 +4,9 @@ For each (task, variant) of the profile that UNIQ trains on, the two state class
 trained as the profile's ``uniq`` entry sets them (its width, its ``ratio_steps`` cap, the
 task family's check interval and gap thresholds: the reference's stop rule), one seed,
 exactly as ``uniq-bench train`` fits them (uniq.ratio.RatioEstimator). The table gives each
-classifier's steps to the stop rule (or the cap), the gap reached against its threshold, and
-the seconds per step. Where the profile sets ``ratio_cache_dir`` the fit is written there, so
+classifier's steps to the stop rule (or the cap), the gap reached against its threshold and
+against the gap a classifier can reach without memorising rows (``gap_bound``), and the
+seconds per step. Where the profile sets ``ratio_cache_dir`` the fit is written there, so
 the profile's UNIQ jobs load it instead of fitting again (seeds and arms share it).
 
     uv run python analysis/ratio_budget.py --configfile config/quick.yaml
@@ -26,6 +27,7 @@ import yaml
 from uniq import registry
 from uniq.data import OfflineData
 from uniq.method import build_config
+from uniq.ratio import gap_bound
 from uniq.seeding import seed_everything
 from uniq.sources import make_sources
 
@@ -68,6 +70,9 @@ def measure(root: Path, task: str, variant: str, overrides: dict, seed: int = 0)
         row[f"{name}_steps"] = int(info[f"ratio_steps_{name}"])
         row[f"{name}_gap"] = round(info[f"ratio_final_gap_{name}"], 3)
         row[f"{name}_stopped"] = info[f"ratio_final_gap_{name}"] > info[gap_key]
+    # the gap a classifier reaches without memorising rows (uniq.ratio.gap_bound), from the
+    # split's hidden share of desirable rows (read here for the analysis only)
+    row["gap_bound"] = round(gap_bound(float(mix.is_desirable.mean())), 3)
     row["cap"] = cfg.ratio_steps
     row["cached"] = bool(info.get("ratio_cached", 0.0))
     row["seconds_per_step"] = float("nan") if row["cached"] else round(wall / steps, 4)

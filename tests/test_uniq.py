@@ -22,6 +22,7 @@ from uniq.algorithm import (
 from uniq.data import OfflineData
 from uniq.method import ConfigError
 from uniq.nets import load_policy
+from uniq.ratio import gap_bound
 from uniq.seeding import seed_everything
 from uniq.sources import make_sources
 from uniq.train import train
@@ -481,6 +482,27 @@ def pretrained(**overrides) -> tuple[UNIQ, dict]:
     cfg = UNIQConfig(**dict(hidden=16, ratio_batch=64, ratio_lr=3e-3, **overrides))
     method = UNIQ(cfg, spec, gaussian_sources(), "cpu", 0)
     return method, method.pretrain()
+
+
+def test_class_gaps_reach_the_bound_of_a_known_mixture_and_no_further():
+    """D_MIX = 20% desirable states N(4, .5) + 80% undesirable N(-4, .5), D_UN from the same
+    undesirable distribution, many rows (nothing to memorise): both classifiers' gaps end at
+    uniq.ratio.gap_bound(0.2) = 0.10, far below the reference's 0.2 / 0.5 thresholds."""
+    rng = np.random.default_rng(0)
+    n_un, n_mix = 4000, 10000
+    x_un = rng.normal(-4, 0.5, (n_un, 1))
+    x_mix = np.where(rng.uniform(size=(n_mix, 1)) < 0.2, 4.0, -4.0) + rng.normal(0, 0.5, (n_mix, 1))
+    un = offline(x_un, np.zeros((n_un, 1)), x_un, 10, 0.0)
+    mix = offline(x_mix, np.zeros((n_mix, 1)), x_mix, 10, 1.0)
+    sources = make_sources(un, mix, torch.device("cpu"), seed_everything(0))
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(hidden=16, ratio_batch=256, ratio_lr=3e-3, ratio_steps=600,
+                     ratio_check_every=600, ratio_gap_mix=1.0, ratio_gap_un=1.0)  # fmt: skip
+    info = UNIQ(cfg, spec, sources, "cpu", 0).pretrain()
+    bound = gap_bound(0.2)
+    assert bound == pytest.approx(0.101, abs=0.001)
+    for name in ("c_mix", "c_un"):
+        assert bound - 0.03 < info[f"ratio_final_gap_{name}"] < bound + 0.02, (name, info)
 
 
 def test_classifiers_train_one_after_the_other_each_with_its_own_stop():

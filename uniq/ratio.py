@@ -45,6 +45,22 @@ CLASSIFIER_FIELDS = (
 """The config fields that determine the classifiers (with the data, family and dimensions)."""
 
 
+def gap_bound(desirable_share: float, p_min: float = 0.05, p_max: float = 0.95) -> float:
+    """The largest class gap the stop rule can see without memorising rows, for a D_MIX whose
+    share ``desirable_share`` = f of rows is desirable and whose undesirable rows come from
+    D_UN's distribution (the best case: desirable and undesirable states apart).
+
+    The balanced-BCE optimum is c_mix(s) = rho_MIX / (rho_MIX + rho_UN): p_max on desirable
+    states and u = (1 - f) / (2 - f) on undesirable ones, so the gap E_MIX[c_mix] - E_UN[c_mix]
+    = f (p_max - u); c_un is v = 1 / (2 - f) on undesirable states and p_min on desirable ones,
+    gap f (v - p_min). Both are about 0.10 at the paper's f = 0.2 (400 of 2000): the
+    reference's thresholds (0.2; 0.5 for c_un on navigation tasks) are then met only by a
+    classifier that tells D_UN's own rows from D_MIX's, i.e. memorises them.
+    Returns the smaller of the two."""
+    f = desirable_share
+    return min(f * (p_max - (1 - f) / (2 - f)), f * (1 / (2 - f) - p_min))
+
+
 class RatioEstimator:
     """The classifiers behind tau for inputs of ``in_dim`` (states, or (s, a) concatenated),
     ``members`` of them batched over seeds (None: one). ``nets`` (name -> network, in training
