@@ -728,7 +728,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.command in ROLLOUT_COMMANDS:
+    if args.command in ROLLOUT_COMMANDS and argv is None:
+        # this process is the command (its own command line): pin it. A caller passing argv
+        # (a test, a notebook) keeps its process's numerics, which may already be fixed.
         from uniq.numerics import pin_torch
 
         pin_torch()
