@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from uniq import registry
+from uniq.atomic import atomic_path, atomic_write_text
 from uniq.data import OfflineData
 from uniq.method import build_config
 from uniq.ratio import gap_bound
@@ -108,11 +109,12 @@ def main() -> None:
         rows = [r for r in rows if (r["task"], r["variant"]) != (task, variant)]
         rows.append(measure(root, task, variant, overrides))
         print(rows[-1], flush=True)
-        pd.DataFrame(rows).to_csv(out / "table.csv", index=False)  # a long run keeps its rows
+        with atomic_path(out / "table.csv") as tmp:  # after each split: a long run keeps its rows
+            pd.DataFrame(rows).to_csv(tmp, index=False)
     table = pd.DataFrame(rows)
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
     print(table.to_string())
 
 

@@ -26,6 +26,16 @@ CASES = {
 UPDATES = 5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_kernel_cache(tmp_path_factory):
+    """Kernels compiled here go to a cache of this run's own: a machine's shared inductor
+    cache (/tmp/torchinductor_$USER) once held an entry, left by an earlier process, that
+    aborted every later process loading it, while a fresh cache compiled and ran cleanly."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
+        yield
+
+
 def _pair(cls, overrides, members):
     """(eager, compiled) methods in the same state: built and pretrained from one seed,
     each on its own copy of the data (its samplers' streams in the same state)."""

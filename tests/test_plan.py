@@ -202,3 +202,11 @@ def test_check_fails_on_a_job_the_plan_does_not_know(tmp_path):
     write_bench(tmp_path, {"train/T/default/uniq/seed9.tsv": 0.001})
     result = jobtimes.check(fake_price(60.0, 15.0), jobtimes.read_benchmarks(tmp_path))
     assert not result["passed"] and result["unknown"] == ["train/T/default/uniq/seed9.tsv"]
+
+
+def test_check_against_an_empty_folder_is_refused_before_measuring(tmp_path, caplog):
+    from uniq.cli import main
+
+    argv = ["plan", "--configfile", str(ROOT / PROFILES["smoke"]), "--check", str(tmp_path)]
+    assert main(argv) == 2
+    assert "no Snakemake benchmark files" in caplog.text

@@ -611,11 +611,17 @@ def _plan(args: argparse.Namespace) -> int:
         config = plan.load_config(args.configfile)
     except WorkflowConfigError as err:
         return _error("uniq.workflow", err)
+    measured = jobtimes.read_benchmarks(args.check) if args.check else None
+    if args.check and not measured:  # before a minute of measuring, not after
+        return _error("uniq.plan", ValueError(
+            f"--check {args.check}: no Snakemake benchmark files (*.tsv) there; give the run's "
+            f"logs/<profile>/benchmarks folder."
+        ))  # fmt: skip
     result = plan.plan(config, args.cores, args.gpus, args.device, budget_s=args.burst_s)
     print(plan.table(result))
     status = 0
     if args.check:
-        result["check"] = jobtimes.check(result, jobtimes.read_benchmarks(args.check))
+        result["check"] = jobtimes.check(result, measured)
         print(jobtimes.check_table(result["check"]))
         status = 0 if result["check"]["passed"] else 1
     if args.json:
