@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Commit a profile run's progress so another machine continues it (README, "On another machine").
+#
+#   profiles/save.sh PROFILE ["commit message"]     e.g. profiles/save.sh paper_data
+#
+# Stages what `profiles/continue.sh` needs and nothing it regenerates: the finished runs and
+# evaluations under results/PROFILE/ (not its data), UNIQ's shared classifiers, the figures, the
+# job times (logs/PROFILE/benchmarks/), and the checkpoint of every training job that has not
+# finished yet, so a job hours into its updates resumes there instead of at zero. A finished
+# job's checkpoint is dropped from the index (its policy and logs are the result; at 256 units
+# a five-seed checkpoint weighs tens of MB). Checkpoints are written whole (uniq/atomic.py), so
+# one staged while its job runs is the previous whole checkpoint or the new one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:?usage: profiles/save.sh PROFILE [message]}
+message=${2:-"$profile profile, in progress: finished runs, job times, unfinished jobs' checkpoints"}
+runs=results/$profile/runs
+[[ -d $runs ]] || { echo "save.sh: no $runs (has the $profile profile started?)" >&2; exit 2; }
+
+# A job's folder is seedS (one seed) or seedS1_S2_..._Sn (seeds trained together); the job has
+# finished when each of its seeds' folders beside it holds policy.pt (written before the logs
+# are renamed complete: uniq/train.py).
+finished() {
+    local job=$1 parent name seed
+    parent=$(dirname "$job") name=$(basename "$job")
+    for seed in $(tr '_' ' ' <<<"${name#seed}"); do
+        [[ -f $parent/seed$seed/policy.pt ]] || return 1
+    done
+}
+
+while IFS= read -r -d '' ckpt; do
+    if finished "$(dirname "$ckpt")"; then
+        git rm --cached --quiet --ignore-unmatch -- "$ckpt"
+    else
+        git add --force -- "$ckpt"
+        echo "unfinished: $(dirname "$ckpt")"
+    fi
+done < <(find "$runs" -name checkpoint.pt -print0)
+
+paths=(results/"$profile")
+for p in figures/"$profile" logs/"$profile"/benchmarks; do [[ -e $p ]] && paths+=("$p"); done
+git add -- "${paths[@]}"
+if git diff --cached --quiet; then
+    echo "save.sh: nothing new to commit"
+else
+    git commit --quiet -m "$message" && git log --oneline -1
+fi
