@@ -19,6 +19,8 @@ better and the other not worse: it holds when one CI lies above 0.5 and the othe
 below; it does not hold when one lies below and the other does not lie above.
 
     uv run python analysis/claims.py [--results results/quick] [--last-k 3]
+    uv run python analysis/claims.py --results results/quick results/paper_data \\
+        --tasks SafetyPointGoal1-v0 SafetyPointButton1-v0 --out results/paper_data/claims_beside_quick.md
 """
 
 from __future__ import annotations
@@ -102,6 +104,8 @@ def claim_button_return(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
 
 
 def claim_safer_than_bc_safe(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
+    if not main["algo"].eq("bc-safe").any():
+        return "not tested (no bc-safe run)", []
     cs = [compare(main, REF, "bc-safe", "cost", reps)]
     return rule(cs), means(main, [REF, "bc-safe"]) + [fmt(c) for c in cs]
 
@@ -175,22 +179,41 @@ CLAIMS = [  # (claim, the experiment it reads, its test)
 ]
 
 
-def report(results: Path, last_k: int, reps: int) -> str:
+def read_all(
+    results: Path, scoring: str, tasks: list[str] | None
+) -> dict[str, pd.DataFrame | None]:
+    """Each experiment's table under ``results`` for ``scoring``, restricted to ``tasks``."""
+    out = {}
+    for exp in dict.fromkeys(e for _, e, _ in CLAIMS):
+        df = read(results, exp, scoring)
+        out[exp] = df if df is None or not tasks else df[df["env"].isin(tasks)]
+        if out[exp] is not None and out[exp].empty:
+            out[exp] = None
+    return out
+
+
+def verdicts(tables: dict[str, pd.DataFrame | None], reps: int) -> dict[str, tuple[str, list[str]]]:
+    return {name: test(tables[exp], reps) for name, exp, test in CLAIMS}
+
+
+def _scope(tasks: list[str] | None) -> str:
+    return "" if not tasks else " on " + ", ".join(t.removeprefix("Safety") for t in tasks)
+
+
+def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None) -> str:
     scorings = {
         "final": "the final policy",
         f"last{last_k}": f"the last {last_k} evaluations' mean",
     }
     found = {}
     for scoring in scorings:
-        if read(results, "main", scoring) is None:
-            continue
-        found[scoring] = {
-            name: test(read(results, exp, scoring), reps) for name, exp, test in CLAIMS
-        }
+        tables = read_all(results, scoring, tasks)
+        if tables["main"] is not None:
+            found[scoring] = verdicts(tables, reps)
     if not found:
         raise SystemExit(f"{results}/main/summary.csv not found: run the profile's workflow first")
     out = [
-        f"# The paper's claims on {results}",
+        f"# The paper's claims on {results}{_scope(tasks)}",
         "",
         "Written by `uv run python analysis/claims.py` (its docstring gives the verdict rule); "
         "P(...) are rliable probabilities of improvement with 95% stratified-bootstrap CIs, on "
@@ -201,22 +224,68 @@ def report(results: Path, last_k: int, reps: int) -> str:
     ]
     for name, _, _ in CLAIMS:
         out.append(f"| {name} | " + " | ".join(f"**{found[s][name][0]}**" for s in found) + " |")
-    for s, verdicts in found.items():
+    for s, found_s in found.items():
         out += ["", f"## Scored by {scorings[s]}"]
-        for name, (verdict, lines) in verdicts.items():
+        for name, (verdict, lines) in found_s.items():
             out += ["", f"- *{name}*: **{verdict}**"] + [f"  - {line}" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def beside(profiles: list[Path], reps: int, tasks: list[str] | None = None) -> str:
+    """Each claim's verdict on each profile's results, side by side (final policies), then the
+    numbers behind each; ``tasks`` restricts every profile to the same tasks, so a verdict
+    that changes reflects the scale, not a different task set."""
+    found = {}
+    for results in profiles:
+        tables = read_all(results, "final", tasks)
+        if tables["main"] is None:
+            raise SystemExit(f"{results}/main/summary.csv has none of the tasks{_scope(tasks)}")
+        found[results] = verdicts(tables, reps)
+    names = [r.name for r in profiles]
+    out = [
+        f"# The paper's claims, profile beside profile{_scope(tasks)}",
+        "",
+        "Written by `uv run python analysis/claims.py --results "
+        + " ".join(map(str, profiles))
+        + (" --tasks " + " ".join(tasks) if tasks else "")
+        + "`; final policies; the verdict rule is in its docstring; P(...) are rliable "
+        "probabilities of improvement with 95% stratified-bootstrap CIs.",
+        "",
+        "| claim | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, _, _ in CLAIMS:
+        out.append(f"| {name} | " + " | ".join(f"**{found[r][name][0]}**" for r in profiles) + " |")
+    for name, _, _ in CLAIMS:
+        out += ["", f"## {name}"]
+        for results in profiles:
+            verdict, lines = found[results][name]
+            out += ["", f"- {results.name}: **{verdict}**"] + [f"  - {line}" for line in lines]
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--results", default="results/quick", help="the profile's results folder")
+    p.add_argument(
+        "--results", nargs="+", type=Path, default=[Path("results/quick")],
+        help="a profile's results folder; several: their verdicts side by side (needs --out)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tasks", nargs="+", help="only these tasks (e.g. the tasks two profiles share)"
+    )
+    p.add_argument("--out", type=Path, help="where to write (default: RESULTS/claims.md)")
     p.add_argument("--last-k", type=int, default=3, help="the last-k tables' k (aggregate.last_k)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     args = p.parse_args()
-    results = Path(args.results)
-    text = report(results, args.last_k, args.reps)
-    atomic_write_text(results / "claims.md", text)
+    if args.out is None and len(args.results) > 1:
+        p.error("several --results are compared into one file: name it with --out")
+    if args.out is None and args.tasks:
+        p.error("--tasks gives claims on part of the profile: name the file with --out")
+    if len(args.results) > 1:
+        text = beside(args.results, args.reps, args.tasks)
+    else:
+        text = report(args.results[0], args.last_k, args.reps, args.tasks)
+    atomic_write_text(args.out or args.results[0] / "claims.md", text)
     print(text)
 
 

@@ -83,3 +83,24 @@ def test_report_writes_both_scorings(tmp_path):
     text = claims.report(tmp_path, 3, 200)
     assert "scored by the final policy | scored by the last 3 evaluations' mean" in text
     assert "UNIQ is safer than BC-safe | **does not hold** | **does not hold**" in text
+
+
+def test_profiles_beside_each_other_on_the_tasks_they_share(tmp_path):
+    # small scale: UNIQ costlier than BC-mix on PointButton1; paper scale: cheaper. Each
+    # profile also has a task the other lacks, where UNIQ's cost would flip the verdict.
+    small = frame(runs(BUTTON, "uniq", 0.5, 2.0), runs(BUTTON, "bc-mix", 0.9, 0.5),
+                  runs(NAV, "uniq", 0.5, 0.1), runs(NAV, "bc-mix", 0.9, 3.0))  # fmt: skip
+    large = frame(runs(BUTTON, "uniq", 0.5, 0.2), runs(BUTTON, "bc-mix", 0.9, 2.0),
+                  runs(VEL, "uniq", 0.5, 3.0), runs(VEL, "bc-mix", 0.9, 0.1))  # fmt: skip
+    for name, df in (("quick", small), ("paper_data", large)):
+        (tmp_path / name / "main").mkdir(parents=True)
+        df.to_csv(tmp_path / name / "main" / "summary.csv", index=False)
+    text = claims.beside([tmp_path / "quick", tmp_path / "paper_data"], 300, [BUTTON])
+    assert "| claim | quick | paper_data |" in text
+    assert (
+        "| UNIQ has the lowest cost on the Safety-Gym tasks | **does not hold** | **holds** |"
+        in text
+    )
+    assert "CarGoal1" not in text and "HalfCheetah" not in text
+    whole = claims.beside([tmp_path / "quick", tmp_path / "paper_data"], 300)
+    assert "| UNIQ has the lowest cost on the Safety-Gym tasks | **unresolved" in whole
