@@ -18,13 +18,13 @@ runs=results/$profile/runs
 [[ -d $runs ]] || { echo "save.sh: no $runs (has the $profile profile started?)" >&2; exit 2; }
 
 # A job's folder is seedS (one seed) or seedS1_S2_..._Sn (seeds trained together); the job has
-# finished when each of its seeds' folders beside it holds policy.pt (written before the logs
-# are renamed complete: uniq/train.py).
+# finished when each of its seeds' folders beside it holds train_log.csv (renamed from its .part
+# last of all: uniq/train.py).
 finished() {
     local job=$1 parent name seed
     parent=$(dirname "$job") name=$(basename "$job")
     for seed in $(tr '_' ' ' <<<"${name#seed}"); do
-        [[ -f $parent/seed$seed/policy.pt ]] || return 1
+        [[ -f $parent/seed$seed/train_log.csv ]] || return 1
     done
 }
 

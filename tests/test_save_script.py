@@ -48,15 +48,17 @@ def _save(root: Path) -> subprocess.CompletedProcess:
 def test_unfinished_checkpoints_are_committed_finished_ones_dropped(tmp_path):
     root = _repo(tmp_path)
     runs = root / "results/paper_data/runs/SafetyPointGoal1-v0/default"
-    # uniq: 2 seeds trained together, one policy written so far -> unfinished
+    # uniq: 2 seeds trained together, killed while writing its outputs -> unfinished
     _write(runs / "uniq/seed0_1/checkpoint.pt", "ckpt-uniq")
-    _write(runs / "uniq/seed0/policy.pt")
-    _write(runs / "uniq/seed0/curve.csv.part")
+    for s in (0, 1):
+        _write(runs / f"uniq/seed{s}/policy.pt")
+    _write(runs / "uniq/seed0/train_log.csv")
+    _write(runs / "uniq/seed1/train_log.csv.part")
     # bc-mix: finished (both policies)
     _write(runs / "bc-mix/seed0_1/checkpoint.pt", "ckpt-bc")
     for s in (0, 1):
         _write(runs / f"bc-mix/seed{s}/policy.pt")
-        _write(runs / f"bc-mix/seed{s}/curve.csv")
+        _write(runs / f"bc-mix/seed{s}/train_log.csv")
     _write(root / "results/paper_data/data/SafetyPointGoal1-v0/default/mix.h5")
     _write(root / "logs/paper_data/benchmarks/train/x.tsv")
     _write(root / "logs/paper_data/train/x.log")
@@ -68,18 +70,18 @@ def test_unfinished_checkpoints_are_committed_finished_ones_dropped(tmp_path):
     assert f"{base}/uniq/seed0_1/checkpoint.pt" in tracked
     assert f"{base}/bc-mix/seed0_1/checkpoint.pt" not in tracked
     assert f"{base}/bc-mix/seed1/policy.pt" in tracked
-    assert f"{base}/uniq/seed0/curve.csv.part" not in tracked
+    assert f"{base}/uniq/seed1/train_log.csv.part" not in tracked
     assert "logs/paper_data/benchmarks/train/x.tsv" in tracked
     assert "logs/paper_data/train/x.log" not in tracked
     assert not any(p.startswith("results/paper_data/data/") for p in tracked)
 
     # the uniq job finishes: its checkpoint, committed before, leaves the index at the next save
-    _write(runs / "uniq/seed1/policy.pt")
+    _write(runs / "uniq/seed1/train_log.csv")
     r = _save(root)
     assert r.returncode == 0, r.stderr
     tracked = set(_git(root, "ls-files").split())
     assert f"{base}/uniq/seed0_1/checkpoint.pt" not in tracked
-    assert f"{base}/uniq/seed1/policy.pt" in tracked
+    assert f"{base}/uniq/seed1/train_log.csv" in tracked
     assert (runs / "uniq/seed0_1/checkpoint.pt").exists()  # kept on disk, only untracked
 
 
