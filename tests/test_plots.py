@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.image
@@ -15,6 +16,53 @@ from uniq.cli import main
 
 REPS = 50
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+CODE_NAMES = {"uniq", "bc-mix", "bc-safe", "bc-safe†", "dwbc", "safedice", "uniq-nocorr"}
+
+
+def figure_texts(fig) -> list[str]:
+    """Every tick label, legend entry and figure label of a figure."""
+    texts = [t.get_text() for ax in fig.axes for t in ax.get_yticklabels() + ax.get_xticklabels()]
+    texts += [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    texts += [t.get_text() for t in fig.texts]
+    return texts
+
+
+def legend_entries(fig) -> dict[str, object]:
+    (leg,) = fig.legends
+    return {t.get_text(): h for t, h in zip(leg.get_texts(), leg.legend_handles, strict=True)}
+
+
+def check_legend_like_lines(fig) -> None:
+    """Each method's legend handle has the marker (and width) of that method's plotted lines."""
+    from matplotlib.colors import same_color
+
+    for label, handle in legend_entries(fig).items():
+        if label == plots.LIMIT_LABEL:
+            continue
+        lines = [
+            ln
+            for ax in fig.axes
+            for ln in ax.get_lines()
+            if same_color(ln.get_color(), handle.get_color()) and len(ln.get_xdata()) > 1
+        ]
+        assert lines, label
+        for ln in lines:
+            assert handle.get_marker() == ln.get_marker(), (label, ln.get_marker())
+            assert handle.get_linewidth() == ln.get_linewidth(), label
+
+
+def limit_lines(fig) -> list:
+    return [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_label() == plots.LIMIT_LABEL]
+
+
+def check_limit_labelled(fig) -> None:
+    """The dashed cost-limit line is drawn, carries its label and the legend names it."""
+    assert limit_lines(fig)
+    assert all(ln.get_linestyle() == "--" for ln in limit_lines(fig))
+    handle = legend_entries(fig)[plots.LIMIT_LABEL]
+    assert handle.get_linestyle() == "--"
 
 
 def check_figure(stem: Path) -> None:
@@ -81,6 +129,103 @@ def test_main_figures_with_curves(tmp_path):
     for kind in caps:
         check_figure(figs / f"main_{kind}")
     assert not list(figs.glob(".*tmp"))
+    # every caption (the .rst beside the figure too) names the task count and the seeds
+    for kind in ("aggregate", "profiles", "poi"):
+        assert "2 tasks" in caps[kind] and "5 seeds (0-4)" in caps[kind], kind
+        assert "5 seeds (0-4)" in (figs / "captions" / f"main_{kind}.rst").read_text()
+    assert "2 tasks (CarButton1, PointGoal1)" in caps["aggregate"]
+    assert "2 tasks, 3 seeds (0-2) per method and task" in caps["curves"]
+    assert "P(UNIQ > baseline)" in caps["poi"] and "uniq" not in caps["poi"]
+
+
+def _main_summary(tmp_path) -> tuple[Path, dict, pd.DataFrame]:
+    centres = {
+        ("uniq", "EnvA"): (0.8, 0.4),
+        ("uniq", "EnvB"): (0.6, 0.7),
+        ("bc-mix", "EnvA"): (0.5, 1.4),
+        ("bc-mix", "EnvB"): (0.3, 1.6),
+        ("safedice", "EnvA"): (0.0, 0.1),  # always worse on return, better on cost: POI 0 and 1
+        ("safedice", "EnvB"): (0.0, 0.1),
+        ("some-new-method", "EnvA"): (0.2, 0.2),
+        ("some-new-method", "EnvB"): (0.1, 0.3),
+    }
+    paths = make_experiment(tmp_path, centres)
+    paths += make_experiment(
+        tmp_path, {("bc-safe", "EnvA"): (0.9, 0.3), ("bc-safe", "EnvB"): (0.8, 0.5)}, hidden=True
+    )
+    res = tmp_path / "res"
+    stats.aggregate(paths, "main", res, reps=REPS)
+    return res, json.loads((res / "meta.json").read_text()), pd.read_csv(res / "summary.csv")
+
+
+DISPLAYED = ["UNIQ", "BC-mix", "BC-safe†", "SafeDICE", "some-new-method"]
+
+
+def test_figures_print_display_names(tmp_path):
+    res, meta, runs = _main_summary(tmp_path)
+    agg, _ = plots.plot_aggregate(pd.read_csv(res / "aggregate.csv"), meta, runs)
+    prof, _ = plots.plot_profiles(pd.read_csv(res / "profiles.csv"), meta, runs)
+    poi, _ = plots.plot_poi(pd.read_csv(res / "poi.csv"), meta, runs)
+    # y tick labels of the interval plots: display names, the unknown label as itself
+    assert [t.get_text() for t in agg.axes[0].get_yticklabels()] == DISPLAYED[::-1]
+    assert [t.get_text() for t in poi.axes[0].get_yticklabels()] == DISPLAYED[1:][::-1]
+    assert [t for t in legend_entries(prof) if t != plots.LIMIT_LABEL] == DISPLAYED
+    for fig in (agg, prof, poi):
+        assert not CODE_NAMES & set(figure_texts(fig)), figure_texts(fig)
+    assert poi._supxlabel.get_text() == "P(UNIQ better than baseline)"
+
+
+def test_legend_handles_look_like_the_lines(tmp_path):
+    res, meta, runs = _main_summary(tmp_path)
+    prof, _ = plots.plot_profiles(pd.read_csv(res / "profiles.csv"), meta, runs)
+    check_legend_like_lines(prof)
+    assert all(h.get_marker() in ("None", "", None) for h in legend_entries(prof).values())
+    bands = plots.curve_bands(plots.load_curves(make_curves(tmp_path / "c")), reps=REPS)
+    curves, _ = plots.plot_curves(bands, meta)
+    check_legend_like_lines(curves)
+    assert [t for t in legend_entries(curves) if t != plots.LIMIT_LABEL] == ["UNIQ", "BC-mix"]
+
+
+def test_poi_axes_show_the_ends(tmp_path):
+    res, meta, runs = _main_summary(tmp_path)
+    table = pd.read_csv(res / "poi.csv").set_index(["baseline", "metric"])
+    # the data put marks exactly at 0 (return) and 1 (cost): they must not be clipped
+    assert table.loc[("safedice", "return_normalized"), "poi"] == 1.0
+    assert table.loc[("safedice", "cost_normalized"), "poi"] == 0.0
+    fig, _ = plots.plot_poi(pd.read_csv(res / "poi.csv"), meta, runs)
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        assert low < 0 and high > 1 and low >= -0.1 and high <= 1.1
+
+
+def test_cost_limit_labelled_in_every_figure_that_draws_it(tmp_path):
+    res, meta, runs = _main_summary(tmp_path)
+    agg, _ = plots.plot_aggregate(pd.read_csv(res / "aggregate.csv"), meta, runs)
+    prof, _ = plots.plot_profiles(pd.read_csv(res / "profiles.csv"), meta, runs)
+    bands = plots.curve_bands(plots.load_curves(make_curves(tmp_path / "c")), reps=REPS)
+    curves, _ = plots.plot_curves(bands, meta)
+    for fig in (agg, prof, curves):
+        check_limit_labelled(fig)
+    poi, _ = plots.plot_poi(pd.read_csv(res / "poi.csv"), meta, runs)
+    assert not limit_lines(poi)  # its dashed line is P = 0.5, not the cost limit
+
+
+def test_runs_phrase():
+    runs = pd.DataFrame(
+        dict(
+            task=["A"] * 5 + ["B"] * 3 + ["A"] * 5,
+            algo=["x"] * 8 + ["y"] * 5,
+            seed=[0, 1, 2, 4, 5, 0, 1, 2, 0, 1, 2, 4, 5],
+        )
+    )
+    assert plots.runs_phrase(runs) == "2 tasks, 3-5 seeds (0-2, 4-5) per method and task"
+    assert plots.runs_phrase(runs, ["A"], names=True) == (
+        "1 task (A), 5 seeds (0-2, 4-5) per method and task"
+    )
+    one = runs[runs.seed == 0]
+    assert plots.runs_phrase(one, task_unit="sweep point") == (
+        "2 sweep points, 1 seed (0) per method and sweep point"
+    )
 
 
 @pytest.mark.parametrize("experiment", ["undesirable_size", "mix_ratio"])
@@ -98,6 +243,13 @@ def test_sweep_figures(tmp_path, experiment):
     caps = plots.make_figures(experiment, tmp_path / "res", tmp_path / "fig", reps=REPS)
     assert set(caps) == {"sweep"}
     check_figure(tmp_path / "fig" / f"{experiment}_sweep")
+    assert "1 task (EnvA), 3 sweep points, 5 seeds (0-4)" in caps["sweep"]
+    # the lines carry markers here, so the legend shows them
+    meta = json.loads((tmp_path / "res" / "meta.json").read_text())
+    fig, _ = plots.plot_sweep(pd.read_csv(tmp_path / "res" / "by_x.csv"), meta)
+    check_legend_like_lines(fig)
+    assert legend_entries(fig)["UNIQ"].get_marker() == "o"
+    check_limit_labelled(fig)
 
 
 def test_ablation_figures_via_cli(tmp_path):
@@ -116,6 +268,17 @@ def test_ablation_figures_via_cli(tmp_path):
     )
     for kind in ("ablation", "aggregate", "poi"):
         check_figure(figs / f"occupancy_ablation_{kind}")
+        caption = (figs / "captions" / f"occupancy_ablation_{kind}.rst").read_text()
+        assert "2 tasks" in caption and "5 seeds (0-4)" in caption, kind
+    assert (
+        "UNIQ and UNIQ (no corr.)"
+        in (figs / "captions/occupancy_ablation_ablation.rst").read_text()
+    )
+    meta = json.loads((res / "meta.json").read_text())
+    fig, _ = plots.plot_ablation(pd.read_csv(res / "table.csv"), meta)
+    assert set(legend_entries(fig)) == {"UNIQ", "UNIQ (no corr.)", plots.LIMIT_LABEL}
+    check_limit_labelled(fig)
+    assert legend_entries(fig)["UNIQ"].get_marker() == "o"  # the points carry markers
     # figures of an experiment that was not aggregated: a clear error, exit code 2
     assert main(["figures", "--experiment", "main", "--summary", str(res), "--out", str(figs)]) == 2
 

@@ -175,27 +175,48 @@ def test_table_marks_best_unsafe_and_oracle(tmp_path):
         for line in (out / "table.md").read_text().splitlines()
         if line.startswith("| ") and "Method" not in line
     }
-    # uniq: best return and best cost (bold), safe
-    assert md["uniq"].count("**") == 8 and "‡" not in md["uniq"]
-    assert "**80.0 ± " in md["uniq"] and "**0.50 ± " in md["uniq"]
-    # bc-mix: nothing bold, both cost cells marked unsafe, return cells not
-    assert "**" not in md["bc-mix"] and md["bc-mix"].count("‡") == 2
-    cells = [c.strip() for c in md["bc-mix"].split("|")[3:7]]
+    # methods by their display names (stats.display_name), not their labels
+    assert set(md) == {"UNIQ", "BC-mix", "BC-safe†"}
+    # UNIQ: best return and best cost (bold), safe
+    assert md["UNIQ"].count("**") == 8 and "‡" not in md["UNIQ"]
+    assert "**80.0 ± " in md["UNIQ"] and "**0.50 ± " in md["UNIQ"]
+    # BC-mix: nothing bold, both cost cells marked unsafe, return cells not
+    assert "**" not in md["BC-mix"] and md["BC-mix"].count("‡") == 2
+    cells = [c.strip() for c in md["BC-mix"].split("|")[3:7]]
     assert "‡" not in cells[0] + cells[1] and cells[2].endswith("‡") and cells[3].endswith("‡")
     # the oracle is marked and never bold even though its numbers are the best
-    assert "bc-safe†" in md and "**" not in md["bc-safe†"]
+    assert "**" not in md["BC-safe†"]
     tex = (out / "table.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     lines = {line.split("&")[1].strip(): line for line in tex.splitlines() if line.count("&") == 5}
-    assert lines["uniq"].count("\\textbf{") == 4
-    assert "\\textbf" not in lines["bc-mix"] and lines["bc-mix"].count("$^\\ddagger$") == 2
-    assert "bc-safe$^\\dagger$" in lines and "\\textbf" not in lines["bc-safe$^\\dagger$"]
+    assert set(lines) - {"Method"} == {"UNIQ", "BC-mix", "BC-safe$^\\dagger$"}
+    assert lines["UNIQ"].count("\\textbf{") == 4
+    assert "\\textbf" not in lines["BC-mix"] and lines["BC-mix"].count("$^\\ddagger$") == 2
+    assert "\\textbf" not in lines["BC-safe$^\\dagger$"]
     table = pd.read_csv(out / "table.csv").set_index("method")
     assert table.loc["bc-mix", "unsafe"] and not table.loc["uniq", "unsafe"]
     assert table.loc["bc-safe", "oracle"] and not table.loc["bc-safe", "best_return_normalized"]
     caption = (out / "table.md").read_text().splitlines()[0]
     for phrase in ("R_min", "C/κ", "κ = 25", "5 seeds", "10 evaluation episodes", "†", "‡"):
         assert phrase in caption, phrase
+
+
+def test_display_names_one_map_with_fallback():
+    expect = {
+        "uniq": "UNIQ",
+        "bc-mix": "BC-mix",
+        "bc-safe": "BC-safe",
+        "dwbc": "DWBC",
+        "safedice": "SafeDICE",
+        "uniq-nocorr": "UNIQ (no corr.)",
+        "uniq-paper-actor": "UNIQ (paper actor)",
+    }
+    assert {m: stats.display_name(m) for m in expect} == expect
+    assert stats.display_name("bc-safe", oracle=["bc-safe"]) == "BC-safe†"
+    assert stats.display_name("uniq", oracle=["bc-safe"]) == "UNIQ"
+    # a label the suite does not know (a user's method) is printed as itself
+    assert stats.display_name("my-method") == "my-method"
+    assert stats.display_name("my-method", oracle=("my-method",)) == "my-method†"
 
 
 def test_method_missing_on_a_task_gives_na_and_restricts_aggregates(tmp_path, caplog):
@@ -205,7 +226,7 @@ def test_method_missing_on_a_task_gives_na_and_restricts_aggregates(tmp_path, ca
         stats.aggregate(paths, "main", out, reps=REPS)
     assert "left out EnvB" in caplog.text and "dwbc" in caplog.text
     md = (out / "table.md").read_text()
-    rows = [line for line in md.splitlines() if "| dwbc |" in line]
+    rows = [line for line in md.splitlines() if "| DWBC |" in line]
     assert len(rows) == 2  # EnvA with numbers, EnvB explicit n/a (not dropped)
     row = rows[1]
     assert [c.strip() for c in row.split("|")[3:7]] == ["n/a"] * 4

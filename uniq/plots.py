@@ -13,8 +13,10 @@ Each figure is written as ``{out}/{experiment}_{kind}.png`` and ``.pdf`` and get
 - every experiment, when curve.csv files are given: ``curves`` (learning curves per task).
 
 Sized for a paper column (3.3 in wide, fonts >= 7 pt); method colours are fixed across figures
-(:func:`method_color`); cost panels draw the threshold (normalized cost 1) dashed. Figures are
-drawn on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot global state).
+(:func:`method_color`), methods are printed by their display names (:func:`uniq.stats.display_name`,
+the tables' names; † marks the oracle); cost panels draw the cost limit (normalized cost 1) dashed
+and label it; each caption states the number of tasks and the seeds. Figures are drawn on
+``matplotlib.figure.Figure`` with the Agg canvas (no pyplot global state).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from uniq.atomic import atomic_write_bytes, atomic_write_text
-from uniq.stats import SWEEPS, StatsError, method_order
+from uniq.stats import SWEEPS, StatsError, display_name, method_order
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,11 @@ AXIS_LABEL = {
     "cost_normalized": "Normalized cost\n(lower is better)",
 }
 ARROW = {"return_normalized": "higher is better", "cost_normalized": "lower is better"}
+LIMIT_LABEL = "cost limit"
+LINE_WIDTH = 1.0  # curves and their legend handles
+BAND_ALPHA = 0.12  # light enough that five overlapping CI bands stay readable
+# Probability-of-improvement axes: a little beyond [0, 1], so marks at 0 and 1 are whole.
+POI_XLIM = (-0.04, 1.04)
 
 
 def method_color(name: str) -> str:
@@ -117,10 +124,10 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _band(ax, x, y, low, high, color, fmt: str = "-", **line_kw) -> None:
-    """A curve with its CI as a shaded band."""
-    ax.plot(x, y, fmt, color=color, lw=1.0, **line_kw)
-    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+def _band(ax, x, y, low, high, color, fmt: str = "-", zorder: float = 2, **line_kw) -> None:
+    """A curve with its CI as a light shaded band (the line drawn above every band)."""
+    ax.fill_between(x, low, high, color=color, alpha=BAND_ALPHA, lw=0, zorder=1)
+    ax.plot(x, y, fmt, color=color, lw=LINE_WIDTH, zorder=zorder, **line_kw)
 
 
 def _interval(ax, y: float, low: float, high: float, value: float, color) -> None:
@@ -129,10 +136,14 @@ def _interval(ax, y: float, low: float, high: float, value: float, color) -> Non
     ax.plot([value], [y], "|", color=color, ms=7, mew=1.5)
 
 
-def _threshold(ax, vertical: bool) -> None:
-    """Dashed line at normalized cost 1 (the cost limit)."""
-    kw = dict(color="0.25", ls="--", lw=0.8, zorder=0)
-    ax.axvline(1.0, **kw) if vertical else ax.axhline(1.0, **kw)
+_LIMIT_STYLE = dict(color="0.25", ls="--", lw=0.8)
+
+
+def _threshold(ax, vertical: bool):
+    """Dashed line at normalized cost 1, labelled ``cost limit``; the figure's legend shows it
+    (:func:`_legend` with ``limit=True``)."""
+    draw = ax.axvline if vertical else ax.axhline
+    return draw(1.0, zorder=0.5, label=LIMIT_LABEL, **_LIMIT_STYLE)
 
 
 def _message(ax, text: str) -> None:
@@ -140,29 +151,109 @@ def _message(ax, text: str) -> None:
     ax.set_axis_off()
 
 
-def _legend(fig: Figure, methods: Sequence[str], oracle: Sequence[str] = ()) -> None:
+def _legend(
+    fig: Figure,
+    methods: Sequence[str],
+    oracle: Sequence[str] = (),
+    marker: str = "",
+    ms: float = 0,
+    limit: bool = False,
+) -> None:
+    """One entry per method, drawn like the figure's lines (``marker``: the one they carry, none
+    by default); ``limit`` adds the dashed cost-limit line (alone when ``methods`` is empty)."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=method_color(m), marker="o", ms=3) for m in methods]
-    labels = [m + ("†" if m in oracle else "") for m in methods]
+    handles = [
+        Line2D([], [], color=method_color(m), lw=LINE_WIDTH, marker=marker or "None", ms=ms)
+        for m in methods
+    ]
+    labels = [display_name(m, oracle) for m in methods]
+    if limit:
+        handles.append(Line2D([], [], **_LIMIT_STYLE))
+        labels.append(LIMIT_LABEL)
     fig.legend(
         handles,
         labels,
         loc="outside lower center",
-        ncol=min(len(methods), 3),
-        handlelength=1.5,
+        # three columns fit a column's width unless a label is long ("UNIQ (paper actor)")
+        ncol=min(len(handles), 3 if max(map(len, labels)) <= 12 else 2),
+        handlelength=1.8,
         columnspacing=1.0,
     )
 
 
 def _method_label(m: str, oracle: Sequence[str]) -> str:
-    return m + ("†" if m in oracle else "")
+    return display_name(m, oracle)
+
+
+def _id_ranges(ids: Sequence[int]) -> str:
+    """``[0, 1, 2, 4]`` -> ``0-2, 4``."""
+    ids = sorted({int(i) for i in ids})
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(_range(r) for r in runs)
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def runs_phrase(
+    runs: pd.DataFrame,
+    tasks: Sequence[str] | None = None,
+    task_unit: str = "task",
+    names: bool = False,
+) -> str:
+    """``3 tasks, 5 seeds (0-4) per method and task`` from rows with task, algo (or method) and
+    seed, as in summary.csv.
+
+    ``tasks``: the tasks that count (default: all in ``runs``); ``names``: list them after the
+    count. Seed counts that differ between (method, task) pairs read as a range (``3-5 seeds``),
+    the seed ids as ranges (``0-2, 4``).
+    """
+    algo = "algo" if "algo" in runs.columns else "method"
+    if tasks is None:
+        tasks = list(dict.fromkeys(runs["task"]))
+    runs = runs[runs["task"].isin(list(tasks))]
+    head = _count(len(tasks), task_unit)
+    if names:
+        head += f" ({', '.join(map(_short_task, tasks))})"
+    if runs.empty:
+        return f"{head}, no runs"
+    counts = sorted(runs.groupby(["task", algo])["seed"].nunique().unique())
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    unit = "seed" if counts == [1] else "seeds"
+    return f"{head}, {n} {unit} ({_id_ranges(runs['seed'])}) per method and {task_unit}"
+
+
+def _runs(
+    meta: dict,
+    runs: pd.DataFrame | None,
+    tasks: Sequence[str] | None = None,
+    task_unit: str = "task",
+    names: bool = False,
+) -> str:
+    """The caption's run phrase from the aggregated runs (summary.csv rows); without them, from
+    meta's task list and seed count (no seed ids)."""
+    if runs is not None:
+        return runs_phrase(runs, tasks, task_unit, names)
+    tasks = meta["tasks"] if tasks is None else tasks
+    head = _count(len(tasks), task_unit)
+    if names:
+        head += f" ({', '.join(map(_short_task, tasks))})"
+    return f"{head}, {meta['seeds']} per method and {task_unit}"
 
 
 # ---------------------------------------------------------------- figure kinds
 
 
-def plot_aggregate(agg: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
+def plot_aggregate(
+    agg: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None
+) -> tuple[Figure, str]:
     """Rows IQM/median/mean, columns normalized return | cost; one CI bar per method."""
     methods = [m for m in meta["methods"] if m in set(agg["method"])]
     n = max(len(methods), 1)
@@ -190,10 +281,11 @@ def plot_aggregate(agg: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
         axes[2, j].set_xlabel(AXIS_LABEL[metric])
     if agg.empty:
         _message(axes[0, 0], "no task on which every method ran")
+    _legend(fig, [], limit=True)  # methods are named on the y axis
     tasks = meta["aggregate_tasks"]
     cap = (
-        f"Aggregate performance over {len(tasks)} task(s) ({', '.join(map(short_env, tasks))}; "
-        f"{meta['seeds']} per method and task): interquartile mean (IQM), median and mean of "
+        f"Aggregate performance over {_runs(meta, runs, tasks, names=True)}: "
+        "interquartile mean (IQM), median and mean of "
         "normalized return (left, higher is better) and normalized cost (right, lower is better; "
         "dashed line: the cost limit). Bars: 95% stratified-bootstrap CIs over runs "
         f"({meta['reps']} resamples); ticks: point estimates."
@@ -201,7 +293,9 @@ def plot_aggregate(agg: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
     return fig, cap + _policy_note(meta)
 
 
-def plot_profiles(prof: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
+def plot_profiles(
+    prof: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None
+) -> tuple[Figure, str]:
     """Performance profiles F(tau) = fraction of runs with score > tau, with CI bands."""
     methods = [m for m in meta["methods"] if m in set(prof["method"])]
     fig = _figure(COLUMN_WIDTH, 1.9)
@@ -210,7 +304,15 @@ def plot_profiles(prof: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
         sub = prof[prof["metric"] == metric]
         for m in methods:
             s = sub[sub["method"] == m]
-            _band(ax, s["tau"], s["fraction"], s["ci_low"], s["ci_high"], method_color(m))
+            _band(
+                ax,
+                s["tau"],
+                s["fraction"],
+                s["ci_low"],
+                s["ci_high"],
+                method_color(m),
+                zorder=_zorder(m, meta),
+            )
         if metric == "cost_normalized":
             _threshold(ax, vertical=True)
         ax.set_xlabel(f"τ ({METRIC_LABEL[metric].lower()})")
@@ -220,9 +322,10 @@ def plot_profiles(prof: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
     axes[0].set_ylabel("Fraction of runs > τ")
     if prof.empty:
         _message(axes[0], "no task on which every method ran")
-    _legend(fig, methods, meta["oracle_methods"])
+    _legend(fig, methods, meta["oracle_methods"], limit=True)
     cap = (
-        "Performance profiles: fraction of runs (over all tasks and seeds) whose normalized "
+        f"Performance profiles over {_runs(meta, runs, meta['aggregate_tasks'])}: fraction of runs "
+        "(over all tasks and seeds) whose normalized "
         "return (left; higher curves are better) or normalized cost (right; lower curves are "
         "better, the value at the dashed line τ = 1 is the fraction of unsafe runs) exceeds τ. "
         f"Shaded: 95% stratified-bootstrap CIs ({meta['reps']} resamples)."
@@ -230,7 +333,7 @@ def plot_profiles(prof: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
     return fig, cap + _policy_note(meta)
 
 
-def plot_poi(poi: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
+def plot_poi(poi: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None) -> tuple[Figure, str]:
     """P(reference better than baseline) on return and on cost, one CI bar per baseline."""
     ref = meta["reference"]
     bases = [m for m in meta["methods"] if m in set(poi["baseline"])]
@@ -244,7 +347,8 @@ def plot_poi(poi: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
             r = sub.loc[b]
             _interval(ax, n - 1 - k, r["ci_low"], r["ci_high"], r["poi"], method_color(b))
         ax.axvline(0.5, color="0.25", ls="--", lw=0.8, zorder=0)
-        ax.set_xlim(0, 1)
+        ax.set_xlim(*POI_XLIM)
+        ax.spines["bottom"].set_bounds(0, 1)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "", "0.5", "", "1"])  # no "1.0 0.0" clash
         ax.set_title(titles[metric], loc="left", pad=2)
         ax.set_yticks(range(n), [_method_label(b, meta["oracle_methods"]) for b in bases[::-1]])
@@ -252,14 +356,16 @@ def plot_poi(poi: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
         ax.grid(axis="x", lw=0.3, alpha=0.5)
-    fig.supxlabel(f"P({ref} better than baseline)", fontsize=7)
+    name = display_name(ref)
+    fig.supxlabel(f"P({name} better than baseline)", fontsize=7)
     if poi.empty:
         _message(axes[0], f"no probability of improvement: method {ref!r} missing")
     cap = (
-        f"Probability of improvement of {ref} over each baseline (Mann-Whitney per task, averaged "
-        f"over tasks): on normalized return (left, P({ref} > baseline)) and on normalized cost "
-        f"(right, P({ref} cost < baseline cost)). Values above 0.5 (dashed) favour {ref}. Bars: "
-        f"95% stratified-bootstrap CIs ({meta['reps']} resamples); ticks: point estimates."
+        f"Probability of improvement of {name} over each baseline (Mann-Whitney per task, "
+        f"averaged over {_runs(meta, runs, meta['aggregate_tasks'])}): on normalized return (left, "
+        f"P({name} > baseline)) and on normalized cost (right, P({name} cost < baseline cost)). "
+        f"Values above 0.5 (dashed) favour {name}. Bars: 95% stratified-bootstrap CIs "
+        f"({meta['reps']} resamples); ticks: point estimates."
     )
     return fig, cap + _policy_note(meta)
 
@@ -270,7 +376,9 @@ _X_LABEL = {
 }
 
 
-def plot_sweep(bx: pd.DataFrame, meta: dict, statistic: str = "IQM") -> tuple[Figure, str]:
+def plot_sweep(
+    bx: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None, statistic: str = "IQM"
+) -> tuple[Figure, str]:
     """IQM of normalized return and cost against the sweep variable, CI bands."""
     methods = [m for m in meta["methods"] if m in set(bx["method"])]
     xs = np.sort(bx["x"].unique())
@@ -281,33 +389,47 @@ def plot_sweep(bx: pd.DataFrame, meta: dict, statistic: str = "IQM") -> tuple[Fi
         sub = bx[(bx["metric"] == metric) & (bx["statistic"] == statistic)]
         for m in methods:
             s = sub[sub["method"] == m].sort_values("x")
-            _band(ax, s["x"], s["value"], s["ci_low"], s["ci_high"], method_color(m), "o-", ms=2.5)
+            _band(
+                ax,
+                s["x"],
+                s["value"],
+                s["ci_low"],
+                s["ci_high"],
+                method_color(m),
+                "o-",
+                zorder=_zorder(m, meta),
+                ms=2.5,
+            )
         if metric == "cost_normalized":
             _threshold(ax, vertical=False)
         if log_x:
             ax.set_xscale("log")
             ax.minorticks_off()
-        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xticks(xs, [f"{x:.2f}".rstrip("0").rstrip(".") for x in xs])  # 1/3 -> 0.33
         ax.set_xlabel(_X_LABEL.get(meta["x_name"], meta["x_label"]))
         ax.set_ylabel(f"{statistic} {METRIC_LABEL[metric].lower()}")
         ax.set_title(ARROW[metric], loc="left", pad=2)
         ax.grid(lw=0.3, alpha=0.5)
-    _legend(fig, methods, meta["oracle_methods"])
+    _legend(fig, methods, meta["oracle_methods"], marker="o", ms=2.5, limit=True)
     what = (
         "the number of unlabeled undesirable trajectories (size of D_UN)"
         if meta["x_name"] == "n_un"
         else "the fraction of desirable trajectories in D_MIX"
     )
+    envs = [] if runs is None else list(dict.fromkeys(runs["env"]))
+    where = f"{_count(len(envs), 'task')} ({', '.join(map(short_env, envs))}), " if envs else ""
     cap = (
         f"{statistic} of normalized return (left, higher is better) and normalized cost (right, "
-        f"lower is better; dashed: the cost limit) against {what}, over tasks and seeds "
-        f"({meta['seeds']} per method and task). Shaded: 95% stratified-bootstrap CIs "
-        f"({meta['reps']} resamples)."
+        f"lower is better; dashed: the cost limit) against {what}, over tasks and seeds: "
+        f"{where}{_runs(meta, runs, task_unit='sweep point')}. Shaded: 95% stratified-bootstrap "
+        f"CIs ({meta['reps']} resamples)."
     )
     return fig, cap
 
 
-def plot_ablation(table: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
+def plot_ablation(
+    table: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None
+) -> tuple[Figure, str]:
     """Per env: mean normalized return and cost of each variant of UNIQ, with 95% CIs."""
     methods = [m for m in meta["methods"] if m in set(table["method"])]
     tasks = list(dict.fromkeys(table["task"]))
@@ -327,7 +449,7 @@ def plot_ablation(table: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
                 fmt="o",
                 ms=3,
                 color=method_color(m),
-                elinewidth=1.0,
+                elinewidth=LINE_WIDTH,
                 capsize=0,
             )
         if metric == "cost_normalized":
@@ -338,11 +460,13 @@ def plot_ablation(table: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
         ax.grid(axis="x", lw=0.3, alpha=0.5)
-    _legend(fig, methods, meta["oracle_methods"])
+    _legend(fig, methods, meta["oracle_methods"], marker="o", ms=3, limit=True)
+    names = [display_name(m, meta["oracle_methods"]) for m in methods]
     cap = (
         "Occupancy-correction ablation: normalized return (left) and normalized cost (right; "
-        "dashed: the cost limit) per task of " + " and ".join(methods) + f": mean over seeds "
-        f"({meta['seeds']}) with 95% bootstrap CIs."
+        "dashed: the cost limit) per task of "
+        + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))
+        + f": mean over seeds with 95% bootstrap CIs; {_runs(meta, runs, tasks)}."
     )
     return fig, cap
 
@@ -438,8 +562,11 @@ def curve_bands(curves: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.Dat
     return pd.concat(rows, ignore_index=True)
 
 
-def plot_curves(bands: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
-    """Rows = tasks, columns = normalized return | cost, one line + CI band per method."""
+def plot_curves(
+    bands: pd.DataFrame, meta: dict, seeds: Sequence[int] | None = None
+) -> tuple[Figure, str]:
+    """Rows = tasks, columns = normalized return | cost, one line + light CI band per method
+    (the reference method's line on top); ``seeds``: the seed ids, for the caption."""
     tasks = list(dict.fromkeys(bands["task"]))
     methods = method_order(bands["algo"])
     fig = _figure(COLUMN_WIDTH, 0.45 + 1.05 * len(tasks))
@@ -450,7 +577,15 @@ def plot_curves(bands: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
             sub = bands[(bands["task"] == task) & (bands["metric"] == metric)]
             for m in methods:
                 s = sub[sub["algo"] == m]
-                _band(ax, s["step"], s["mean"], s["ci_low"], s["ci_high"], method_color(m))
+                _band(
+                    ax,
+                    s["step"],
+                    s["mean"],
+                    s["ci_low"],
+                    s["ci_high"],
+                    method_color(m),
+                    zorder=_zorder(m, meta),
+                )
             if metric == "cost_normalized":
                 _threshold(ax, vertical=False)
             ax.set_title(f"{_short_task(task)}", loc="left", pad=2)
@@ -459,15 +594,22 @@ def plot_curves(bands: pd.DataFrame, meta: dict) -> tuple[Figure, str]:
             ax.grid(lw=0.3, alpha=0.5)
         for j in range(2):
             axes[-1, j].set_xlabel("Training steps")
-    _legend(fig, methods, meta.get("oracle_methods", ()))
+    _legend(fig, methods, meta.get("oracle_methods", ()), limit=True)
     nseeds = sorted(bands["n_seeds"].unique())
+    n = _range(nseeds)
+    ids = f" ({_id_ranges(seeds)})" if seeds is not None and len(seeds) else ""
     cap = (
         "Learning curves: normalized return (left, higher is better) and normalized cost (right, "
-        "lower is better; dashed: the cost limit) of the policy during training, per task. "
-        f"Lines: mean over seeds ({_range(nseeds)} per method and task); shaded: 95% percentile "
-        "bootstrap CIs over seeds."
+        "lower is better; dashed: the cost limit) of the policy during training, per task; "
+        f"{_count(len(tasks), 'task')}, {n} seed{'' if n == '1' else 's'}{ids} per method and "
+        "task. Lines: mean over seeds; shaded: 95% percentile bootstrap CIs over seeds."
     )
     return fig, cap
+
+
+def _zorder(method: str, meta: dict) -> float:
+    """The reference method's line drawn above the others'."""
+    return 3 if method == meta.get("reference", "uniq") else 2
 
 
 # ---------------------------------------------------------------- driver
@@ -533,13 +675,20 @@ def make_figures(
         raise StatsError(
             f"{summary_dir} holds experiment {meta['experiment']!r}, not {experiment!r}"
         )
+    runs = _read(summary_dir, "summary.csv")  # the runs behind the figures, for the captions
+
+    def curves_figure():
+        frame = load_curves(curves)
+        bands = curve_bands(frame, reps, seed)
+        return plot_curves(bands, meta, seeds=sorted(frame["seed"].unique()))
+
     builders = {
-        "aggregate": lambda: plot_aggregate(_read(summary_dir, "aggregate.csv"), meta),
-        "profiles": lambda: plot_profiles(_read(summary_dir, "profiles.csv"), meta),
-        "poi": lambda: plot_poi(_read(summary_dir, "poi.csv"), meta),
-        "sweep": lambda: plot_sweep(_read(summary_dir, "by_x.csv"), meta),
-        "ablation": lambda: plot_ablation(_read(summary_dir, "table.csv"), meta),
-        "curves": lambda: plot_curves(curve_bands(load_curves(curves), reps, seed), meta),
+        "aggregate": lambda: plot_aggregate(_read(summary_dir, "aggregate.csv"), meta, runs),
+        "profiles": lambda: plot_profiles(_read(summary_dir, "profiles.csv"), meta, runs),
+        "poi": lambda: plot_poi(_read(summary_dir, "poi.csv"), meta, runs),
+        "sweep": lambda: plot_sweep(_read(summary_dir, "by_x.csv"), meta, runs),
+        "ablation": lambda: plot_ablation(_read(summary_dir, "table.csv"), meta, runs),
+        "curves": curves_figure,
     }
     kinds = figure_kinds(experiment) + (["curves"] if curves else [])
     captions = {}

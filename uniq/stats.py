@@ -56,6 +56,17 @@ log = logging.getLogger(__name__)
 REFERENCE = "uniq"
 # Table / legend order for the known methods; other names follow alphabetically.
 KNOWN_METHODS = ("uniq", "uniq-nocorr", "bc-mix", "bc-safe", "dwbc", "safedice")
+# The one map from an algorithm label (config name) to the name tables and figures print; a
+# label not listed here (a user's own method) is printed as itself (:func:`display_name`).
+DISPLAY_NAMES = {
+    "uniq": "UNIQ",
+    "uniq-nocorr": "UNIQ (no corr.)",
+    "uniq-paper-actor": "UNIQ (paper actor)",
+    "bc-mix": "BC-mix",
+    "bc-safe": "BC-safe",
+    "dwbc": "DWBC",
+    "safedice": "SafeDICE",
+}
 METRICS = ("return_normalized", "cost_normalized")
 STATISTICS = ("IQM", "Median", "Mean")
 # Experiments whose variants form a sweep: x column name and axis label.
@@ -157,6 +168,12 @@ def _csv(df: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- loading
+
+
+def display_name(label: str, oracle: Iterable[str] = ()) -> str:
+    """The printed name of an algorithm label (``bc-safe`` -> ``BC-safe``; an unknown label is
+    printed as itself), with a dagger when the label is one of ``oracle`` (hidden labels)."""
+    return DISPLAY_NAMES.get(label, label) + ("†" if label in set(oracle) else "")
 
 
 def method_order(names: Iterable[str]) -> list[str]:
@@ -682,7 +699,7 @@ def table_markdown(table: pd.DataFrame, caption: str) -> str:
     lines.append("|" + "|".join([":--", ":--"] + ["--:"] * len(TABLE_COLUMNS)) + "|")
     prev = None
     for _, row in table.iterrows():
-        name = row["method"] + ("†" if row["oracle"] else "")
+        name = display_name(row["method"]) + ("†" if row["oracle"] else "")
         task = row["task"] if row["task"] != prev else ""
         prev = row["task"]
         cells = _cells(row, " ± ", lambda s: f"**{s}**", "‡")
@@ -735,7 +752,7 @@ def table_latex(table: pd.DataFrame, caption: str, experiment: str) -> str:
     for _, row in table.iterrows():
         if row["task"] != prev:
             lines.append("\\midrule")
-        name = tex_escape(row["method"]) + (r"$^\dagger$" if row["oracle"] else "")
+        name = tex_escape(display_name(row["method"])) + (r"$^\dagger$" if row["oracle"] else "")
         task = tex_escape(row["task"]) if row["task"] != prev else ""
         prev = row["task"]
         cells = _cells(row, r" $\pm$ ", lambda s: f"\\textbf{{{s}}}", r"$^\ddagger$")
