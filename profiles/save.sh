@@ -9,13 +9,27 @@
 # finished yet, so a job hours into its updates resumes there instead of at zero. A finished
 # job's checkpoint is dropped from the index (its policy and logs are the result; at 256 units
 # a five-seed checkpoint weighs tens of MB). Checkpoints are written whole (uniq/atomic.py), so
-# one staged while its job runs is the previous whole checkpoint or the new one.
+# one staged while its job runs is the previous whole checkpoint or the new one. Each save keeps
+# a new copy of every running job's checkpoint in the history (about 7 MB a job at the quick
+# profile's sizes, tens of MB at the paper's): save once per working session, at its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:?usage: profiles/save.sh PROFILE [message]}
 message=${2:-"$profile profile, in progress: finished runs, job times, unfinished jobs' checkpoints"}
 runs=results/$profile/runs
 [[ -d $runs ]] || { echo "save.sh: no $runs (has the $profile profile started?)" >&2; exit 2; }
+if git check-ignore -q "$runs/probe"; then
+    echo "save.sh: results/$profile/ is ignored by .gitignore; to commit this profile's runs add" \
+        "lines like the paper_data ones there (!/results/$profile/, /results/$profile/data/," \
+        "/results/$profile/runs/**/checkpoint.pt, /results/$profile/runs/**/*.part)" >&2
+    exit 2
+fi
+ours=(results/"$profile" figures/"$profile" logs/"$profile")
+if ! git diff --cached --quiet -- . "${ours[@]/#/:!}"; then
+    echo "save.sh: changes outside ${ours[*]} are staged; commit or unstage them first" \
+        "(git diff --cached --stat), so they do not go into the progress commit" >&2
+    exit 2
+fi
 
 # A job's folder is seedS (one seed) or seedS1_S2_..._Sn (seeds trained together); the job has
 # finished when each of its seeds' folders beside it holds train_log.csv (renamed from its .part
@@ -30,7 +44,7 @@ finished() {
 
 while IFS= read -r -d '' ckpt; do
     if finished "$(dirname "$ckpt")"; then
-        git rm --cached --quiet --ignore-unmatch -- "$ckpt"
+        git rm --cached --force --quiet --ignore-unmatch -- "$ckpt"
     else
         git add --force -- "$ckpt"
         echo "unfinished: $(dirname "$ckpt")"

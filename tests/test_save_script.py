@@ -99,3 +99,36 @@ def test_a_profile_that_has_not_started_is_named(tmp_path):
     root = _repo(tmp_path)
     r = _save(root)
     assert r.returncode == 2 and "results/paper_data/runs" in r.stderr
+
+
+def test_an_ignored_profile_is_refused_before_anything_is_staged(tmp_path):
+    root = _repo(tmp_path)
+    _write(root / "results/paper/runs/T/default/uniq/seed0_1/checkpoint.pt")
+    r = subprocess.run(
+        ["bash", "profiles/save.sh", "paper"], cwd=root, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "ignored by .gitignore" in r.stderr
+    assert _git(root, "diff", "--cached", "--name-only") == ""
+
+
+def test_other_staged_changes_are_not_swept_into_the_commit(tmp_path):
+    root = _repo(tmp_path)
+    _write(root / "results/paper_data/runs/T/default/dwbc/seed12/checkpoint.pt")
+    _write(root / "notes.txt", "mine")
+    _git(root, "add", "notes.txt")
+    r = _save(root)
+    assert r.returncode == 2 and "staged" in r.stderr
+    assert _git(root, "log", "--oneline").count("\n") == 1  # only the initial commit
+
+
+def test_seed_folders_are_matched_whole(tmp_path):
+    # seed12 (one seed) is finished when seed12 holds its log, not seed1 and seed2
+    root = _repo(tmp_path)
+    base = root / "results/paper_data/runs/T with space/default/dwbc"
+    _write(base / "seed12/checkpoint.pt")
+    _write(base / "seed1/train_log.csv")
+    _write(base / "seed2/train_log.csv")
+    _write(base / "seed1_2/checkpoint.pt")
+    assert _save(root).returncode == 0
+    tracked = _git(root, "ls-files")
+    assert "dwbc/seed12/checkpoint.pt" in tracked and "dwbc/seed1_2/checkpoint.pt" not in tracked
