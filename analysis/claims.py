@@ -47,8 +47,15 @@ def read(results: Path, experiment: str, scoring: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+class NoRuns(Exception):
+    """A claim compares a method the table has no runs of: the claim is not tested."""
+
+
 def compare(df: pd.DataFrame, a: str, b: str, metric: str, reps: int) -> dict:
     """P(a better than b) on ``metric`` over df's tasks, with its 95% CI."""
+    for m in (a, b):
+        if not df["algo"].eq(m).any():
+            raise NoRuns(f"not tested (no {m} run)")
     sub = df[df["algo"].isin([a, b])]
     poi = probability_of_improvement(score_arrays(sub), reference=a, reps=reps)
     row = poi[(poi["baseline"] == b) & (poi["metric"] == METRIC[metric])].iloc[0]
@@ -104,8 +111,6 @@ def claim_button_return(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
 
 
 def claim_safer_than_bc_safe(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
-    if not main["algo"].eq("bc-safe").any():
-        return "not tested (no bc-safe run)", []
     cs = [compare(main, REF, "bc-safe", "cost", reps)]
     return rule(cs), means(main, [REF, "bc-safe"]) + [fmt(c) for c in cs]
 
@@ -192,8 +197,31 @@ def read_all(
     return out
 
 
+def main_tasks(results: Path) -> list[str]:
+    df = read(results, "main", "final")
+    if df is None:
+        raise SystemExit(f"{results}/main/summary.csv not found: run the profile's workflow first")
+    return list(dict.fromkeys(df["env"]))
+
+
+def check_tasks(results: Path, tasks: list[str]) -> None:
+    """--tasks must name tasks of the profile's main comparison (a typo would narrow silently)."""
+    have = main_tasks(results)
+    missing = [t for t in tasks if t not in have]
+    if missing:
+        raise SystemExit(
+            f"{results}/main has no runs of {', '.join(missing)}; its tasks: {', '.join(have)}"
+        )
+
+
 def verdicts(tables: dict[str, pd.DataFrame | None], reps: int) -> dict[str, tuple[str, list[str]]]:
-    return {name: test(tables[exp], reps) for name, exp, test in CLAIMS}
+    out = {}
+    for name, exp, test in CLAIMS:
+        try:
+            out[name] = test(tables[exp], reps)
+        except NoRuns as missing:
+            out[name] = (str(missing), [])
+    return out
 
 
 def _scope(tasks: list[str] | None) -> str:
@@ -205,6 +233,8 @@ def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None
         "final": "the final policy",
         f"last{last_k}": f"the last {last_k} evaluations' mean",
     }
+    if tasks:
+        check_tasks(results, tasks)
     found = {}
     for scoring in scorings:
         tables = read_all(results, scoring, tasks)
@@ -233,21 +263,26 @@ def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None
 
 def beside(profiles: list[Path], reps: int, tasks: list[str] | None = None) -> str:
     """Each claim's verdict on each profile's results, side by side (final policies), then the
-    numbers behind each; ``tasks`` restricts every profile to the same tasks, so a verdict
-    that changes reflects the scale, not a different task set."""
-    found = {}
-    for results in profiles:
-        tables = read_all(results, "final", tasks)
-        if tables["main"] is None:
-            raise SystemExit(f"{results}/main/summary.csv has none of the tasks{_scope(tasks)}")
-        found[results] = verdicts(tables, reps)
-    names = [r.name for r in profiles]
+    numbers behind each, on the same tasks for every profile (``tasks``, which each profile's
+    main comparison must have; by default the tasks all of them have), so a verdict that
+    changes reflects the profile, not a different task set."""
+    if tasks:
+        for results in profiles:
+            check_tasks(results, tasks)
+    else:
+        shared = set.intersection(*(set(main_tasks(r)) for r in profiles))
+        tasks = [t for t in main_tasks(profiles[0]) if t in shared]
+        if not tasks:
+            raise SystemExit("the profiles' main comparisons share no task: nothing to set beside")
+    found = {results: verdicts(read_all(results, "final", tasks), reps) for results in profiles}
+    names = [str(r) for r in profiles]
     out = [
         f"# The paper's claims, profile beside profile{_scope(tasks)}",
         "",
         "Written by `uv run python analysis/claims.py --results "
         + " ".join(map(str, profiles))
-        + (" --tasks " + " ".join(tasks) if tasks else "")
+        + " --tasks "
+        + " ".join(tasks)
         + "`; final policies; the verdict rule is in its docstring; P(...) are rliable "
         "probabilities of improvement with 95% stratified-bootstrap CIs.",
         "",
@@ -260,7 +295,7 @@ def beside(profiles: list[Path], reps: int, tasks: list[str] | None = None) -> s
         out += ["", f"## {name}"]
         for results in profiles:
             verdict, lines = found[results][name]
-            out += ["", f"- {results.name}: **{verdict}**"] + [f"  - {line}" for line in lines]
+            out += ["", f"- {results}: **{verdict}**"] + [f"  - {line}" for line in lines]
     return "\n".join(out) + "\n"
 
 
@@ -274,17 +309,23 @@ def main() -> None:
         "--tasks", nargs="+", help="only these tasks (e.g. the tasks two profiles share)"
     )
     p.add_argument("--out", type=Path, help="where to write (default: RESULTS/claims.md)")
-    p.add_argument("--last-k", type=int, default=3, help="the last-k tables' k (aggregate.last_k)")
+    p.add_argument(
+        "--last-k",
+        type=int,
+        help="the last-k tables' k (aggregate.last_k; default 3; one profile only)",
+    )
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     args = p.parse_args()
     if args.out is None and len(args.results) > 1:
         p.error("several --results are compared into one file: name it with --out")
     if args.out is None and args.tasks:
         p.error("--tasks gives claims on part of the profile: name the file with --out")
+    if args.last_k is not None and len(args.results) > 1:
+        p.error("several --results are compared on their final policies: drop --last-k")
     if len(args.results) > 1:
         text = beside(args.results, args.reps, args.tasks)
     else:
-        text = report(args.results[0], args.last_k, args.reps, args.tasks)
+        text = report(args.results[0], args.last_k or 3, args.reps, args.tasks)
     atomic_write_text(args.out or args.results[0] / "claims.md", text)
     print(text)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 spec = importlib.util.spec_from_file_location(
     "claims", Path(__file__).resolve().parents[1] / "analysis" / "claims.py"
@@ -95,12 +96,26 @@ def test_profiles_beside_each_other_on_the_tasks_they_share(tmp_path):
     for name, df in (("quick", small), ("paper_data", large)):
         (tmp_path / name / "main").mkdir(parents=True)
         df.to_csv(tmp_path / name / "main" / "summary.csv", index=False)
-    text = claims.beside([tmp_path / "quick", tmp_path / "paper_data"], 300, [BUTTON])
-    assert "| claim | quick | paper_data |" in text
-    assert (
-        "| UNIQ has the lowest cost on the Safety-Gym tasks | **does not hold** | **holds** |"
-        in text
-    )
+    profiles = [tmp_path / "quick", tmp_path / "paper_data"]
+    text = claims.beside(profiles, 300, [BUTTON])
+    assert f"| claim | {profiles[0]} | {profiles[1]} |" in text
+    lowest = "| UNIQ has the lowest cost on the Safety-Gym tasks |"
+    assert f"{lowest} **does not hold** | **holds** |" in text
     assert "CarGoal1" not in text and "HalfCheetah" not in text
-    whole = claims.beside([tmp_path / "quick", tmp_path / "paper_data"], 300)
-    assert "| UNIQ has the lowest cost on the Safety-Gym tasks | **unresolved" in whole
+    # without --tasks: the tasks both profiles have (PointButton1 only), not each one's own
+    assert claims.beside(profiles, 300) == text
+    # a task one profile lacks is named, not silently dropped from that profile
+    with pytest.raises(SystemExit, match="has no runs of SafetyCarGoal1-v0"):
+        claims.beside(profiles, 300, [BUTTON, NAV])
+
+
+def test_a_misspelled_task_and_a_missing_arm_are_named(tmp_path):
+    main = frame(runs(BUTTON, "uniq", 0.5, 0.2), runs(BUTTON, "bc-mix", 0.9, 2.0))
+    for exp in ("main", "occupancy_ablation"):  # the ablation without its uniq-nocorr arm
+        (tmp_path / exp).mkdir()
+        main.to_csv(tmp_path / exp / "summary.csv", index=False)
+    with pytest.raises(SystemExit, match="its tasks: SafetyPointButton1-v0"):
+        claims.report(tmp_path, 3, 200, ["PointButton1"])
+    text = claims.report(tmp_path, 3, 200)
+    assert "| Occupancy correction helps | **not tested (no uniq-nocorr run)** |" in text
+    assert "| UNIQ is safer than BC-safe | **not tested (no bc-safe run)** |" in text
