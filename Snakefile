@@ -307,6 +307,8 @@ rule aggregate:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         reference=config["aggregate"]["reference"],
         reps=config["aggregate"]["reps"],
+        # --display LABEL=NAME per label, in the experiment's order (uniq/workflow.py)
+        display=lambda w: W.display_args(config, w.exp),
     log:
         f"{LOGS}/aggregate/{{exp}}.log",
     benchmark:
@@ -314,7 +316,8 @@ rule aggregate:
     threads: 1
     shell:
         "uniq-bench aggregate --experiment {wildcards.exp} --out {params.out_dir}"
-        " --reference {params.reference} --reps {params.reps} {input} > {log} 2>&1"
+        " --reference {params.reference} --reps {params.reps} {params.display}"
+        " {input} > {log} 2>&1"
 
 
 rule aggregate_last_k:
@@ -330,6 +333,7 @@ rule aggregate_last_k:
         out_dir=lambda w, output: os.path.dirname(output.summary),
         reference=config["aggregate"]["reference"],
         reps=config["aggregate"]["reps"],
+        display=lambda w: W.display_args(config, w.exp, external=False),
     log:
         f"{LOGS}/aggregate/{{exp}}_last{LAST_K}.log",
     benchmark:
@@ -338,7 +342,7 @@ rule aggregate_last_k:
     shell:
         "uniq-bench aggregate --experiment {wildcards.exp} --out {params.out_dir}"
         " --reference {params.reference} --reps {params.reps} --scoring last-k"
-        f" --last-k {LAST_K}"
+        f" --last-k {LAST_K} {{params.display}}"
         " {input.evals} > {log} 2>&1"
 
 

@@ -37,6 +37,7 @@ class BC(Method):
     """BC on D_MIX: the policy imitates every demonstration, desirable or not."""
 
     name = "bc-mix"
+    display_name = "BC-mix"
     Config = BCConfig
     supports_members = True
     source = "mix"
@@ -67,5 +68,6 @@ class BCSafe(BC):
     """Oracle: BC on the desirable part of D_MIX, selected with the hidden labels."""
 
     name = "bc-safe"
+    display_name = "BC-safe"
     source = "mix_desirable"
     uses_hidden_labels = True

@@ -174,6 +174,7 @@ class DWBC(Method):
     """Discriminator-weighted BC on D_MIX, the discriminator learning D_UN vs D_MIX (PU)."""
 
     name = "dwbc"
+    display_name = "DWBC"
     Config = DWBCConfig
     supports_members = True
 

@@ -168,6 +168,7 @@ class SafeDICE(Method):
     """SafeDICE: weighted BC on D_MIX with DICE weights from a frozen D_UN-vs-D_MIX classifier."""
 
     name = "safedice"
+    display_name = "SafeDICE"
     Config = SafeDICEConfig
     supports_members = True
 

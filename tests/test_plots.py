@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from test_stats import make_experiment
+from test_stats import DISPLAY, make_experiment
 
 from uniq import plots, stats
 from uniq.cli import main
@@ -121,7 +121,7 @@ def test_main_figures_with_curves(tmp_path):
         },
         hidden=True,
     )
-    stats.aggregate(paths, "main", tmp_path / "res", reps=REPS)
+    stats.aggregate(paths, "main", tmp_path / "res", reps=REPS, display=DISPLAY)
     curves = make_curves(tmp_path)
     figs = tmp_path / "fig"
     caps = plots.make_figures("main", tmp_path / "res", figs, curves=curves, reps=REPS)
@@ -154,7 +154,7 @@ def _main_summary(tmp_path) -> tuple[Path, dict, pd.DataFrame]:
         tmp_path, {("bc-safe", "EnvA"): (0.9, 0.3), ("bc-safe", "EnvB"): (0.8, 0.5)}, hidden=True
     )
     res = tmp_path / "res"
-    stats.aggregate(paths, "main", res, reps=REPS)
+    stats.aggregate(paths, "main", res, reps=REPS, display=DISPLAY)
     return res, json.loads((res / "meta.json").read_text()), pd.read_csv(res / "summary.csv")
 
 
@@ -173,6 +173,23 @@ def test_figures_print_display_names(tmp_path):
     for fig in (agg, prof, poi):
         assert not CODE_NAMES & set(figure_texts(fig)), figure_texts(fig)
     assert poi._supxlabel.get_text() == "P(UNIQ better than baseline)"
+
+
+def test_figures_of_an_aggregate_without_names_print_labels(tmp_path):
+    # `uniq-bench aggregate` without --display (or a meta.json from before display_names):
+    # every figure prints the labels, the oracle still with its dagger.
+    paths = make_experiment(tmp_path, {("uniq", "EnvA"): (0.8, 0.4), ("dwbc", "EnvA"): (0.5, 1)})
+    paths += make_experiment(tmp_path, {("bc-safe", "EnvA"): (0.9, 0.3)}, hidden=True)
+    res = tmp_path / "res"
+    stats.aggregate(paths, "main", res, reps=REPS)
+    meta = json.loads((res / "meta.json").read_text())
+    old_meta = {k: v for k, v in meta.items() if k != "display_names"}
+    for m in (meta, old_meta):
+        agg, _ = plots.plot_aggregate(pd.read_csv(res / "aggregate.csv"), m)
+        ticks = [t.get_text() for t in agg.axes[0].get_yticklabels()]
+        assert ticks == ["uniq", "bc-safe†", "dwbc"][::-1]
+        poi, _ = plots.plot_poi(pd.read_csv(res / "poi.csv"), m)
+        assert poi._supxlabel.get_text() == "P(uniq better than baseline)"
 
 
 def test_legend_handles_look_like_the_lines(tmp_path):
@@ -239,7 +256,7 @@ def test_sweep_figures(tmp_path, experiment):
             variant=f"v{n_un}",
             params=params,
         )
-    stats.aggregate(paths, experiment, tmp_path / "res", reps=REPS)
+    stats.aggregate(paths, experiment, tmp_path / "res", reps=REPS, display=DISPLAY)
     caps = plots.make_figures(experiment, tmp_path / "res", tmp_path / "fig", reps=REPS)
     assert set(caps) == {"sweep"}
     check_figure(tmp_path / "fig" / f"{experiment}_sweep")
@@ -262,7 +279,8 @@ def test_ablation_figures_via_cli(tmp_path):
     paths = [str(p) for p in make_experiment(tmp_path, centres)]
     res, figs = tmp_path / "res", tmp_path / "fig"
     exp = ["--experiment", "occupancy_ablation"]
-    assert main(["aggregate", *exp, "--out", str(res), "--reps", str(REPS), *paths]) == 0
+    display = ["--display", "uniq=UNIQ", "--display", "uniq-nocorr=UNIQ (no corr.)"]
+    assert main(["aggregate", *exp, "--out", str(res), "--reps", str(REPS), *display, *paths]) == 0
     assert (
         main(["figures", *exp, "--summary", str(res), "--out", str(figs), "--reps", str(REPS)]) == 0
     )
@@ -285,6 +303,9 @@ def test_ablation_figures_via_cli(tmp_path):
 
 def test_method_colors_fixed_and_deterministic():
     assert plots.method_color("uniq") == plots.METHOD_COLORS["uniq"]
+    # one colour for each label of the known order, no more, no less
+    assert list(plots.METHOD_COLORS) == list(stats.KNOWN_METHODS)
+    assert "uniq-paper-actor" in stats.KNOWN_METHODS
     assert len(set(plots.METHOD_COLORS.values())) == len(plots.METHOD_COLORS)
     assert plots.method_color("new-method") == plots.method_color("new-method")
     assert plots.method_color("new-method") not in plots.METHOD_COLORS.values()

@@ -51,6 +51,7 @@ EXAMPLE = textwrap.dedent(
         """L = E_{D_MIX} ||tanh(mu(s)) - a||^2."""
 
         name = "bc-mse"
+        display_name = "BC-MSE"
         Config = BCMSEConfig
 
         def __init__(self, cfg, spec, data, device, seed):

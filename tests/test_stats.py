@@ -15,6 +15,17 @@ from uniq.cli import main
 
 REPS = 200
 OFFSETS = (-0.02, -0.01, 0.0, 0.01, 0.02)  # symmetric: mean = median = IQM = the centre
+# The names the workflow passes for the shipped labels (uniq.workflow.display_names; checked
+# against the configs in tests/test_display_names.py).
+DISPLAY = {
+    "uniq": "UNIQ",
+    "uniq-nocorr": "UNIQ (no corr.)",
+    "uniq-paper-actor": "UNIQ (paper actor)",
+    "bc-mix": "BC-mix",
+    "bc-safe": "BC-safe",
+    "dwbc": "DWBC",
+    "safedice": "SafeDICE",
+}
 
 
 def make_eval(
@@ -169,13 +180,13 @@ def test_table_marks_best_unsafe_and_oracle(tmp_path):
         tmp_path, {("bc-safe", "EnvA"): centres[("bc-safe", "EnvA")]}, hidden=True
     )
     out = tmp_path / "o"
-    stats.aggregate(paths, "main", out, reps=REPS)
+    stats.aggregate(paths, "main", out, reps=REPS, display=DISPLAY)
     md = {
         line.split("|")[2].strip(): line
         for line in (out / "table.md").read_text().splitlines()
         if line.startswith("| ") and "Method" not in line
     }
-    # methods by their display names (stats.display_name), not their labels
+    # methods by their display names (the map given, stats.display_name), not their labels
     assert set(md) == {"UNIQ", "BC-mix", "BC-safe†"}
     # UNIQ: best return and best cost (bold), safe
     assert md["UNIQ"].count("**") == 8 and "‡" not in md["UNIQ"]
@@ -201,29 +212,77 @@ def test_table_marks_best_unsafe_and_oracle(tmp_path):
         assert phrase in caption, phrase
 
 
-def test_display_names_one_map_with_fallback():
-    expect = {
-        "uniq": "UNIQ",
-        "bc-mix": "BC-mix",
-        "bc-safe": "BC-safe",
-        "dwbc": "DWBC",
-        "safedice": "SafeDICE",
-        "uniq-nocorr": "UNIQ (no corr.)",
-        "uniq-paper-actor": "UNIQ (paper actor)",
-    }
-    assert {m: stats.display_name(m) for m in expect} == expect
-    assert stats.display_name("bc-safe", oracle=["bc-safe"]) == "BC-safe†"
-    assert stats.display_name("uniq", oracle=["bc-safe"]) == "UNIQ"
-    # a label the suite does not know (a user's method) is printed as itself
-    assert stats.display_name("my-method") == "my-method"
+def test_display_name_from_the_map_with_fallback():
+    assert {m: stats.display_name(m, DISPLAY) for m in DISPLAY} == DISPLAY
+    assert stats.display_name("bc-safe", DISPLAY, oracle=["bc-safe"]) == "BC-safe†"
+    assert stats.display_name("uniq", DISPLAY, oracle=["bc-safe"]) == "UNIQ"
+    # a label missing from the map (or no map at all) is printed as itself
+    assert stats.display_name("my-method", DISPLAY) == "my-method"
     assert stats.display_name("my-method", oracle=("my-method",)) == "my-method†"
+    assert stats.display_name("bc-safe") == "bc-safe"
+    assert not hasattr(stats, "DISPLAY_NAMES")  # no hard-coded table of names left
+
+
+def test_method_order_given_first_then_known_then_alphabetical():
+    names = ["zeta", "bc-mix", "alpha", "uniq", "uniq-paper-actor", "dwbc"]
+    assert stats.method_order(names) == [
+        "uniq", "uniq-paper-actor", "bc-mix", "dwbc", "alpha", "zeta"
+    ]  # fmt: skip
+    assert stats.method_order(names, ["dwbc", "zeta", "absent", "uniq"]) == [
+        "dwbc", "zeta", "uniq", "uniq-paper-actor", "bc-mix", "alpha"
+    ]  # fmt: skip
+
+
+def _table_methods(path: Path) -> list[str]:
+    """The Method column of table.md, in order, blank task cells skipped."""
+    return [
+        line.split("|")[2].strip()
+        for line in path.read_text().splitlines()
+        if line.startswith("| ") and "Method" not in line
+    ]
+
+
+def test_aggregate_without_display_prints_labels(tmp_path):
+    # An old-style call (no --display: external users, older Snakefiles) still works; every
+    # method is printed by its label, in the known order; the oracle keeps its dagger.
+    paths = make_experiment(tmp_path, CENTRES)
+    paths += make_experiment(tmp_path, {("bc-safe", "EnvA"): (0.9, 0.2)}, hidden=True)
+    out = tmp_path / "o"
+    args = ["aggregate", "--experiment", "main", "--out", str(out), "--reps", str(REPS)]
+    assert main([*args, *map(str, paths)]) == 0
+    assert _table_methods(out / "table.md") == ["uniq", "bc-mix", "bc-safe†"] * 2
+    assert "bc-safe$^\\dagger$ &" in (out / "table.tex").read_text()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["methods"] == ["uniq", "bc-mix", "bc-safe"]
+    assert meta["display_names"] == {"uniq": "uniq", "bc-mix": "bc-mix", "bc-safe": "bc-safe"}
+
+
+def test_display_option_names_and_orders_the_methods(tmp_path):
+    paths = make_experiment(tmp_path, {**CENTRES, ("my_method", "EnvA"): (0.1, 0.1)})
+    out = tmp_path / "o"
+    args = ["aggregate", "--experiment", "main", "--out", str(out), "--reps", str(REPS)]
+    display = ["--display", "bc-mix=BC-mix", "--display", "my_method=Mine (v2)"]
+    assert main([*args, *display, *map(str, paths)]) == 0
+    # the labels given first, in the order given; uniq, not given, prints as itself
+    assert _table_methods(out / "table.md") == ["BC-mix", "Mine (v2)", "uniq"] * 2  # EnvB: n/a
+    tex = (out / "table.tex").read_text()
+    assert "Mine (v2) &" in tex and "my\\_method" not in tex
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["methods"] == ["bc-mix", "my_method", "uniq"]
+    assert meta["display_names"] == {"bc-mix": "BC-mix", "my_method": "Mine (v2)", "uniq": "uniq"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(dict.fromkeys(summary["algo"])) == ["bc-mix", "my_method", "uniq"]  # labels
+    assert set(pd.read_csv(out / "table.csv")["method"]) == {"bc-mix", "my_method", "uniq"}
+    # a malformed pair is a clear error (exit code 2), not a traceback
+    assert main([*args, "--display", "bc-mix", *map(str, paths)]) == 2
+    assert main([*args, "--display", "uniq=A", "--display", "uniq=B", *map(str, paths)]) == 2
 
 
 def test_method_missing_on_a_task_gives_na_and_restricts_aggregates(tmp_path, caplog):
     paths = make_experiment(tmp_path, {**CENTRES, ("dwbc", "EnvA"): (0.7, 0.9)})
     out = tmp_path / "o"
     with caplog.at_level(logging.WARNING, logger="uniq.stats"):
-        stats.aggregate(paths, "main", out, reps=REPS)
+        stats.aggregate(paths, "main", out, reps=REPS, display=DISPLAY)
     assert "left out EnvB" in caplog.text and "dwbc" in caplog.text
     md = (out / "table.md").read_text()
     rows = [line for line in md.splitlines() if "| DWBC |" in line]

@@ -233,6 +233,10 @@ BAD_CONFIGS = {
         lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"dsrl_cost_threshold": 0.3}),
         ["tasks.SafetyPointGoal1-v0", "dsrl_cost_threshold", "`data: dsrl` only", "scripted"],
     ),
+    "two labels printed alike": (
+        lambda c: c["algorithms"]["uniq-nocorr"].update({"display": "UNIQ"}),
+        ["experiments.occupancy_ablation", "'uniq', 'uniq-nocorr'", "'UNIQ'", "display:"],
+    ),
 }
 
 SCHEMA_ERRORS = {
@@ -249,6 +253,11 @@ SCHEMA_ERRORS = {
     "dsrl threshold outside [0, 1]": (
         lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"dsrl_return_threshold": 1.5}),
         "1.5",
+    ),
+    "empty display name": (lambda c: c["algorithms"]["uniq"].update({"display": ""}), "display"),
+    "display of an experiment": (
+        lambda c: c["experiments"]["main"].update({"display": "Main"}),
+        "display",
     ),
 }
 
@@ -301,6 +310,24 @@ def test_shipped_configs_pass_and_aliases_become_cli_flags():
     env = "SafetyPointGoal1-v0"
     assert W.rollout_episodes(config, env, "safe") == 1600
     assert W.rollout_episodes(config, env, "unsafe") == 1700
+
+
+def test_aggregate_rules_pass_the_display_names(tmp_path):
+    # Both aggregate rules hand uniq-bench aggregate every label's printed name, in the
+    # experiment's order (the train and evaluate rules are untouched by display names).
+    exp = "occupancy_ablation"
+    targets = [f"results/smoke/{exp}/summary.csv", f"results/smoke/{exp}/last2/summary.csv"]
+    result = snakemake(
+        "-n", "--printshellcmds", "--configfile", str(CONFIGS / "smoke.yaml"),
+        "--directory", str(tmp_path), *targets,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    shells = [line for line in out.splitlines() if "uniq-bench aggregate" in line]
+    assert len(shells) == 2, shells
+    for line in shells:
+        assert "--display uniq=UNIQ --display 'uniq-nocorr=UNIQ (no corr.)' " in line, line
+    assert not any("--display" in line for line in out.splitlines() if "uniq-bench train" in line)
 
 
 @pytest.mark.parametrize(
@@ -370,7 +397,7 @@ os.replace(tmp, a.out)
 @pytest.mark.slow
 def test_smoke_workflow_end_to_end(tmp_path):
     config = load("smoke.yaml")
-    config["external_results"] = {"mymethod": {"experiments": ["main"]}}
+    config["external_results"] = {"mymethod": {"experiments": ["main"], "display": "My method"}}
     config["external_rules"] = ["external.smk"]
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "external.smk").write_text("import json\n" + EXTERNAL_RULES)
@@ -406,6 +433,13 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert list((tmp_path / "figures" / "smoke").glob(f"{exp}_*.pdf"))
     summary = (root / "main" / "summary.csv").read_text()
     assert "mymethod" in summary and "uniq" in summary
+    # tables print the display names: the external method's and an alias's from the config,
+    # the suite's methods' from their classes
+    table = (root / "main" / "table.md").read_text()
+    assert "| My method |" in table and "| UNIQ |" in table and "| BC-safe† |" in table
+    assert "| UNIQ (no corr.) |" in (root / "occupancy_ablation" / "table.md").read_text()
+    meta = json.loads((root / "main" / "meta.json").read_text())
+    assert meta["methods"] == [*config["experiments"]["main"]["algorithms"], "mymethod"]
     k = config["aggregate"]["last_k"]  # the same runs scored by their last k curve points
     last_k = pd.read_csv(root / "main" / f"last{k}" / "summary.csv")
     assert set(last_k["scoring"]) == {f"last{k}"} and "mymethod" not in set(last_k["algo"])

@@ -289,6 +289,7 @@ class UNIQ(Method):
     """
 
     name = "uniq"
+    display_name = "UNIQ"
     Config = UNIQConfig
     supports_members = True
 

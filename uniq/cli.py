@@ -534,7 +534,33 @@ def _args_aggregate(p: argparse.ArgumentParser) -> None:
         "last --last-k curve evaluations (curve.csv beside eval.json)",
     )
     p.add_argument("--last-k", type=int, default=3, help="k of --scoring last-k")
+    p.add_argument(
+        "--display",
+        action="append",
+        default=[],
+        metavar="LABEL=NAME",
+        help="the name tables and figures print for LABEL (repeat per label; the workflow "
+        "passes every label's, uniq.workflow.display_names); the labels given come first, in "
+        "this order; a label not given prints as itself",
+    )
     p.add_argument("evals", nargs="+", metavar="EVAL_JSON", help="the runs' eval.json files")
+
+
+def _display_map(pairs: list[str]) -> dict[str, str]:
+    """``["uniq=UNIQ", "uniq-nocorr=UNIQ (no corr.)"]`` -> an ordered label -> name map."""
+    from uniq.stats import StatsError
+
+    names: dict[str, str] = {}
+    for pair in pairs:
+        label, sep, name = pair.partition("=")
+        if not sep or not label or not name:
+            raise StatsError(f"--display {pair!r}: expected LABEL=NAME, e.g. bc-safe=BC-safe")
+        if label in names and names[label] != name:
+            raise StatsError(
+                f"--display gives {label!r} two names ({names[label]!r}, {name!r}); give one"
+            )
+        names[label] = name
+    return names
 
 
 def _aggregate(args: argparse.Namespace) -> int:
@@ -543,7 +569,14 @@ def _aggregate(args: argparse.Namespace) -> int:
     try:
         scoring = Scoring(args.scoring, args.last_k)
         aggregate(
-            args.evals, args.experiment, args.out, args.reference, args.reps, args.seed, scoring
+            args.evals,
+            args.experiment,
+            args.out,
+            args.reference,
+            args.reps,
+            args.seed,
+            scoring,
+            display=_display_map(args.display),
         )
     except StatsError as e:  # bad inputs: a clear message, no traceback
         logging.getLogger("uniq.stats").error("%s", e)

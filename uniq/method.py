@@ -3,7 +3,11 @@
 A method file (``uniq/algorithm.py``, ``baselines/*.py``) defines one subclass of
 :class:`Method` with:
 
-- ``name``: the algorithm name used in configs, tables and result paths (e.g. ``"uniq"``);
+- ``name``: the algorithm name used by ``--algo``, configs and result paths (e.g. ``"uniq"``);
+- ``display_name`` (optional, default ``name``): what tables and figures print for it
+  (e.g. ``"UNIQ"``). A config alias (``uniq-nocorr: {method: uniq, ...}``) is printed by its
+  own ``display:`` entry, else by its label, never by its method's ``display_name``
+  (``uniq.workflow.display_names`` resolves the names an experiment prints);
 - ``Config``: a dataclass whose defaults are the published hyper-parameters;
 - ``batches()``: what the training loop samples for each update, as
   ``{key: (source, batch_size)}`` with ``source`` one of ``SOURCES``;
@@ -75,9 +79,14 @@ def build_config(config_cls: type, overrides: dict[str, Any] | None, algo: str =
 
 
 class Method:
-    """Base class of every algorithm. Subclasses set ``name`` and ``Config``."""
+    """Base class of every algorithm. Subclasses set ``name``, ``Config`` and, optionally,
+    ``display_name``."""
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    """What tables and figures print for ``name`` (e.g. ``"BC-safe"``). A subclass that sets its
+    own ``name`` but no ``display_name`` gets ``display_name = name`` (it does not inherit its
+    parent's)."""
     Config: ClassVar[type]
     uses_hidden_labels: ClassVar[bool] = False
     """True for oracles (reads ``is_desirable``); tables mark such methods."""
@@ -89,6 +98,11 @@ class Method:
     (not a constructor argument, so every existing method signature stays valid). None
     outside the loop (tests, diagnostics): a method then assumes its published run length.
     A run resumed with a larger ``--steps`` sees the new length."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in vars(cls) and "display_name" not in vars(cls):
+            cls.display_name = cls.name
 
     def __init__(
         self,

@@ -13,8 +13,10 @@ Each figure is written as ``{out}/{experiment}_{kind}.png`` and ``.pdf`` and get
 - every experiment, when curve.csv files are given: ``curves`` (learning curves per task).
 
 Sized for a paper column (3.3 in wide, fonts >= 7 pt); method colours are fixed across figures
-(:func:`method_color`), methods are printed by their display names (:func:`uniq.stats.display_name`,
-the tables' names; † marks the oracle); cost panels draw the cost limit (normalized cost 1) dashed
+(:func:`method_color`), methods are printed by their display names (meta.json's
+``display_names``, written by ``uniq-bench aggregate --display``, through
+:func:`uniq.stats.display_name`: the tables' names, a label without one as itself; † marks the
+oracle) in meta.json's method order; cost panels draw the cost limit (normalized cost 1) dashed
 and label it; each caption states the number of tasks and the seeds. Figures are drawn on
 ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot global state).
 """
@@ -38,21 +40,21 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
 from uniq.atomic import atomic_write_bytes, atomic_write_text
-from uniq.stats import SWEEPS, StatsError, display_name, method_order
+from uniq.stats import KNOWN_METHODS, SWEEPS, StatsError, display_name, method_order
 
 log = logging.getLogger(__name__)
 
 COLUMN_WIDTH = 3.3  # inches, one column of a two-column paper
-# Okabe-Ito (colour-blind safe) for the known methods: UNIQ warm, baselines cool.
-METHOD_COLORS = {
-    "uniq": "#D55E00",
-    "uniq-nocorr": "#E69F00",
-    "uniq-paper-actor": "#994F00",
-    "bc-mix": "#56B4E9",
-    "bc-safe": "#009E73",
-    "dwbc": "#332288",
-    "safedice": "#CC79A7",
-}
+# Okabe-Ito (colour-blind safe), one per label of uniq.stats.KNOWN_METHODS (zip's strict check
+# keeps the two lists one): UNIQ and its variants warm, baselines cool.
+METHOD_COLORS = dict(
+    zip(
+        KNOWN_METHODS,
+        # uniq,     uniq-nocorr, uniq-paper-actor, bc-mix, bc-safe,   dwbc,      safedice
+        ("#D55E00", "#E69F00", "#994F00", "#56B4E9", "#009E73", "#332288", "#CC79A7"),
+        strict=True,
+    )
+)
 # Fallback for other names: distinct from the fixed colours above.
 _FALLBACK_COLORS = ("#7F7F7F", "#8C564B", "#999933", "#882255", "#000000")
 RC = {
@@ -154,7 +156,7 @@ def _message(ax, text: str) -> None:
 def _legend(
     fig: Figure,
     methods: Sequence[str],
-    oracle: Sequence[str] = (),
+    meta: dict | None = None,
     marker: str = "",
     ms: float = 0,
     limit: bool = False,
@@ -167,7 +169,7 @@ def _legend(
         Line2D([], [], color=method_color(m), lw=LINE_WIDTH, marker=marker or "None", ms=ms)
         for m in methods
     ]
-    labels = [display_name(m, oracle) for m in methods]
+    labels = [_method_label(m, meta or {}) for m in methods]
     if limit:
         handles.append(Line2D([], [], **_LIMIT_STYLE))
         labels.append(LIMIT_LABEL)
@@ -182,8 +184,10 @@ def _legend(
     )
 
 
-def _method_label(m: str, oracle: Sequence[str]) -> str:
-    return display_name(m, oracle)
+def _method_label(m: str, meta: dict) -> str:
+    """A method's printed name: meta.json's ``display_names`` (a label missing there, or a
+    meta.json written before them, prints as itself) and the oracle's dagger."""
+    return display_name(m, meta.get("display_names"), meta.get("oracle_methods", ()))
 
 
 def _id_ranges(ids: Sequence[int]) -> str:
@@ -271,9 +275,7 @@ def plot_aggregate(
             if metric == "cost_normalized":
                 _threshold(ax, vertical=True)
             ax.set_title(stat, loc="left", pad=2)
-            ax.set_yticks(
-                range(n), [_method_label(m, meta["oracle_methods"]) for m in methods[::-1]]
-            )
+            ax.set_yticks(range(n), [_method_label(m, meta) for m in methods[::-1]])
             ax.set_ylim(-0.6, n - 0.4)
             ax.tick_params(axis="y", length=0)
             ax.spines["left"].set_visible(False)
@@ -322,7 +324,7 @@ def plot_profiles(
     axes[0].set_ylabel("Fraction of runs > τ")
     if prof.empty:
         _message(axes[0], "no task on which every method ran")
-    _legend(fig, methods, meta["oracle_methods"], limit=True)
+    _legend(fig, methods, meta, limit=True)
     cap = (
         f"Performance profiles over {_runs(meta, runs, meta['aggregate_tasks'])}: fraction of runs "
         "(over all tasks and seeds) whose normalized "
@@ -351,12 +353,12 @@ def plot_poi(poi: pd.DataFrame, meta: dict, runs: pd.DataFrame | None = None) ->
         ax.spines["bottom"].set_bounds(0, 1)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "", "0.5", "", "1"])  # no "1.0 0.0" clash
         ax.set_title(titles[metric], loc="left", pad=2)
-        ax.set_yticks(range(n), [_method_label(b, meta["oracle_methods"]) for b in bases[::-1]])
+        ax.set_yticks(range(n), [_method_label(b, meta) for b in bases[::-1]])
         ax.set_ylim(-0.6, n - 0.4)
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
         ax.grid(axis="x", lw=0.3, alpha=0.5)
-    name = display_name(ref)
+    name = _method_label(ref, meta)
     fig.supxlabel(f"P({name} better than baseline)", fontsize=7)
     if poi.empty:
         _message(axes[0], f"no probability of improvement: method {ref!r} missing")
@@ -410,7 +412,7 @@ def plot_sweep(
         ax.set_ylabel(f"{statistic} {METRIC_LABEL[metric].lower()}")
         ax.set_title(ARROW[metric], loc="left", pad=2)
         ax.grid(lw=0.3, alpha=0.5)
-    _legend(fig, methods, meta["oracle_methods"], marker="o", ms=2.5, limit=True)
+    _legend(fig, methods, meta, marker="o", ms=2.5, limit=True)
     what = (
         "the number of unlabeled undesirable trajectories (size of D_UN)"
         if meta["x_name"] == "n_un"
@@ -460,8 +462,8 @@ def plot_ablation(
         ax.tick_params(axis="y", length=0)
         ax.spines["left"].set_visible(False)
         ax.grid(axis="x", lw=0.3, alpha=0.5)
-    _legend(fig, methods, meta["oracle_methods"], marker="o", ms=3, limit=True)
-    names = [display_name(m, meta["oracle_methods"]) for m in methods]
+    _legend(fig, methods, meta, marker="o", ms=3, limit=True)
+    names = [_method_label(m, meta) for m in methods]
     cap = (
         "Occupancy-correction ablation: normalized return (left) and normalized cost (right; "
         "dashed: the cost limit) per task of "
@@ -568,7 +570,7 @@ def plot_curves(
     """Rows = tasks, columns = normalized return | cost, one line + light CI band per method
     (the reference method's line on top); ``seeds``: the seed ids, for the caption."""
     tasks = list(dict.fromkeys(bands["task"]))
-    methods = method_order(bands["algo"])
+    methods = method_order(bands["algo"], meta.get("methods", ()))
     fig = _figure(COLUMN_WIDTH, 0.45 + 1.05 * len(tasks))
     axes = np.atleast_2d(fig.subplots(len(tasks), 2, sharex=True, squeeze=False))
     for i, task in enumerate(tasks):
@@ -594,7 +596,7 @@ def plot_curves(
             ax.grid(lw=0.3, alpha=0.5)
         for j in range(2):
             axes[-1, j].set_xlabel("Training steps")
-    _legend(fig, methods, meta.get("oracle_methods", ()), limit=True)
+    _legend(fig, methods, meta, limit=True)
     nseeds = sorted(bands["n_seeds"].unique())
     n = _range(nseeds)
     ids = f" ({_id_ranges(seeds)})" if seeds is not None and len(seeds) else ""

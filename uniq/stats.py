@@ -42,7 +42,7 @@ import shutil
 import tempfile
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,19 +54,10 @@ from uniq.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 REFERENCE = "uniq"
-# Table / legend order for the known methods; other names follow alphabetically.
-KNOWN_METHODS = ("uniq", "uniq-nocorr", "bc-mix", "bc-safe", "dwbc", "safedice")
-# The one map from an algorithm label (config name) to the name tables and figures print; a
-# label not listed here (a user's own method) is printed as itself (:func:`display_name`).
-DISPLAY_NAMES = {
-    "uniq": "UNIQ",
-    "uniq-nocorr": "UNIQ (no corr.)",
-    "uniq-paper-actor": "UNIQ (paper actor)",
-    "bc-mix": "BC-mix",
-    "bc-safe": "BC-safe",
-    "dwbc": "DWBC",
-    "safedice": "SafeDICE",
-}
+# Table / legend order of the shipped configs' labels, for an aggregate given no order (no
+# ``--display``); the workflow passes each experiment's own order. Other labels follow
+# alphabetically. ``uniq.plots.METHOD_COLORS`` gives each of these a fixed colour.
+KNOWN_METHODS = ("uniq", "uniq-nocorr", "uniq-paper-actor", "bc-mix", "bc-safe", "dwbc", "safedice")
 METRICS = ("return_normalized", "cost_normalized")
 STATISTICS = ("IQM", "Median", "Mean")
 # Experiments whose variants form a sweep: x column name and axis label.
@@ -170,16 +161,23 @@ def _csv(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- loading
 
 
-def display_name(label: str, oracle: Iterable[str] = ()) -> str:
-    """The printed name of an algorithm label (``bc-safe`` -> ``BC-safe``; an unknown label is
-    printed as itself), with a dagger when the label is one of ``oracle`` (hidden labels)."""
-    return DISPLAY_NAMES.get(label, label) + ("†" if label in set(oracle) else "")
+def display_name(
+    label: str, names: Mapping[str, str] | None = None, oracle: Iterable[str] = ()
+) -> str:
+    """The printed name of an algorithm label: ``names[label]`` (the map the workflow resolves
+    from the config and each method's ``display_name``, kept in meta.json), a label missing
+    from it as itself; with a dagger when the label is one of ``oracle`` (hidden labels). The
+    one place tables and figures name a method."""
+    return (names or {}).get(label, label) + ("†" if label in set(oracle) else "")
 
 
-def method_order(names: Iterable[str]) -> list[str]:
-    """Known methods in the fixed order, then any other name alphabetically."""
+def method_order(names: Iterable[str], order: Iterable[str] = ()) -> list[str]:
+    """The names in ``order`` first (an experiment's order, e.g. the keys of its display map),
+    then those of :data:`KNOWN_METHODS` in that order, then any other name alphabetically."""
     names = set(names)
-    return [m for m in KNOWN_METHODS if m in names] + sorted(names - set(KNOWN_METHODS))
+    first = [m for m in dict.fromkeys(order) if m in names]
+    known = [m for m in KNOWN_METHODS if m in names and m not in first]
+    return first + known + sorted(names - set(first) - set(known))
 
 
 def _read_eval(path: Path) -> dict:
@@ -268,9 +266,13 @@ def _score_last_k(row: dict, k: int) -> dict:
 
 
 def load_evals(
-    paths: Sequence[str | os.PathLike], experiment: str = "main", scoring: Scoring = Scoring()
+    paths: Sequence[str | os.PathLike],
+    experiment: str = "main",
+    scoring: Scoring = Scoring(),
+    order: Iterable[str] = (),
 ) -> pd.DataFrame:
-    """One row per run (the future summary.csv), validated and scored by ``scoring``.
+    """One row per run (the future summary.csv), validated and scored by ``scoring``, sorted by
+    task, then method (:func:`method_order` with ``order``), then seed.
 
     Raises :class:`StatsError` for a missing/ill-typed contract field, a run given twice, runs of
     one (env, variant) trained on different datasets (checksums differ), or a sweep experiment
@@ -288,8 +290,8 @@ def load_evals(
     if experiment in SWEEPS:
         df["x"] = _sweep_x(df, experiment)
     df["task"] = _task_labels(df, experiment)
-    order = {m: i for i, m in enumerate(method_order(df["algo"]))}
-    df = df.assign(_o=df["algo"].map(order))
+    rank = {m: i for i, m in enumerate(method_order(df["algo"], order))}
+    df = df.assign(_o=df["algo"].map(rank))
     keys = ["env", "x", "variant", "_o", "seed"] if "x" in df else ["env", "variant", "_o", "seed"]
     return df.sort_values(keys).drop(columns="_o").reset_index(drop=True)
 
@@ -375,9 +377,12 @@ class ScoreSet:
     notes: list[str] = field(default_factory=list)
 
 
-def score_arrays(df: pd.DataFrame, metrics: Sequence[str] = METRICS) -> ScoreSet:
-    """Per metric and method a (runs x tasks) array over the tasks every method ran on."""
-    methods = method_order(df["algo"])
+def score_arrays(
+    df: pd.DataFrame, metrics: Sequence[str] = METRICS, order: Iterable[str] = ()
+) -> ScoreSet:
+    """Per metric and method a (runs x tasks) array over the tasks every method ran on
+    (methods in :func:`method_order` with ``order``)."""
+    methods = method_order(df["algo"], order)
     tasks = list(dict.fromkeys(df["task"]))
     ran = df.groupby("task")["algo"].apply(set)
     common = [t for t in tasks if ran[t] >= set(methods)]
@@ -593,9 +598,11 @@ TABLE_COLUMNS = {  # summary column -> (table header, higher is better)
 }
 
 
-def task_table(df: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+def task_table(
+    df: pd.DataFrame, reps: int = 2000, seed: int = 0, order: Iterable[str] = ()
+) -> pd.DataFrame:
     """One row per (task, method), n/a rows included; best/unsafe/oracle flags as booleans."""
-    methods = method_order(df["algo"])
+    methods = method_order(df["algo"], order)
     oracle = df.groupby("algo")["uses_hidden_labels"].any()
     rs = np.random.RandomState(seed)
     rows = []
@@ -693,13 +700,21 @@ def _cells(row: pd.Series, pm: str, bold: Callable[[str], str], unsafe_mark: str
     return out
 
 
-def table_markdown(table: pd.DataFrame, caption: str) -> str:
+def _oracles(table: pd.DataFrame) -> set[str]:
+    return set(table.loc[table["oracle"].astype(bool), "method"])
+
+
+def table_markdown(
+    table: pd.DataFrame, caption: str, names: Mapping[str, str] | None = None
+) -> str:
+    """The task table in Markdown, methods by :func:`display_name` (``names``: label -> name)."""
+    oracle = _oracles(table)
     head = ["Task", "Method"] + [h for h, _ in TABLE_COLUMNS.values()]
     lines = [f"**Table.** {caption}", "", "| " + " | ".join(head) + " |"]
     lines.append("|" + "|".join([":--", ":--"] + ["--:"] * len(TABLE_COLUMNS)) + "|")
     prev = None
     for _, row in table.iterrows():
-        name = display_name(row["method"]) + ("†" if row["oracle"] else "")
+        name = display_name(row["method"], names, oracle)
         task = row["task"] if row["task"] != prev else ""
         prev = row["task"]
         cells = _cells(row, " ± ", lambda s: f"**{s}**", "‡")
@@ -735,7 +750,11 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPE.get(c, _TEX_SYMBOLS.get(c, c)) for c in text)
 
 
-def table_latex(table: pd.DataFrame, caption: str, experiment: str) -> str:
+def table_latex(
+    table: pd.DataFrame, caption: str, experiment: str, names: Mapping[str, str] | None = None
+) -> str:
+    """The task table in LaTeX (booktabs), methods by :func:`display_name`."""
+    oracle = _oracles(table)
     head = ["Task", "Method"] + [h for h, _ in TABLE_COLUMNS.values()]
     lines = [
         "% Generated by `uniq-bench aggregate`; needs \\usepackage{booktabs}.",
@@ -752,7 +771,7 @@ def table_latex(table: pd.DataFrame, caption: str, experiment: str) -> str:
     for _, row in table.iterrows():
         if row["task"] != prev:
             lines.append("\\midrule")
-        name = tex_escape(display_name(row["method"])) + (r"$^\dagger$" if row["oracle"] else "")
+        name = tex_escape(display_name(row["method"], names, oracle))  # † -> $^\dagger$
         task = tex_escape(row["task"]) if row["task"] != prev else ""
         prev = row["task"]
         cells = _cells(row, r" $\pm$ ", lambda s: f"\\textbf{{{s}}}", r"$^\ddagger$")
@@ -772,18 +791,27 @@ def aggregate(
     reps: int = 2000,
     seed: int = 0,
     scoring: Scoring = Scoring(),
+    display: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Compute everything, then write every output atomically; returns name -> path.
 
+    ``display``: label -> the name tables and figures print (``uniq.workflow.display_names``;
+    a label missing from it prints as itself); its order is the methods' order (labels it
+    lacks follow, :func:`method_order`). Written to meta.json as ``display_names`` (every
+    method of the experiment), where the figures read it.
+
     Outputs: summary.csv (one row per run), aggregate.csv (IQM/median/mean with CIs),
-    poi.csv, profiles.csv, table.{md,tex,csv}, meta.json (captions and the task policy), and for
-    sweep experiments by_x.csv.
+    poi.csv, profiles.csv, table.{md,tex,csv}, meta.json (captions, display names and the task
+    policy), and for sweep experiments by_x.csv.
     """
     if reps < 10:
         raise StatsError(f"reps={reps} is too few bootstrap resamples; use >= 10 (default 2000)")
-    df = load_evals(paths, experiment, scoring)
-    scores = score_arrays(df)
-    table = task_table(df, reps=reps, seed=seed)
+    display = dict(display or {})
+    df = load_evals(paths, experiment, scoring, order=display)
+    methods = method_order(df["algo"], display)
+    names = {m: display.get(m, m) for m in methods}
+    scores = score_arrays(df, order=methods)
+    table = task_table(df, reps=reps, seed=seed, order=methods)
     caption = table_caption(df, experiment, scores, reps, scoring)
     outputs: dict[str, str] = {
         "summary.csv": _csv(df),
@@ -791,8 +819,8 @@ def aggregate(
         "poi.csv": _csv(probability_of_improvement(scores, reference, reps=reps, seed=seed)),
         "profiles.csv": _csv(performance_profiles(scores, reps=reps, seed=seed)),
         "table.csv": _csv(table),
-        "table.md": table_markdown(table, caption),
-        "table.tex": table_latex(table, caption, experiment),
+        "table.md": table_markdown(table, caption, names),
+        "table.tex": table_latex(table, caption, experiment, names),
     }
     if experiment in SWEEPS:
         outputs["by_x.csv"] = _csv(by_x(df, reps=reps, seed=seed))
@@ -802,7 +830,8 @@ def aggregate(
         reference=reference,
         reps=reps,
         seed=seed,
-        methods=method_order(df["algo"]),
+        methods=methods,
+        display_names=names,
         oracle_methods=sorted(df.loc[df["uses_hidden_labels"], "algo"].unique()),
         tasks=list(dict.fromkeys(df["task"])),
         aggregate_tasks=scores.tasks,

@@ -13,7 +13,11 @@ tested without Snakemake:
   files, so it is trained once;
 - the rollouts of an env hold enough trajectories for the largest split any experiment
   draws from them (``rollouts.episodes: auto``), unless they come from a DSRL file
-  (``data: dsrl``), which holds what it holds.
+  (``data: dsrl``), which holds what it holds;
+- the names tables and figures print (:func:`display_names`): an entry's ``display:``, else
+  the registered method's ``display_name`` when the label is that method's name, else the
+  label; the aggregate rules pass them to ``uniq-bench aggregate --display`` in the
+  experiment's order.
 """
 
 from __future__ import annotations
@@ -177,6 +181,18 @@ def check(config: dict) -> None:
                 f"config `external_results.{algo}.experiments`: unknown {missing}; "
                 f"valid: {_choices(config['experiments'])}"
             )
+    for exp in config["experiments"]:  # two labels printed alike would be one in a figure
+        by_name: dict[str, list[str]] = {}
+        for label, name in display_names(config, exp).items():
+            by_name.setdefault(name, []).append(label)
+        same = {name: labels for name, labels in by_name.items() if len(labels) > 1}
+        if same:
+            name, labels = next(iter(same.items()))
+            raise WorkflowConfigError(
+                f"config `experiments.{exp}`: {labels} would all print as {name!r} in its tables "
+                f"and figures; give each its own `display:` in `algorithms` (or "
+                "`external_results`)"
+            )
     for env in generated_tasks(config):  # a DSRL file holds what it holds (the split checks)
         for kind in KINDS:
             rollout_episodes(config, env, kind)  # raises when a fixed count is too small
@@ -287,6 +303,42 @@ def external_runs(config: dict, exp: str) -> list[Run]:
         for variant in block["variants"]
         for seed in experiment_seeds(config, exp)
     ]
+
+
+def display_names(config: dict, exp: str, external: bool = True) -> dict[str, str]:
+    """Label -> the name tables and figures print, for the labels experiment ``exp`` uses, in
+    its order (its ``algorithms``, then the external methods that join it, unless
+    ``external`` is False).
+
+    A label's name is its entry's ``display:`` if given; else, when the label is the name of
+    the method it runs (``bc-safe: {}``), that method's ``display_name`` (class attribute);
+    else the label itself (an alias such as ``uniq-nocorr`` never takes its method's name).
+    """
+    methods = known_methods()
+    names = {}
+    for label in config["experiments"][exp]["algorithms"]:
+        entry = config["algorithms"][label]
+        method = method_of(config, label)
+        if entry.get("display"):
+            names[label] = entry["display"]
+        elif method == label and method in methods:
+            names[label] = methods[method].display_name or label
+        else:
+            names[label] = label
+    if external:
+        for label, entry in config.get("external_results", {}).items():
+            if exp in entry["experiments"]:
+                names[label] = entry.get("display") or label
+    return names
+
+
+def display_args(config: dict, exp: str, external: bool = True) -> str:
+    """``--display LABEL=NAME ...`` (shell-quoted) of :func:`display_names`, for
+    ``uniq-bench aggregate``."""
+    names = display_names(config, exp, external)
+    return shlex.join(
+        arg for label, name in names.items() for arg in ("--display", f"{label}={name}")
+    )
 
 
 def all_runs(config: dict) -> list[Run]:
