@@ -270,8 +270,8 @@ def beside(profiles: list[Path], reps: int, tasks: list[str] | None = None) -> s
         for results in profiles:
             check_tasks(results, tasks)
     else:
-        shared = set.intersection(*(set(main_tasks(r)) for r in profiles))
-        tasks = [t for t in main_tasks(profiles[0]) if t in shared]
+        first, *others = (main_tasks(r) for r in profiles)
+        tasks = [t for t in first if all(t in other for other in others)]
         if not tasks:
             raise SystemExit("the profiles' main comparisons share no task: nothing to set beside")
     found = {results: verdicts(read_all(results, "final", tasks), reps) for results in profiles}

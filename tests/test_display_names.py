@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import textwrap
 
 import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import validate
+from test_registry_discovery import extra_folder  # noqa: F401  (a fixture: README's BC-MSE)
 from test_stats import DISPLAY, make_experiment
 from test_workflow import CONFIGS, load
 
@@ -22,41 +22,6 @@ from uniq.cli import main
 from uniq.method import Method
 
 REPS = 50
-
-# A user's new baseline, dropped into a folder named by UNIQ_EXTRA_METHODS (a file in
-# baselines/ is found the same way): the class attribute `display_name` names it.
-NEW_METHOD = textwrap.dedent(
-    '''
-    """BC-MSE: regress tanh(mu(s)) on the D_MIX actions."""
-
-    from dataclasses import dataclass
-
-    from uniq.method import Method
-
-
-    @dataclass
-    class BCMSEConfig:
-        batch_size: int = 256
-        hidden: int = 256
-
-
-    class BCMSE(Method):
-        name = "bc-mse"
-        display_name = "BC-MSE"
-        Config = BCMSEConfig
-    '''
-)
-
-
-@pytest.fixture
-def new_method(tmp_path, monkeypatch):
-    folder = tmp_path / "methods"
-    folder.mkdir()
-    (folder / "bc_mse.py").write_text(NEW_METHOD)
-    monkeypatch.setenv(registry.EXTRA_ENV, str(folder))
-    registry.clear_cache()
-    yield
-    registry.clear_cache()
 
 
 def config_with_new_method() -> dict:
@@ -87,7 +52,8 @@ WANT = {
 }
 
 
-def test_workflow_resolves_each_label_in_the_experiments_order(new_method):
+@pytest.mark.usefixtures("extra_folder")
+def test_workflow_resolves_each_label_in_the_experiments_order():
     config = config_with_new_method()
     W.check(config)
     names = W.display_names(config, "main")
@@ -102,7 +68,8 @@ def test_workflow_resolves_each_label_in_the_experiments_order(new_method):
     assert W.display_names(config, "main")["mymethod"] == "mymethod"
 
 
-def test_new_method_and_aliases_named_in_table_and_figures(new_method, tmp_path):
+@pytest.mark.usefixtures("extra_folder")
+def test_new_method_and_aliases_named_in_table_and_figures(tmp_path):
     config = config_with_new_method()
     labels = list(W.display_names(config, "main"))
     paths = make_experiment(

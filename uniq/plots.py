@@ -206,6 +206,12 @@ def _count(n: int, unit: str) -> str:
     return f"{n} {unit}{'' if n == 1 else 's'}"
 
 
+def _tasks_head(tasks: Sequence[str], task_unit: str, names: bool) -> str:
+    """``3 tasks`` (``names``: ``3 tasks (CarGoal1, ...)``), a caption's run phrase's head."""
+    head = _count(len(tasks), task_unit)
+    return head + f" ({', '.join(map(_short_task, tasks))})" if names else head
+
+
 def runs_phrase(
     runs: pd.DataFrame,
     tasks: Sequence[str] | None = None,
@@ -223,9 +229,7 @@ def runs_phrase(
     if tasks is None:
         tasks = list(dict.fromkeys(runs["task"]))
     runs = runs[runs["task"].isin(list(tasks))]
-    head = _count(len(tasks), task_unit)
-    if names:
-        head += f" ({', '.join(map(_short_task, tasks))})"
+    head = _tasks_head(tasks, task_unit, names)
     if runs.empty:
         return f"{head}, no runs"
     counts = sorted(runs.groupby(["task", algo])["seed"].nunique().unique())
@@ -246,10 +250,7 @@ def _runs(
     if runs is not None:
         return runs_phrase(runs, tasks, task_unit, names)
     tasks = meta["tasks"] if tasks is None else tasks
-    head = _count(len(tasks), task_unit)
-    if names:
-        head += f" ({', '.join(map(_short_task, tasks))})"
-    return f"{head}, {meta['seeds']} per method and {task_unit}"
+    return f"{_tasks_head(tasks, task_unit, names)}, {meta['seeds']} per method and {task_unit}"
 
 
 # ---------------------------------------------------------------- figure kinds
