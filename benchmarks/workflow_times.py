@@ -40,6 +40,14 @@ def table(jobs: dict[str, list[dict[str, float]]]) -> str:
         )
     n = sum(len(r) for r in jobs.values())
     lines.append(f"| all | {n} | {total / 60:.1f} | | | {cpu / 60:.1f} | |")
+    resumed = [r["file"] for rows in jobs.values() for r in rows if r.get("resumed")]
+    if resumed:
+        lines.append(
+            f"\n{len(resumed)} job(s) resumed from a checkpoint ({', '.join(resumed)}): their "
+            "times add the seconds their logs report before the resume, the CPU time at the last "
+            "piece's share (uniq.jobtimes.read_benchmarks); work lost after a piece's last "
+            "checkpoint is not counted."
+        )
     return "\n".join(lines) + "\n"
 
 

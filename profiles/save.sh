@@ -5,7 +5,8 @@
 #
 # Stages what `profiles/continue.sh` needs and nothing it regenerates: the finished runs and
 # evaluations under results/PROFILE/ (not its data), UNIQ's shared classifiers, the figures, the
-# job times (logs/PROFILE/benchmarks/), and the checkpoint of every training job that has not
+# job times (logs/PROFILE/benchmarks/) and training logs (logs/PROFILE/train/: a resumed job's
+# holds its time before the resume, and UNIQ's classifier gaps), and the checkpoint of every training job that has not
 # finished yet, so a job hours into its updates resumes there instead of at zero. A finished
 # job's checkpoint is dropped from the index (its policy and logs are the result; at 256 units
 # a five-seed checkpoint weighs tens of MB). Checkpoints are written whole (uniq/atomic.py), so
@@ -52,7 +53,7 @@ while IFS= read -r -d '' ckpt; do
 done < <(find "$runs" -name checkpoint.pt -print0)
 
 paths=(results/"$profile")
-for p in figures/"$profile" logs/"$profile"/benchmarks; do [[ -e $p ]] && paths+=("$p"); done
+for p in figures/"$profile" logs/"$profile"/benchmarks logs/"$profile"/train; do [[ -e $p ]] && paths+=("$p"); done
 git add -- "${paths[@]}"
 if git diff --cached --quiet; then
     echo "save.sh: nothing new to commit"

@@ -210,3 +210,27 @@ def test_check_against_an_empty_folder_is_refused_before_measuring(tmp_path, cap
     argv = ["plan", "--configfile", str(ROOT / PROFILES["smoke"]), "--check", str(tmp_path)]
     assert main(argv) == 2
     assert "no Snakemake benchmark files" in caplog.text
+
+
+def test_a_resumed_jobs_time_counts_its_pieces_before_the_resume(tmp_path):
+    """Snakemake rewrites a job's benchmark file on each attempt, so a training job resumed
+    from its checkpoint has a benchmark of its last piece only; its log, appended to by every
+    attempt, says how long it ran before. An earlier finished attempt's resume is not this
+    one's, and a job without a resume keeps its benchmark."""
+    bench = tmp_path / "benchmarks"
+    write_bench(bench, dict.fromkeys(TRAIN[:3], 60.0))  # wall 600 s, CPU 60 s each
+    logs = tmp_path / "train/T/default/uniq"
+    logs.mkdir(parents=True)
+    resumed = "INFO uniq.train: resuming uniq from r/checkpoint.pt at step 4000 (900.0 s before)\n"
+    trained = "INFO uniq.train: trained uniq (10000 steps, {} s) -> r/policy.pt\n"
+    (logs / "seed0.log").write_text("start\n" + resumed + trained.format(1490.5))
+    (logs / "seed1.log").write_text(resumed + trained.format(1490.5) + trained.format(590.0))
+    # a log of the format before the seconds were reported: the whole time less this piece
+    old = "INFO uniq.train: resuming uniq from r/checkpoint.pt at step 4000\n"
+    (logs / "seed2.log").write_text(old + trained.format(1500.0))
+    rows = {r["file"]: r for r in jobtimes.read_benchmarks(bench)["train"]}
+    first, second, third = (rows[f] for f in TRAIN[:3])
+    assert first["resumed"] and first["s"] == pytest.approx(1500.0)
+    assert first["cpu_time"] == pytest.approx(150.0)  # 900 s more at the piece's CPU share
+    assert not second["resumed"] and second["s"] == pytest.approx(600.0)
+    assert third["resumed"] and third["s"] == pytest.approx(1500.0)

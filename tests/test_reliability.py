@@ -39,7 +39,7 @@ import yaml
 
 import envs.tasks
 from envs.splits import SplitError
-from uniq import stats
+from uniq import jobtimes, stats
 from uniq.cli import main
 from uniq.data import OfflineData
 from uniq.nets import load_policy
@@ -330,6 +330,11 @@ def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path, s
     log_name = "seed0.log" if len(seeds) == 1 else "seeds.log"  # the batched job's one log
     log = killed / "logs/smoke/train/SafetyPointGoal1-v0/default/uniq" / log_name
     assert re.search(r"from \S*checkpoint\.pt at step \d+", log.read_text()), log.read_text()
+    # the job's time counts its piece before the kill, not only the benchmark's last piece
+    bench_root = killed / "logs/smoke/benchmarks"
+    (row,) = jobtimes.read_benchmarks(bench_root)["train"]
+    raw = float((bench_root / row["file"]).read_text().splitlines()[1].split("\t")[0])
+    assert row["resumed"] and row["s"] > raw, (row, raw)
     for run in runs:
         assert same_params(killed / run / "policy.pt", clean / run / "policy.pt")
         assert log_rows(killed / run / "train_log.csv") == log_rows(clean / run / "train_log.csv")

@@ -62,6 +62,7 @@ def test_unfinished_checkpoints_are_committed_finished_ones_dropped(tmp_path):
     _write(root / "results/paper_data/data/SafetyPointGoal1-v0/default/mix.h5")
     _write(root / "logs/paper_data/benchmarks/train/x.tsv")
     _write(root / "logs/paper_data/train/x.log")
+    _write(root / "logs/paper_data/evaluate/x.log")
 
     r = _save(root)
     assert r.returncode == 0, r.stderr
@@ -72,7 +73,8 @@ def test_unfinished_checkpoints_are_committed_finished_ones_dropped(tmp_path):
     assert f"{base}/bc-mix/seed1/policy.pt" in tracked
     assert f"{base}/uniq/seed1/train_log.csv.part" not in tracked
     assert "logs/paper_data/benchmarks/train/x.tsv" in tracked
-    assert "logs/paper_data/train/x.log" not in tracked
+    assert "logs/paper_data/train/x.log" in tracked  # a resumed job's time before its resume
+    assert "logs/paper_data/evaluate/x.log" not in tracked
     assert not any(p.startswith("results/paper_data/data/") for p in tracked)
 
     # the uniq job finishes: its checkpoint, committed before, leaves the index at the next save

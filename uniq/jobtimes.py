@@ -4,12 +4,19 @@ Snakemake writes one ``benchmark:`` file per job (``logs/<profile>/benchmarks/<r
 wall seconds ``s``, ``cpu_time``, memory); :func:`read_benchmarks` reads them (also for
 ``benchmarks/workflow_times.py``), :func:`check` compares them with ``uniq-bench plan``'s
 price (:mod:`uniq.plan`), job by job: each planned job is named by its benchmark file.
+
+A training job stopped part-way (a session's end) and resumed from its checkpoint leaves a
+benchmark file of its last piece only: Snakemake rewrites the file on each attempt. Its log
+(``logs/<profile>/<rule>/...log``, the benchmark's path under the rule's log folder) holds
+the whole job's time, which :mod:`uniq.train` carries through the checkpoint; the job's row
+takes that, and is marked ``resumed``.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,10 +25,19 @@ TOLERANCE = 0.30
 """A price passes its check when the run's measured job time is within this share of it."""
 
 
+_RESUMED = re.compile(r"resuming \S+ from \S+ at step \d+(?: \(([0-9.]+) s before\))?")
+_TRAINED = re.compile(r"trained \S+ \(\d+ steps, ([0-9.]+) s\)")
+"""uniq.train's log lines: a resume (with the job's seconds before it), the job's end (with
+its seconds over all pieces)."""
+
+
 def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
-    """rule -> one dict per job (s, max_rss MiB, cpu_time s, and its ``file`` relative to
-    ``root``) from Snakemake's benchmark files under ``root`` (``logs/<profile>/benchmarks``;
-    the folder below it names the rule)."""
+    """rule -> one dict per job (s, max_rss MiB, cpu_time s, its ``file`` relative to
+    ``root``, ``resumed``) from Snakemake's benchmark files under ``root``
+    (``logs/<profile>/benchmarks``; the folder below it names the rule). A resumed job's
+    ``s`` adds the seconds its log reports before the resume, and ``cpu_time`` those seconds
+    at its last piece's CPU share (the earlier pieces' CPU time is not recorded). Work lost
+    after a piece's last checkpoint is in neither: a lower bound."""
     root, jobs_ = Path(root), defaultdict(list)
     for path in sorted(root.glob("*/**/*.tsv")):
         rel = path.relative_to(root)
@@ -31,8 +47,35 @@ def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
                     k: float(row[k]) if row[k] not in ("", "NA", "-") else 0.0
                     for k in ("s", "max_rss", "cpu_time")
                 }  # fmt: skip
-                jobs_[rel.parts[0]].append({**values, "file": rel.as_posix()})
+                before = _seconds_before_resume(root.parent / rel.with_suffix(".log"), values["s"])
+                if before:
+                    share = values["cpu_time"] / values["s"] if values["s"] else 1.0
+                    values.update(
+                        s=values["s"] + before, cpu_time=values["cpu_time"] + before * share
+                    )
+                jobs_[rel.parts[0]].append(
+                    {**values, "file": rel.as_posix(), "resumed": bool(before)}
+                )
     return dict(jobs_)
+
+
+def _seconds_before_resume(log: Path, last_piece_s: float) -> float:
+    """The seconds a job spent before the resume its finished attempt began with (0: it was
+    not resumed), from its log (appended to by every attempt). Logs written before uniq.train
+    reported them give the job's whole time instead, less this piece's."""
+    if not log.is_file():
+        return 0.0
+    text = log.read_text(errors="replace")
+    ends = list(_TRAINED.finditer(text))
+    if not ends:
+        return 0.0
+    start = ends[-2].end() if len(ends) > 1 else 0  # the finished attempt's own lines
+    resumes = list(_RESUMED.finditer(text, start, ends[-1].start()))
+    if not resumes:
+        return 0.0
+    if resumes[-1].group(1) is not None:
+        return float(resumes[-1].group(1))
+    return max(float(ends[-1].group(1)) - last_piece_s, 0.0)
 
 
 def check(result: dict, measured: dict[str, list[dict]], tolerance: float = TOLERANCE) -> dict:

@@ -195,7 +195,10 @@ def train(
             resumed = checkpoint.restore(saved, method, generator)
             step, wall_before, pretrain_logs = resumed.step, resumed.wall_time_s, resumed.pretrain
             logs = RunLogs(outs, seeds, dev, label, curve.enabled, resumed.logs)
-            log.info("resuming %s from %s at step %d", label, checkpoint.path, step)
+            log.info(  # the "s before" lets a job's time count all its pieces (uniq.jobtimes)
+                "resuming %s from %s at step %d (%.1f s before)",
+                label, checkpoint.path, step, wall_before,
+            )  # fmt: skip
 
         # -- loop: sample, update, log, evaluate, checkpoint
         check_every = 1 if dev.type == "cpu" else CUDA_CHECK_EVERY
