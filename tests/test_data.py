@@ -183,6 +183,28 @@ def test_episode_structure_on_a_hand_made_dataset():
     assert set(tensors) == set(KEYS) | {"initial"} and tensors["rewards"].shape == (n,)
 
 
+def test_selecting_episodes_needs_memory_of_the_order_of_the_data():
+    """A split selects most of its rollouts' episodes; its peak memory must stay of the order
+    of the data's, not episodes x rows (the paper-scale split once took 23 GB this way)."""
+    import tracemalloc
+
+    episodes, length = 300, 300
+    data = make_data(episodes * length, obs_dim=2, act_dim=1)
+    data.timeouts[:] = 0
+    data.timeouts[length - 1 :: length] = 1
+    assert data.num_episodes() == episodes
+    size = sum(getattr(data, k).nbytes for k in KEYS)
+    order = np.random.default_rng(0).permutation(episodes)
+    tracemalloc.start()
+    try:
+        picked = data.select_episodes(order)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(picked.episode_returns(), data.episode_returns()[order])
+    assert peak < 4 * size, f"peak {peak / 2**20:.0f} MiB for {size / 2**20:.1f} MiB of data"
+
+
 def test_sampler_is_reproducible_for_a_seed():
     tensors = make_data(n=50).to_tensors()
 
