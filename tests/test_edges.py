@@ -93,12 +93,21 @@ def test_a_second_train_into_a_locked_folder_exits_2_naming_the_holder(tmp_path,
 
 
 def test_a_forked_worker_does_not_keep_a_killed_writers_lock(tmp_path):
-    fork = HOLD.replace("    print(", "    child = os.fork() or time.sleep(120)\n    print(child, ")
+    # the child says it is past fork (its at-fork handler has run) before the parent is killed:
+    # on a busy machine the parent can print and be killed before the child is ever scheduled
+    fork = HOLD.replace(
+        "    print(",
+        "    child = os.fork()\n"
+        "    if not child: print('forked', flush=True); time.sleep(120)\n"
+        "    print(child, ",
+    )
     holder = subprocess.Popen(
         [sys.executable, "-c", "import os\n" + fork, str(tmp_path / "out")],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    child = int(holder.stdout.readline().split()[0])
+    lines = sorted(holder.stdout.readline().split() for _ in range(2))
+    assert lines[1] == ["forked"], lines
+    child = int(lines[0][0])
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     try:
