@@ -7,7 +7,9 @@
 # evaluations under results/PROFILE/ (not its data), UNIQ's shared classifiers, the figures, the
 # job times (logs/PROFILE/benchmarks/) and training logs (logs/PROFILE/train/: a resumed job's
 # holds its time before the resume, and UNIQ's classifier gaps), and the checkpoint of every training job that has not
-# finished yet, so a job hours into its updates resumes there instead of at zero. A finished
+# finished yet, so a job hours into its updates resumes there instead of at zero (a job still
+# pretraining its seeds keeps the finished ones in its folder's pretrain.pt, committed with the
+# runs). A finished
 # job's checkpoint is dropped from the index (its policy and logs are the result; at 256 units
 # a five-seed checkpoint weighs tens of MB). Checkpoints are written whole (uniq/atomic.py), so
 # one staged while its job runs is the previous whole checkpoint or the new one. Each save keeps

@@ -205,6 +205,44 @@ def test_each_member_starts_exactly_as_a_separate_run_with_its_seed(tmp_path, da
     assert any(not torch.equal(p3[k], p4[k]) for k in p3)
 
 
+@pytest.mark.parametrize("algo", ["uniq", "safedice"])
+def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
+    tmp_path, data, monkeypatch, algo
+):
+    """Seeds pretrain one after another (hours each for SafeDICE at the paper's sizes): a job
+    stopped at its third seed keeps the first two (pretrain.pt), pretrains only the third
+    when rerun, and ends as the uninterrupted job does."""
+    un, mix = data
+    cfg = TINY if algo == "uniq" else dict(hidden=16, batch_size=16, classifier_steps=10)
+    seeds, method = [3, 4, 5], {"uniq": UNIQ, "safedice": SafeDICE}[algo]
+    a = train(algo, SPEC, un, mix, seeds, 20, tmp_path / "a/seed{seed}", cfg, **FAST)
+
+    real, calls = method.pretrain, []
+
+    def stop_at_third(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(method, "pretrain", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(algo, SPEC, un, mix, seeds, 20, tmp_path / "b/seed{seed}", cfg, **FAST)
+    job = tmp_path / "b/seed3_4_5"
+    assert sorted(p.name for p in job.iterdir()) == ["pretrain.pt"]
+    assert sorted(torch.load(job / "pretrain.pt", weights_only=False)["seeds"]) == [3, 4]
+
+    calls.clear()
+    b = train(algo, SPEC, un, mix, seeds, 20, tmp_path / "b/seed{seed}", cfg, **FAST)
+    assert len(calls) == 1  # seed 5 only
+    assert sorted(p.name for p in job.iterdir()) == ["checkpoint.pt"]  # pretrain.pt merged in
+    for seed, meta_a, meta_b in zip(seeds, a, b, strict=True):
+        assert meta_a["pretrain"] == meta_b["pretrain"]
+        pa, pb = (load_policy(tmp_path / f"{r}/seed{seed}/policy.pt")[0] for r in "ab")
+        assert_same_state(pa.state_dict(), pb.state_dict())
+    assert b[0]["wall_time_s"] > 0
+
+
 def test_batched_run_writes_each_seeds_files_and_resumes_bit_exact(tmp_path, data, monkeypatch):
     un, mix = data
     kw = TINY

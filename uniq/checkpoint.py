@@ -8,6 +8,11 @@ the step, the method's state (networks and optimizers), every random stream
 logs written so far (:meth:`uniq.runlog.RunLogs.state`). It is written atomically (a temp
 file and a rename), after pretraining, every ``checkpoint_every`` steps and at the end.
 Per-seed fields are lists, one entry per seed of the job; one seed is a list of one.
+
+A job of several seeds pretrains them one after another (each as its own run would), which
+at the paper's sizes takes hours (SafeDICE: 100k classifier steps a seed); ``pretrain.pt``
+(:class:`PretrainStore`) keeps each seed's finished pretraining until the first checkpoint,
+so a job stopped part-way resumes at the next seed, not at the first.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from uniq.runlog import RunLogs
 from uniq.seeding import rng_state, set_rng_state
 
 NAME = "checkpoint.pt"
+PRETRAIN_NAME = "pretrain.pt"
 PER_SEED = ("pretrain", "metrics", "log", "curve")
 """The fields holding one entry per seed."""
 
@@ -51,13 +57,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         state = _upgrade(torch.load(self.path, map_location="cpu", weights_only=False))
-        old = state.get("identity", {})
-        diff = sorted(k for k in self.identity if old.get(k) != self.identity[k])
-        if diff:
-            raise ConfigError(
-                f"{self.path} was written by a different run (differs in: {', '.join(diff)}). "
-                "Delete it to start over, or choose another --out."
-            )
+        _same_job(self.path, state, self.identity)
         if state["step"] > steps:
             raise ConfigError(
                 f"{self.path} is at step {state['step']} > --steps {steps}; delete it to retrain "
@@ -93,6 +93,40 @@ class Checkpoint:
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+
+
+class PretrainStore:
+    """``folder/pretrain.pt`` of the job whose identity is ``identity``: seed -> that seed's
+    pretrained method (``state``, as :meth:`Method.state_dict`), its pretraining ``log`` and
+    the ``seconds`` it took. Written after each seed but the last; removed once the job's
+    first checkpoint (which holds them all) is written."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any]):
+        self.path, self.identity = Path(folder) / PRETRAIN_NAME, identity
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        _same_job(self.path, saved, self.identity)
+        return saved["seeds"]
+
+    def save(self, seeds: dict[int, dict[str, Any]]) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save({"identity": self.identity, "seeds": seeds}, tmp)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _same_job(path: Path, saved: dict[str, Any], identity: dict[str, Any]) -> None:
+    old = saved.get("identity", {})
+    diff = sorted(k for k in identity if old.get(k) != identity[k])
+    if diff:
+        raise ConfigError(
+            f"{path} was written by a different run (differs in: {', '.join(diff)}). "
+            "Delete it to start over, or choose another --out."
+        )
 
 
 def _upgrade(state: dict[str, Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ import torch
 
 from uniq import registry
 from uniq.checkpoint import NAME as CHECKPOINT
-from uniq.checkpoint import Checkpoint
+from uniq.checkpoint import Checkpoint, PretrainStore
 from uniq.data import DatasetError, OfflineData
 from uniq.job import (
     Job,
@@ -184,13 +184,17 @@ def train(
         if saved is None:
             logs = RunLogs(outs, seeds, dev, label, curves=curve.enabled)
             t0 = time.perf_counter()
-            pretrain_logs = pretrain(
+            store = PretrainStore(job_dir, job.identity)
+            pretrain_logs, earlier_s = pretrain(
                 method,
                 seeds,
                 lambda own, s: build_method(method_cls, cfg, spec, own, dev, [s], steps),
+                store,
             )
-            checkpoint.save(0, time.perf_counter() - t0, method, generator, pretrain_logs, logs)
-            step, wall_before = 0, time.perf_counter() - t0
+            wall_before = earlier_s + time.perf_counter() - t0
+            checkpoint.save(0, wall_before, method, generator, pretrain_logs, logs)
+            store.remove()  # the checkpoint holds every seed's pretraining now
+            step = 0
         else:
             resumed = checkpoint.restore(saved, method, generator)
             step, wall_before, pretrain_logs = resumed.step, resumed.wall_time_s, resumed.pretrain
@@ -306,29 +310,48 @@ def build_method(
 
 
 def pretrain(
-    method: Method, seeds: Sequence[int], build: Callable[[Sources, int], Method]
-) -> list[dict[str, float]]:
-    """Each seed's ``Method.pretrain`` as its separate run does it; each seed's logged scalars.
+    method: Method,
+    seeds: Sequence[int],
+    build: Callable[[Sources, int], Method],
+    store: PretrainStore | None = None,
+) -> tuple[list[dict[str, float]], float]:
+    """Each seed's ``Method.pretrain`` as its separate run does it: (each seed's logged
+    scalars, the seconds an earlier, stopped attempt spent on the seeds restored here).
 
     One seed: the method's own. K seeds: each member is built (``build(sources, seed)``) and
     pretrained exactly as a separate run with its seed (the same RNG calls in the same
     order, its own sampling stream), the K are stacked into the batched method
-    (``Method.adopt``), then the global streams are set to the job's for the updates.
+    (``Method.adopt``), then the global streams are set to the job's for the updates. With a
+    ``store``, each finished seed but the last is saved there, and a seed found there is
+    restored instead of pretrained again (a member depends on its own seed only).
     """
+    earlier_s = 0.0
     if method.members is None:
         logs = [method.pretrain()]
     else:
+        done = store.load() if store else {}
         plains, logs = [], []
         for s in seeds:
             plains.append(build(method.data.with_generator(seed_everything(s, method.device)), s))
+            if s in done:
+                plains[-1].load_state_dict(done[s]["state"])
+                logs.append(done[s]["log"])
+                earlier_s += done[s]["seconds"]
+                log.info("pretraining of seed %d restored from %s", s, store.path)
+                continue
+            t0 = time.perf_counter()
             logs.append(plains[-1].pretrain())
+            done[s] = dict(state=plains[-1].state_dict(), log=logs[-1],
+                           seconds=time.perf_counter() - t0)  # fmt: skip
+            if store and s != seeds[-1]:
+                store.save(done)
         method.adopt(plains)
         seed_everything(job_seed(seeds), method.device)
     logs = [{k: _scalar(v) for k, v in p.items()} for p in logs]
     for s, p in zip(seeds, logs, strict=True):
         if p:
             log.info("pretrain (seed %d): %s", s, ", ".join(f"{k}={v:.4g}" for k, v in p.items()))
-    return logs
+    return logs, earlier_s
 
 
 def _batches(method: Method) -> dict[str, tuple[str, int]]:
