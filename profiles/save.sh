@@ -6,15 +6,15 @@
 # Stages what `profiles/continue.sh` needs and nothing it regenerates: the finished runs and
 # evaluations under results/PROFILE/ (not its data), UNIQ's shared classifiers, the figures, the
 # job times (logs/PROFILE/benchmarks/) and training logs (logs/PROFILE/train/: a resumed job's
-# holds its time before the resume, and UNIQ's classifier gaps), and the checkpoint of every training job that has not
-# finished yet, so a job hours into its updates resumes there instead of at zero (a job still
-# pretraining its seeds keeps the finished ones in its folder's pretrain.pt, committed with the
-# runs). A finished
-# job's checkpoint is dropped from the index (its policy and logs are the result; at 256 units
-# a five-seed checkpoint weighs tens of MB). Checkpoints are written whole (uniq/atomic.py), so
-# one staged while its job runs is the previous whole checkpoint or the new one. Each save keeps
-# a new copy of every running job's checkpoint in the history (about 7 MB a job at the quick
-# profile's sizes, tens of MB at the paper's): save once per working session, at its end.
+# holds its time before the resume, and UNIQ's classifier gaps), and the checkpoint of every
+# training job that has not finished yet, so a job hours into its updates resumes there instead
+# of at zero (a job still pretraining its seeds keeps the finished ones in its folder's
+# pretrain.pt, committed with the runs). A finished job's checkpoint is dropped from the index
+# (its policy and logs are the result; at 256 units a five-seed checkpoint weighs tens of MB).
+# Checkpoints are written whole (uniq/atomic.py), so one staged while its job runs is the
+# previous whole checkpoint or the new one. Each save keeps a new copy of every running job's
+# checkpoint in the history (about 7 MB a job at the quick profile's sizes, tens of MB at the
+# paper's): save once per working session, at its end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:?usage: profiles/save.sh PROFILE [message]}
