@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -520,14 +521,22 @@ def test_classifiers_train_one_after_the_other_each_with_its_own_stop():
     assert any(not torch.equal(v, b.c_un.state_dict()[k]) for k, v in a.c_un.state_dict().items())
 
 
-def test_gap_stop_rule_stops_at_the_first_check_past_the_threshold():
+def test_gap_stop_rule_stops_at_the_first_check_past_the_threshold(caplog):
     """Known answer: the data are smaller than 5000 rows, so the gap is over every row,
     recomputed here with dropout off. Each classifier stops at step S, the first check with
     its gap above its threshold (c_mix 0.2, c_un 0.4); a run limited to S - 10 steps
-    repeats the same draws and ends with a gap not above the threshold."""
+    repeats the same draws and ends with a gap not above the threshold. Every check is
+    logged (a fit can run an hour), the last with the final gap."""
     threshold = {"c_mix": 0.2, "c_un": 0.4}
     kw = dict(ratio_check_every=10, ratio_steps=2000, ratio_gap_mix=0.2, ratio_gap_un=0.4)
-    method, info = pretrained(**kw)
+    with caplog.at_level(logging.INFO, logger="uniq.ratio"):
+        method, info = pretrained(**kw)
+    for name in threshold:
+        checks = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith(f"ratio {name}:")
+        ]
+        assert len(checks) == info[f"ratio_steps_{name}"] // 10, checks
+        assert f"gap {info[f'ratio_final_gap_{name}']:.3f}" in checks[-1], (checks[-1], info)
     x_un, x_mix = (method.data[k].tensors["observations"] for k in ("un", "mix"))
     with torch.no_grad():  # frozen: eval mode, dropout off
         p = {n: [method.ratio._probs(getattr(method, n), x).mean() for x in (x_mix, x_un)]

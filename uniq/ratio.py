@@ -25,6 +25,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from torch.nn import functional as F
 from uniq.atomic import atomic_path
 from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
+
+log = logging.getLogger(__name__)
 
 CLASSIFIER_FIELDS = (
     "hidden", "depth", "ratio_form", "ratio_lr", "ratio_weight_decay", "ratio_dropout",
@@ -255,11 +258,14 @@ class RatioEstimator:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
-                if (
-                    step % cfg.ratio_check_every == 0
-                    and self.gap(name, check_un, check_mix) > threshold
-                ):
-                    break
+                if step % cfg.ratio_check_every == 0:
+                    gap = self.gap(name, check_un, check_mix)
+                    log.info(  # a fit can run an hour at the paper's sizes: show where it is
+                        "ratio %s: step %d of at most %d, gap %.3f (stops above %.2f)",
+                        name, step, cfg.ratio_steps, gap, threshold,
+                    )  # fmt: skip
+                    if gap > threshold:
+                        break
             self.nets[name].requires_grad_(False)
             info[f"ratio_steps_{name}"] = step
             info[f"ratio_final_gap_{name}"] = self.gap(name, check_un, check_mix)
