@@ -94,28 +94,32 @@ def test_a_second_train_into_a_locked_folder_exits_2_naming_the_holder(tmp_path,
 
 def test_a_forked_worker_does_not_keep_a_killed_writers_lock(tmp_path):
     # the child says it is past fork (its at-fork handler has run) before the parent is killed:
-    # on a busy machine the parent can print and be killed before the child is ever scheduled
+    # on a busy machine the parent can print and be killed before the child is ever scheduled.
+    # One write(2) a process: print's pieces, unbuffered, would interleave in the pipe.
     fork = HOLD.replace(
-        "    print(",
+        "    print('held', flush=True)",
         "    child = os.fork()\n"
-        "    if not child: print('forked', flush=True); time.sleep(120)\n"
-        "    print(child, ",
+        "    os.write(1, f'{child} held\\n'.encode() if child else b'forked\\n')",
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", "import os\n" + fork, str(tmp_path / "out")],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
-    lines = sorted(holder.stdout.readline().split() for _ in range(2))
-    assert lines[1] == ["forked"], lines
-    child = int(lines[0][0])
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+    child = None
     try:
+        lines = sorted(holder.stdout.readline().split() for _ in range(2))
+        assert lines[1] == ["forked"] and lines[0][1] == "held", lines
+        child = int(lines[0][0])
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
         os.kill(child, 0)  # the env worker outlives its parent...
         with output_lock(tmp_path / "out"):  # ...without holding the lock
             pass
     finally:
-        os.kill(child, signal.SIGKILL)
+        holder.kill()
+        holder.wait()
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from test_uniq import CHAIN, CHAIN_STEPS, chain_datasets, mean_action
 from baselines.bc import BC
 from baselines.dwbc import DWBC
 from baselines.safedice import SafeDICE
+from uniq import jobtimes
 from uniq.algorithm import UNIQ
 from uniq.cli import main as cli_main
 from uniq.data import OfflineData, Sampler
@@ -207,7 +210,7 @@ def test_each_member_starts_exactly_as_a_separate_run_with_its_seed(tmp_path, da
 
 @pytest.mark.parametrize("algo", ["uniq", "safedice"])
 def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
-    tmp_path, data, monkeypatch, algo
+    tmp_path, data, monkeypatch, caplog, algo
 ):
     """Seeds pretrain one after another (hours each for SafeDICE at the paper's sizes): a job
     stopped at its third seed keeps the first two (pretrain.pt), pretrains only the third
@@ -223,6 +226,7 @@ def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
+        time.sleep(0.1)  # a time the log's 0.1 s resolution sees
         return real(self)
 
     monkeypatch.setattr(method, "pretrain", stop_at_third)
@@ -233,8 +237,13 @@ def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
     assert sorted(torch.load(job / "pretrain.pt", weights_only=False)["seeds"]) == [3, 4]
 
     calls.clear()
-    b = train(algo, SPEC, un, mix, seeds, 20, tmp_path / "b/seed{seed}", cfg, **FAST)
+    with caplog.at_level(logging.INFO, logger="uniq.train"):
+        b = train(algo, SPEC, un, mix, seeds, 20, tmp_path / "b/seed{seed}", cfg, **FAST)
     assert len(calls) == 1  # seed 5 only
+    # the job's time counts the first attempt's two seeds (uniq.jobtimes reads its log)
+    log = tmp_path / "seeds.log"
+    log.write_text("\n".join(r.getMessage() for r in caplog.records))
+    assert 0 < jobtimes._seconds_before_resume(log, 0.0) < b[0]["wall_time_s"]
     assert sorted(p.name for p in job.iterdir()) == ["checkpoint.pt"]  # pretrain.pt merged in
     for seed, meta_a, meta_b in zip(seeds, a, b, strict=True):
         assert meta_a["pretrain"] == meta_b["pretrain"]

@@ -103,13 +103,17 @@ class PretrainStore:
 
     def __init__(self, folder: Path, identity: dict[str, Any]):
         self.path, self.identity = Path(folder) / PRETRAIN_NAME, identity
+        self._seeds: dict[int, dict[str, Any]] | None = None
 
     def load(self) -> dict[int, dict[str, Any]]:
-        if not self.path.exists():
-            return {}
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
-        _same_job(self.path, saved, self.identity)
-        return saved["seeds"]
+        """The saved seeds (checked against this job; read once), else {}."""
+        if self._seeds is None:
+            self._seeds = {}
+            if self.path.exists():
+                saved = torch.load(self.path, map_location="cpu", weights_only=False)
+                _same_job(self.path, saved, self.identity)
+                self._seeds = saved["seeds"]
+        return self._seeds
 
     def save(self, seeds: dict[int, dict[str, Any]]) -> None:
         with atomic_path(self.path) as tmp:

@@ -25,7 +25,7 @@ TOLERANCE = 0.30
 """A price passes its check when the run's measured job time is within this share of it."""
 
 
-_RESUMED = re.compile(r"resuming \S+ from \S+ at step \d+(?: \(([0-9.]+) s before\))?")
+_RESUMED = re.compile(r"resuming \S+ from .+? at step \d+(?: \(([0-9.]+) s before\))?")
 _TRAINED = re.compile(r"trained \S+ \(\d+ steps, ([0-9.]+) s\)")
 """uniq.train's log lines: a resume (with the job's seconds before it), the job's end (with
 its seconds over all pieces)."""
@@ -61,8 +61,10 @@ def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
 
 def _seconds_before_resume(log: Path, last_piece_s: float) -> float:
     """The seconds a job spent before the resume its finished attempt began with (0: it was
-    not resumed), from its log (appended to by every attempt). Logs written before uniq.train
-    reported them give the job's whole time instead, less this piece's."""
+    not resumed), from its log (the finished attempt's lines: the last "trained" line and
+    those since the "trained" line before it, if the log kept an earlier attempt). Logs
+    written before uniq.train reported the seconds give the job's whole time, less this
+    piece's."""
     if not log.is_file():
         return 0.0
     text = log.read_text(errors="replace")

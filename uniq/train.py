@@ -52,6 +52,7 @@ import torch
 
 from uniq import registry
 from uniq.checkpoint import NAME as CHECKPOINT
+from uniq.checkpoint import PRETRAIN_NAME as PRETRAIN
 from uniq.checkpoint import Checkpoint, PretrainStore
 from uniq.data import DatasetError, OfflineData
 from uniq.job import (
@@ -168,6 +169,11 @@ def train(
     _remove_stale_temps({*outs, job_dir})
     checkpoint = Checkpoint(job_dir, job.identity)
     saved = checkpoint.load(steps)
+    store = PretrainStore(job_dir, job.identity)
+    if saved is None:
+        store.load()  # a stale one refused now, before the data go to the device
+    else:
+        store.remove()  # left by a stop between the first checkpoint and its removal
     curve = CurveEvaluation(eval_every, spec, eval_episodes, eval_num_envs, reference_paths)
 
     with device_scope(device) as dev:
@@ -184,7 +190,6 @@ def train(
         if saved is None:
             logs = RunLogs(outs, seeds, dev, label, curves=curve.enabled)
             t0 = time.perf_counter()
-            store = PretrainStore(job_dir, job.identity)
             pretrain_logs, earlier_s = pretrain(
                 method,
                 seeds,
@@ -192,6 +197,10 @@ def train(
                 store,
             )
             wall_before = earlier_s + time.perf_counter() - t0
+            if earlier_s:  # read by uniq.jobtimes, as a resume from a checkpoint is
+                log.info(
+                    "resuming %s from %s at step 0 (%.1f s before)", label, store.path, earlier_s
+                )
             checkpoint.save(0, wall_before, method, generator, pretrain_logs, logs)
             store.remove()  # the checkpoint holds every seed's pretraining now
             step = 0
@@ -331,8 +340,9 @@ def pretrain(
     else:
         done = store.load() if store else {}
         plains, logs = [], []
-        for s in seeds:
+        for k, s in enumerate(seeds):
             plains.append(build(method.data.with_generator(seed_everything(s, method.device)), s))
+            log.info("pretraining seed %d (%d of %d)", s, k + 1, len(seeds))
             if s in done:
                 plains[-1].load_state_dict(done[s]["state"])
                 logs.append(done[s]["log"])
@@ -430,7 +440,7 @@ class _Clock:
 def _remove_stale_temps(folders) -> None:
     """A kill mid-write leaves ``.NAME.*.tmp`` files of the atomic writes."""
     for folder in folders:
-        for name in (CHECKPOINT, "policy.pt", "config.yaml"):
+        for name in (CHECKPOINT, PRETRAIN, "policy.pt", "config.yaml"):
             for stale in folder.glob(f".{name}.*.tmp"):
                 stale.unlink(missing_ok=True)
 
