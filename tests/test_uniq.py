@@ -646,6 +646,42 @@ def test_a_cached_fit_does_not_depend_on_the_seed_that_fits_it(tmp_path):
             assert torch.equal(v, getattr(b, n).state_dict()[k]), (n, k)
 
 
+@pytest.mark.parametrize("stop_at", [25, 95])  # in c_mix's fit; in c_un's, c_mix done
+def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
+    tmp_path, monkeypatch, stop_at
+):
+    """A fit can outlast a working session at the paper's sizes: stopped after a check, it
+    resumes from its .partial.pt (kept at each check it passes) and ends with the classifiers,
+    steps and gaps of the fit that was never stopped; the partial file is gone after."""
+    from uniq.ratio import RatioEstimator
+
+    kw = dict(ratio_check_every=10, ratio_steps=60, ratio_gap_mix=2.0, ratio_gap_un=2.0)
+    a, info_a = pretrained(**kw, ratio_cache_dir=str(tmp_path / "a"))
+    real, calls = RatioEstimator.bce, []
+
+    def stop(self, *args):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(RatioEstimator, "bce", stop)
+    with pytest.raises(KeyboardInterrupt):
+        pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
+    (partial,) = (tmp_path / "b").glob("*.partial.pt")
+    partial_step_total = (stop_at - 1) // 10 * 10  # the last check passed, over both fits
+    assert torch.load(partial, weights_only=False)["step"] == partial_step_total % 60
+    calls.clear()
+    stop_at = 0  # count only
+    b, info_b = pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
+    assert len(calls) == 120 - partial_step_total  # resumed, not refitted from step 1
+    assert info_a == info_b and info_a["ratio_steps_c_un"] == 60
+    for n in a.classifiers:
+        for k, v in getattr(a, n).state_dict().items():
+            assert torch.equal(v, getattr(b, n).state_dict()[k]), (n, k)
+    assert not list((tmp_path / "b").glob("*.partial.pt"))
+
+
 def test_classifier_cache_hit_leaves_the_training_batches_as_a_miss(tmp_path):
     """Loading the classifiers must not shift the sampling stream the training loop reads."""
     spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)

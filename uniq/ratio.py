@@ -39,6 +39,12 @@ from uniq.nets import mlp, orthogonal_init_
 
 log = logging.getLogger(__name__)
 
+
+def _partial(cache: Path) -> Path:
+    """Where a cached fit keeps its state while it runs (uniq_ratio_<key>.partial.pt)."""
+    return cache.with_name(cache.stem + ".partial.pt")
+
+
 CLASSIFIER_FIELDS = (
     "hidden", "depth", "ratio_form", "ratio_lr", "ratio_weight_decay", "ratio_dropout",
     "ratio_batch", "ratio_steps", "ratio_prob_min", "ratio_prob_max", "ratio_stop",
@@ -183,19 +189,21 @@ class RatioEstimator:
                     torch.manual_seed(seed)
                     for n in self.names:
                         orthogonal_init_(self.nets[n])
-                    info = self._fit(data, gen)
+                    info = self._fit(data, gen, _partial(cache))
                 state = {n: self.nets[n].state_dict() for n in self.names}
                 with atomic_path(cache) as tmp:
                     torch.save({"state": state, "info": info}, tmp)
+                _partial(cache).unlink(missing_ok=True)
                 info = dict(info, ratio_cached=0.0)
             else:
                 info = self._fit(data, gen)
         self.set_frozen(True)
         return info
 
-    def _fit(self, data, gen: torch.Generator) -> dict[str, float]:
-        fit = self._fit_gap if self.cfg.ratio_stop == "gap" else self._fit_heldout
-        return fit(data, gen)
+    def _fit(self, data, gen: torch.Generator, partial: Path | None = None) -> dict[str, float]:
+        if self.cfg.ratio_stop == "gap":
+            return self._fit_gap(data, gen, partial)
+        return self._fit_heldout(data, gen)
 
     def cache_path(self, data) -> Path | None:
         """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt.
@@ -222,11 +230,15 @@ class RatioEstimator:
                 h.update(x.detach().cpu().contiguous().numpy().tobytes())
         return Path(cfg.ratio_cache_dir) / f"uniq_ratio_{h.hexdigest()[:32]}.pt"
 
-    def _fit_gap(self, data, gen: torch.Generator) -> dict[str, float]:
+    def _fit_gap(self, data, gen: torch.Generator, partial: Path | None = None) -> dict[str, float]:
         """The reference's rule: each classifier in turn (c_mix, then c_un; or c), BCE steps on
         ``ratio_batch`` rows of each set; every ``ratio_check_every`` steps the gap
         (:meth:`gap`) on ``ratio_check_rows`` in-sample rows of each set; stop once it
         exceeds the classifier's threshold or after ``ratio_steps``; keep the last weights.
+
+        With ``partial`` (a cached fit's), the fit's state is saved there at each check it
+        passes and a fit stopped part-way (a session's end: at the paper's sizes a fit can
+        run longer than an hour) resumes from it to the same classifiers.
 
         Logs the settings used (the family's values where the config left None) and, per
         classifier, the steps run, the final gap and the last batch loss.
@@ -241,17 +253,30 @@ class RatioEstimator:
             "ratio_gap_mix": cfg.ratio_gap_mix,
             "ratio_gap_un": cfg.ratio_gap_un,
         }
-        for name in self.names:
+        saved = self._load_partial(partial, gen)
+        for i, name in enumerate(self.names):
+            if saved is not None and i < saved["classifier"]:
+                self.nets[name].requires_grad_(False)  # finished before the stop
+                continue
             threshold = cfg.ratio_gap_mix if name == "c_mix" else cfg.ratio_gap_un
-            check_un = x_un[
-                torch.randperm(len(x_un), generator=gen, device=dev)[: cfg.ratio_check_rows]
-            ]
-            check_mix = x_mix[
-                torch.randperm(len(x_mix), generator=gen, device=dev)[: cfg.ratio_check_rows]
-            ]
+            if saved is not None and i == saved["classifier"]:
+                rows, first, loss, info = (
+                    saved["rows"],
+                    saved["step"] + 1,
+                    saved["loss"],
+                    saved["info"],
+                )
+                log.info("ratio %s: resuming at step %d from %s", name, first - 1, partial)
+            else:
+                rows = {  # the rows each check reads, the same all this classifier's fit
+                    k: torch.randperm(len(x), generator=gen, device=dev)[: cfg.ratio_check_rows]
+                    for k, x in (("un", x_un), ("mix", x_mix))
+                }  # fmt: skip
+                first, loss = 1, torch.tensor(float("nan"))
+            check_un, check_mix = x_un[rows["un"]], x_mix[rows["mix"]]
             self.nets[name].train().requires_grad_(True)
-            step, loss = 0, torch.tensor(float("nan"))
-            for step in range(1, cfg.ratio_steps + 1):
+            step = first - 1
+            for step in range(first, cfg.ratio_steps + 1):
                 i_un = torch.randint(len(x_un), (cfg.ratio_batch,), generator=gen, device=dev)
                 i_mix = torch.randint(len(x_mix), (cfg.ratio_batch,), generator=gen, device=dev)
                 loss = self.bce(name, x_un[i_un], x_mix[i_mix])
@@ -266,11 +291,39 @@ class RatioEstimator:
                     )  # fmt: skip
                     if gap > threshold:
                         break
+                    if partial is not None:
+                        self._save_partial(partial, gen, i, step, rows, loss, info)
             self.nets[name].requires_grad_(False)
             info[f"ratio_steps_{name}"] = step
             info[f"ratio_final_gap_{name}"] = self.gap(name, check_un, check_mix)
             info[f"ratio_train_loss_{name}"] = float(loss.detach())
         return info
+
+    def _save_partial(self, path: Path, gen, classifier: int, step: int, rows, loss, info) -> None:
+        state = {
+            "classifier": classifier, "step": step, "rows": rows, "loss": loss.detach(),
+            "info": dict(info), "nets": {n: net.state_dict() for n, net in self.nets.items()},
+            "opt": self.opt.state_dict(), "generator": gen.get_state(),
+            "torch": torch.get_rng_state(),  # dropout draws from the global stream
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }  # fmt: skip
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def _load_partial(self, path: Path | None, gen) -> dict[str, Any] | None:
+        """A stopped fit's state, put back into the nets, optimizer and streams (None: none)."""
+        if path is None or not path.exists():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        for n, net in self.nets.items():
+            net.load_state_dict(saved["nets"][n])
+        self.opt.load_state_dict(saved["opt"])  # its state follows the parameters' device
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch"])
+        if saved["cuda"] is not None:
+            torch.cuda.set_rng_state(saved["cuda"], self.device)
+        saved["rows"] = {k: v.to(self.device) for k, v in saved["rows"].items()}
+        return saved
 
     def _fit_heldout(self, data, gen: torch.Generator) -> dict[str, float]:
         """Suite option: the classifiers trained together on the rows outside held-out
