@@ -149,14 +149,14 @@ def test_runs_sharing_the_ratio_cache_fit_it_under_its_lock(tmp_path, data, monk
 
     fit, held = RatioEstimator._fit_gap, []
 
-    def fit_checking_the_lock(self, source, gen):
+    def fit_checking_the_lock(self, source, gen, partial=None):
         cache = next(Path(tmp_path / "cache").glob("*.pt"), None)
         assert cache is None  # nothing written yet; another run would now wait for the lock
         with pytest.raises(OutputLocked):
             with output_lock(self.cache_path(source)):
                 pass
         held.append(True)
-        return fit(self, source, gen)
+        return fit(self, source, gen, partial)
 
     monkeypatch.setattr(RatioEstimator, "_fit_gap", fit_checking_the_lock)
     cfg = dict(hidden=16, batch_mix=16, batch_un=16, actor_batch=32, ratio_batch=32,
