@@ -55,7 +55,9 @@ while IFS= read -r -d '' ckpt; do
 done < <(find "$runs" -name checkpoint.pt -print0)
 
 paths=(results/"$profile")
-for p in figures/"$profile" logs/"$profile"/benchmarks logs/"$profile"/train; do [[ -e $p ]] && paths+=("$p"); done
+for p in figures/"$profile" logs/"$profile"/benchmarks logs/"$profile"/train; do
+    [[ -e $p ]] && paths+=("$p")
+done
 git add -- "${paths[@]}"
 if git diff --cached --quiet; then
     echo "save.sh: nothing new to commit"

@@ -197,10 +197,8 @@ def train(
                 store,
             )
             wall_before = earlier_s + time.perf_counter() - t0
-            if earlier_s:  # read by uniq.jobtimes, as a resume from a checkpoint is
-                log.info(
-                    "resuming %s from %s at step 0 (%.1f s before)", label, store.path, earlier_s
-                )
+            if earlier_s:  # seeds restored from pretrain.pt: their time counts too
+                _log_resume(label, store.path, 0, earlier_s)
             checkpoint.save(0, wall_before, method, generator, pretrain_logs, logs)
             store.remove()  # the checkpoint holds every seed's pretraining now
             step = 0
@@ -208,10 +206,7 @@ def train(
             resumed = checkpoint.restore(saved, method, generator)
             step, wall_before, pretrain_logs = resumed.step, resumed.wall_time_s, resumed.pretrain
             logs = RunLogs(outs, seeds, dev, label, curve.enabled, resumed.logs)
-            log.info(  # the "s before" lets a job's time count all its pieces (uniq.jobtimes)
-                "resuming %s from %s at step %d (%.1f s before)",
-                label, checkpoint.path, step, wall_before,
-            )  # fmt: skip
+            _log_resume(label, checkpoint.path, step, wall_before)
 
         # -- loop: sample, update, log, evaluate, checkpoint
         check_every = 1 if dev.type == "cpu" else CUDA_CHECK_EVERY
@@ -435,6 +430,11 @@ class _Clock:
         rate = (step - self.window_step) / max(now - self.window, 1e-9)
         self.window, self.window_step = now, step
         return self.before + now - self.start, rate
+
+
+def _log_resume(label: str, path: os.PathLike, step: int, before_s: float) -> None:
+    """The line uniq.jobtimes reads: a job's time counts its pieces before the resume."""
+    log.info("resuming %s from %s at step %d (%.1f s before)", label, path, step, before_s)
 
 
 def _remove_stale_temps(folders) -> None:
