@@ -655,7 +655,8 @@ def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
     steps and gaps of the fit that was never stopped; the partial file is gone after."""
     from uniq.ratio import RatioEstimator
 
-    kw = dict(ratio_check_every=10, ratio_steps=60, ratio_gap_mix=2.0, ratio_gap_un=2.0)
+    kw = dict(ratio_check_every=10, ratio_steps=60, ratio_gap_mix=2.0, ratio_gap_un=2.0,
+              ratio_check_rows=7)  # fmt: skip
     a, info_a = pretrained(**kw, ratio_cache_dir=str(tmp_path / "a"))
     real, calls = RatioEstimator.bce, []
 
@@ -670,7 +671,10 @@ def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
         pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
     (partial,) = (tmp_path / "b").glob("*.partial.pt")
     partial_step_total = (stop_at - 1) // 10 * 10  # the last check passed, over both fits
-    assert torch.load(partial, weights_only=False)["step"] == partial_step_total % 60
+    saved = torch.load(partial, weights_only=False)
+    assert saved["step"] == partial_step_total % 60
+    for rows in saved["rows"].values():  # the check rows alone, not the permutation they open
+        assert rows.untyped_storage().nbytes() == 7 * rows.element_size()
     calls.clear()
     stop_at = 0  # count only
     b, info_b = pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))

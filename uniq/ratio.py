@@ -301,7 +301,9 @@ class RatioEstimator:
 
     def _save_partial(self, path: Path, gen, classifier: int, step: int, rows, loss, info) -> None:
         state = {
-            "classifier": classifier, "step": step, "rows": rows, "loss": loss.detach(),
+            "classifier": classifier, "step": step, "loss": loss.detach(),
+            # clones: a slice of randperm would save the whole permutation (16 MB at 2M rows)
+            "rows": {k: v.clone() for k, v in rows.items()},
             "info": dict(info), "nets": {n: net.state_dict() for n, net in self.nets.items()},
             "opt": self.opt.state_dict(), "generator": gen.get_state(),
             "torch": torch.get_rng_state(),  # dropout draws from the global stream
