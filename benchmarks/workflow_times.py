@@ -44,9 +44,10 @@ def table(jobs: dict[str, list[dict[str, float]]]) -> str:
     if resumed:
         lines.append(
             f"\n{len(resumed)} job(s) resumed from a checkpoint ({', '.join(resumed)}): their "
-            "times add the seconds their logs report before the resume, the CPU time at the last "
-            "piece's share (uniq.jobtimes.read_benchmarks); work lost after a piece's last "
-            "checkpoint is not counted."
+            "times add the wall and CPU seconds their logs report before the resume (a log "
+            "that reports wall seconds only: the CPU time at the last piece's share; "
+            "uniq.jobtimes.read_benchmarks); work lost after a piece's last checkpoint is not "
+            "counted."
         )
     return "\n".join(lines) + "\n"
 

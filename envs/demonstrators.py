@@ -39,6 +39,7 @@ from tqdm import tqdm
 from envs.lagrangian import AdamMultiplier
 from envs.tasks import TaskSpec, get_task, make_env
 from uniq.atomic import atomic_path
+from uniq.jobtimes import cpu_seconds, resume_line, trained_line
 from uniq.nets import TanhGaussianPolicy, TwinQ, save_policy, soft_update
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ def train_demonstrator(
     env = make_env(spec, seed)
     agent = SACAgent(spec.obs_dim, spec.act_dim, cfg, kind == "safe", spec.cost_limit, dev)
     buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, min(cfg.buffer_size, steps), dev)
-    step, episodes, rows, wall_before = 0, 0, [], 0.0
+    step, episodes, rows, wall_before, cpu_before = 0, 0, [], 0.0, 0.0
 
     if ckpt_file.exists():
         state = torch.load(ckpt_file, map_location=dev, weights_only=False)
@@ -342,10 +343,11 @@ def train_demonstrator(
             state["rows"],
             state["wall_s"],
         )
+        cpu_before = state.get("cpu_s")  # None: a checkpoint written before it was kept
         np_rng.bit_generator.state = state["np_rng"]
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
-        log.info("resumed %s at step %d from %s", kind, step, ckpt_file)
+        log.info(resume_line(kind, ckpt_file, step, wall_before, cpu_before))
     _write_csv_atomic(csv_file, rows)  # the log holds exactly the checkpointed episodes
 
     t0 = time.time()
@@ -414,6 +416,7 @@ def train_demonstrator(
                         episodes=episodes,
                         rows=list(rows),
                         wall_s=wall_before + time.time() - t0,
+                        cpu_s=None if cpu_before is None else cpu_before + cpu_seconds(),
                         agent=agent.state_dict(),
                         buffer=buffer.state_dict(),
                         np_rng=np_rng.bit_generator.state,
@@ -432,4 +435,5 @@ def train_demonstrator(
     )
     save_policy(agent.actor, out, stats)
     ckpt_file.unlink(missing_ok=True)
+    log.info(trained_line(kind, steps, stats["wall_time_s"], out))
     return stats

@@ -53,6 +53,7 @@ from torch import nn
 from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
 from uniq.atomic import atomic_path, git_commit
+from uniq.jobtimes import resume_line, trained_line
 from uniq.nets import ObsNormalizer, TanhGaussianPolicy, load_policy, mlp, save_policy
 
 log = logging.getLogger(__name__)
@@ -383,9 +384,8 @@ def train_ppo(
             state["rows"],
             state["wall_s"],
         )
-        log.info(
-            "resumed %s %s at step %d (epoch %d) from %s", kind, spec.name, step, epoch, ckpt_file
-        )
+        # CPU seconds are not carried: the env workers' would count only once they end
+        log.info(resume_line(kind, ckpt_file, step, wall_before, None))
     elif cfg.init_from:
         _warm_start(agent, cfg.init_from, spec)
     with atomic_path(csv_file) as tmp, open(tmp, "w", newline="") as f:  # the checkpointed epochs
@@ -443,6 +443,7 @@ def train_ppo(
     agent.freeze_stats()  # the policy file carries the statistics of every observation seen
     meta = _meta(spec, kind, seed, step, rows, agent, cfg, wall_before + time.time() - t0)
     save_policy(agent.actor, out, meta)
+    log.info(trained_line(kind, step, meta["wall_time_s"], out))
     return meta
 
 

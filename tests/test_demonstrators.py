@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import envs.demonstrators as demo
 from envs.demonstrators import DemoConfig, ReplayBuffer, SACAgent
 from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import get_task
+from uniq import jobtimes
 from uniq.nets import load_policy
 
 torch.set_num_threads(1)
@@ -145,7 +147,9 @@ def test_train_demonstrator_writes_policy_log_and_stats(tmp_path):
     assert not (tmp_path / "demonstrator_safe.checkpoint.pt").exists()
 
 
-def test_train_demonstrator_resumes_from_checkpoint(tmp_path, monkeypatch):
+def test_train_demonstrator_resumes_from_checkpoint(tmp_path, monkeypatch, caplog):
+    """A stopped demonstrator resumes at its checkpoint, and its log tells uniq.jobtimes the
+    wall and CPU seconds of the piece before (Snakemake's benchmark holds the last piece)."""
     out = tmp_path / "demonstrator_unsafe.pt"
     real_make_env = demo.make_env
 
@@ -176,9 +180,14 @@ def test_train_demonstrator_resumes_from_checkpoint(tmp_path, monkeypatch):
         demo.train_demonstrator(
             _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY, lr=1e-3)
         )
-    stats = demo.train_demonstrator(
-        _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY), progress=False
-    )
+    with caplog.at_level(logging.INFO, "envs.demonstrators"):
+        stats = demo.train_demonstrator(
+            _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY), progress=False
+        )
+    log = tmp_path / "job.log"
+    log.write_text("\n".join(r.getMessage() for r in caplog.records))
+    wall, cpu = jobtimes._seconds_before_resume(log, 0.0)
+    assert 0 < wall < stats["wall_time_s"] and cpu is not None and cpu > 0
     # 2 episodes before the checkpoint at step 100, then 2 more from the resumed step 100.
     assert stats["episodes"] == 4
     rows = list(csv.DictReader(open(tmp_path / "demonstrator_unsafe.log.csv")))

@@ -218,7 +218,7 @@ def test_a_resumed_jobs_time_counts_its_pieces_before_the_resume(tmp_path):
     attempt, says how long it ran before. An earlier finished attempt's resume is not this
     one's, and a job without a resume keeps its benchmark."""
     bench = tmp_path / "benchmarks"
-    write_bench(bench, dict.fromkeys(TRAIN[:3], 60.0))  # wall 600 s, CPU 60 s each
+    write_bench(bench, dict.fromkeys(TRAIN[:4], 60.0))  # wall 600 s, CPU 60 s each
     logs = tmp_path / "train/T/default/uniq"
     logs.mkdir(parents=True)
     resumed = "INFO uniq.train: resuming uniq from r/checkpoint.pt at step 4000 (900.0 s before)\n"
@@ -228,9 +228,15 @@ def test_a_resumed_jobs_time_counts_its_pieces_before_the_resume(tmp_path):
     # a log of the format before the seconds were reported: the whole time less this piece
     old = "INFO uniq.train: resuming uniq from r/checkpoint.pt at step 4000\n"
     (logs / "seed2.log").write_text(old + trained.format(1500.0))
+    # today's lines, as uniq.train writes them: the CPU seconds before are carried, not estimated
+    line = jobtimes.resume_line("uniq", "r/checkpoint.pt", 4000, 900.0, 345.6)
+    end = jobtimes.trained_line("uniq", 10000, 1490.5, "r/policy.pt")
+    (logs / "seed3.log").write_text(f"INFO uniq.train: {line}\nINFO uniq.train: {end}\n")
     rows = {r["file"]: r for r in jobtimes.read_benchmarks(bench)["train"]}
-    first, second, third = (rows[f] for f in TRAIN[:3])
+    first, second, third, fourth = (rows[f] for f in TRAIN[:4])
     assert first["resumed"] and first["s"] == pytest.approx(1500.0)
     assert first["cpu_time"] == pytest.approx(150.0)  # 900 s more at the piece's CPU share
     assert not second["resumed"] and second["s"] == pytest.approx(600.0)
     assert third["resumed"] and third["s"] == pytest.approx(1500.0)
+    assert fourth["resumed"] and fourth["s"] == pytest.approx(1500.0)
+    assert fourth["cpu_time"] == pytest.approx(60.0 + 345.6)

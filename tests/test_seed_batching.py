@@ -226,7 +226,9 @@ def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        time.sleep(0.1)  # a time the log's 0.1 s resolution sees
+        end = time.perf_counter() + 0.1  # busy: wall and CPU time the log's 0.1 s sees
+        while time.perf_counter() < end:
+            pass
         return real(self)
 
     monkeypatch.setattr(method, "pretrain", stop_at_third)
@@ -243,7 +245,8 @@ def test_a_job_stopped_while_pretraining_resumes_at_the_next_seed(
     # the job's time counts the first attempt's two seeds (uniq.jobtimes reads its log)
     log = tmp_path / "seeds.log"
     log.write_text("\n".join(r.getMessage() for r in caplog.records))
-    assert 0 < jobtimes._seconds_before_resume(log, 0.0) < b[0]["wall_time_s"]
+    wall, cpu = jobtimes._seconds_before_resume(log, 0.0)
+    assert 0 < wall < b[0]["wall_time_s"] and 0.15 < cpu <= wall  # two seeds' 0.1 s each
     assert sorted(p.name for p in job.iterdir()) == ["checkpoint.pt"]  # pretrain.pt merged in
     for seed, meta_a, meta_b in zip(seeds, a, b, strict=True):
         assert meta_a["pretrain"] == meta_b["pretrain"]

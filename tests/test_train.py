@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import textwrap
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 import yaml
 
 from envs.tasks import TaskSpec
-from uniq import registry
+from uniq import jobtimes, registry
 from uniq.algorithm import UNIQ
 from uniq.cli import main as cli_main
 from uniq.data import DatasetError, OfflineData, Sampler
@@ -115,6 +116,41 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, data, mo
     assert_same_state(pa.state_dict(), pb.state_dict())
     assert log_rows(tmp_path / "a") == log_rows(tmp_path / "b")  # no duplicated or lost rows
     assert [r["step"] for r in log_rows(tmp_path / "b")] == [str(s) for s in [*range(8, 60, 8), 60]]
+
+
+def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
+    tmp_path, data, caplog, request
+):
+    """A job may move machines between its pieces: it resumes there, warning that its
+    numbers may differ from here on (another thread count), and its CPU seconds go on from
+    the checkpoint's, as the resume line uniq.jobtimes reads reports them."""
+    un, mix = data
+    threads_before = torch.get_num_threads()
+    request.addfinalizer(lambda: torch.set_num_threads(threads_before))
+
+    def run(steps: int, threads: int) -> dict:
+        train("bc-mix", SPEC, un, mix, 0, steps, tmp_path / "a", dict(hidden=16),
+              checkpoint_every=10, threads=threads, **FAST)  # fmt: skip
+        return torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
+
+    first = run(20, 1)
+    assert first["host"]["threads"] == 1 and first["host"]["device"] == "cpu"
+    with (
+        caplog.at_level(logging.INFO, "uniq.train"),
+        caplog.at_level(logging.INFO, "uniq.checkpoint"),
+    ):
+        second = run(40, 2)  # more steps: it resumes at step 20
+    moved = [r for r in caplog.records if r.levelno == logging.WARNING and "setup" in r.message]
+    assert len(moved) == 1 and "threads 1 -> 2" in moved[0].message
+    resume = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
+    wall, cpu = jobtimes._RESUMED.search(resume).groups()
+    assert float(cpu) == pytest.approx(first["cpu_time_s"], abs=0.05)
+    assert float(wall) == pytest.approx(first["wall_time_s"], abs=0.05)
+    assert second["cpu_time_s"] > first["cpu_time_s"] > 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "uniq.checkpoint"):
+        run(60, 2)  # the same setup: no warning
+    assert not [r for r in caplog.records if "setup" in r.message]
 
 
 def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, data):

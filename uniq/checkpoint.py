@@ -4,10 +4,16 @@ uninterrupted one would (same device and thread count).
 ``checkpoint.pt`` holds the run's identity (what must match to resume it: algorithm, task,
 seeds, config, dataset checksums, observation standardisation; the step count may grow),
 the step, the method's state (networks and optimizers), every random stream
-(:func:`uniq.seeding.rng_state`), each seed's pretraining log, the wall time so far and the
-logs written so far (:meth:`uniq.runlog.RunLogs.state`). It is written atomically (a temp
-file and a rename), after pretraining, every ``checkpoint_every`` steps and at the end.
-Per-seed fields are lists, one entry per seed of the job; one seed is a list of one.
+(:func:`uniq.seeding.rng_state`), each seed's pretraining log, the wall and CPU seconds so
+far (what the job's time counts over its pieces: :mod:`uniq.jobtimes`), the logs written so
+far (:meth:`uniq.runlog.RunLogs.state`) and where it was written (``host``: device, threads,
+torch, commit). It is written atomically (a temp file and a rename), after pretraining,
+every ``checkpoint_every`` steps and at the end. Per-seed fields are lists, one entry per
+seed of the job; one seed is a list of one.
+
+A resume on another device, thread count or torch than the checkpoint's goes on (a job may
+move machines) with a warning: the floating-point sums, and so the numbers, may differ
+from an uninterrupted run's from there on.
 
 A job of several seeds pretrains them one after another (each as its own run would), which
 at the paper's sizes takes hours (SafeDICE: 100k classifier steps a seed); ``pretrain.pt``
@@ -17,6 +23,7 @@ so a job stopped part-way resumes at the next seed, not at the first.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,8 @@ from uniq.method import ConfigError, Method
 from uniq.runlog import RunLogs
 from uniq.seeding import rng_state, set_rng_state
 
+log = logging.getLogger(__name__)
+
 NAME = "checkpoint.pt"
 PRETRAIN_NAME = "pretrain.pt"
 PER_SEED = ("pretrain", "metrics", "log", "curve")
@@ -36,20 +45,24 @@ PER_SEED = ("pretrain", "metrics", "log", "curve")
 
 @dataclass
 class Resume:
-    """Where a checkpoint left off: the step, each seed's pretraining log, the wall time so
-    far, and the logs' saved state (for :class:`uniq.runlog.RunLogs`)."""
+    """Where a checkpoint left off: the step, each seed's pretraining log, the wall and CPU
+    seconds so far (CPU None: a checkpoint written before they were kept), and the logs'
+    saved state (for :class:`uniq.runlog.RunLogs`)."""
 
     step: int
     pretrain: list[dict[str, float]]
     wall_time_s: float
+    cpu_time_s: float | None
     logs: dict[str, list]
 
 
 class Checkpoint:
-    """``folder/checkpoint.pt`` of the job whose identity is ``identity``."""
+    """``folder/checkpoint.pt`` of the job whose identity is ``identity``; ``host`` (set once
+    the device is resolved, before any save or restore): where this piece runs."""
 
     def __init__(self, folder: Path, identity: dict[str, Any]):
         self.path, self.identity = Path(folder) / NAME, identity
+        self.host: dict[str, Any] = {}
 
     def load(self, steps: int) -> dict[str, Any] | None:
         """The saved state if there is one (checked against this job; ``steps``: the run's
@@ -67,28 +80,33 @@ class Checkpoint:
 
     def restore(self, state: dict[str, Any], method: Method, generator: torch.Generator) -> Resume:
         """Put the method and every random stream back as saved; return where the run was."""
+        warn_if_moved(self.path, state.get("host"), self.host)
         method.load_state_dict(state["method"])
         set_rng_state(state["rng"], generator)
         logs = {k: state[k] for k in ("metrics", "log", "curve")}
-        return Resume(state["step"], state["pretrain"], state["wall_time_s"], logs)
+        cpu = state.get("cpu_time_s")
+        return Resume(state["step"], state["pretrain"], state["wall_time_s"], cpu, logs)
 
     def save(
         self,
         step: int,
-        wall_time_s: float,
+        seconds: tuple[float, float | None],
         method: Method,
         generator: torch.Generator,
         pretrain: list[dict[str, float]],
         logs: RunLogs,
     ) -> None:
+        """``seconds``: the job's (wall, CPU) seconds so far (CPU None: not known)."""
         logs.metrics.flush()  # never checkpoint past a non-finite loss
         state = {
             "identity": self.identity,
+            "host": self.host,
             "step": step,
             "method": method.state_dict(),
             "rng": rng_state(generator),
             "pretrain": pretrain,
-            "wall_time_s": wall_time_s,
+            "wall_time_s": seconds[0],
+            "cpu_time_s": seconds[1],
             **logs.state(),
         }
         with atomic_path(self.path) as tmp:
@@ -97,13 +115,16 @@ class Checkpoint:
 
 class PretrainStore:
     """``folder/pretrain.pt`` of the job whose identity is ``identity``: seed -> that seed's
-    pretrained method (``state``, as :meth:`Method.state_dict`), its pretraining ``log`` and
-    the ``seconds`` it took. Written after each seed but the last; removed once the job's
-    first checkpoint (which holds them all) is written."""
+    pretrained method (``state``, as :meth:`Method.state_dict`), its pretraining ``log``,
+    the wall ``seconds`` and ``cpu_seconds`` it took. Written after each seed but the last;
+    removed once the job's first checkpoint (which holds them all) is written. ``host``: as
+    :class:`Checkpoint`'s."""
 
     def __init__(self, folder: Path, identity: dict[str, Any]):
         self.path, self.identity = Path(folder) / PRETRAIN_NAME, identity
+        self.host: dict[str, Any] = {}
         self._seeds: dict[int, dict[str, Any]] | None = None
+        self._host: dict[str, Any] | None = None
 
     def load(self) -> dict[int, dict[str, Any]]:
         """The saved seeds (checked against this job; read once), else {}."""
@@ -113,11 +134,16 @@ class PretrainStore:
                 saved = torch.load(self.path, map_location="cpu", weights_only=False)
                 _same_job(self.path, saved, self.identity)
                 self._seeds = saved["seeds"]
+                self._host = saved.get("host")
         return self._seeds
+
+    def restored(self) -> None:
+        """Seeds are taken from the file: warn if it was written elsewhere."""
+        warn_if_moved(self.path, self._host, self.host)
 
     def save(self, seeds: dict[int, dict[str, Any]]) -> None:
         with atomic_path(self.path) as tmp:
-            torch.save({"identity": self.identity, "seeds": seeds}, tmp)
+            torch.save({"identity": self.identity, "host": self.host, "seeds": seeds}, tmp)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -131,6 +157,30 @@ def _same_job(path: Path, saved: dict[str, Any], identity: dict[str, Any]) -> No
             f"{path} was written by a different run (differs in: {', '.join(diff)}). "
             "Delete it to start over, or choose another --out."
         )
+
+
+MOVES = ("device", "threads", "torch")
+"""Host fields whose change can change the numbers of a resumed run (float sums' order)."""
+
+
+def warn_if_moved(path: Path, saved: dict[str, Any] | None, host: dict[str, Any]) -> None:
+    """Log where this piece's setup differs from the one that wrote ``path``: a warning for
+    what can change the numbers (:data:`MOVES`), a note for another commit (the numbers
+    stay the same unless the change touched them). Files written before the host was
+    kept (``saved`` None) say nothing."""
+    if not saved or not host:
+        return
+    moved = [f"{k} {saved.get(k)} -> {host.get(k)}" for k in MOVES if saved.get(k) != host.get(k)]
+    if moved:
+        log.warning(
+            "%s was written on another setup (%s): the run goes on from it, but its numbers "
+            "may differ from a run trained there without a stop.", path, ", ".join(moved),
+        )  # fmt: skip
+    if saved.get("commit") != host.get("commit"):
+        log.info(
+            "%s was written at commit %s, this is %s: the run matches an uninterrupted one "
+            "unless the change touched its numbers.", path, saved.get("commit"), host.get("commit"),
+        )  # fmt: skip
 
 
 def _upgrade(state: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ price (:mod:`uniq.plan`), job by job: each planned job is named by its benchmark
 A training job stopped part-way (a session's end) and resumed from its checkpoint leaves a
 benchmark file of its last piece only: Snakemake rewrites the file on each attempt. Its log
 (``logs/<profile>/<rule>/...log``, the benchmark's path under the rule's log folder) holds
-the whole job's time, which :mod:`uniq.train` carries through the checkpoint; the job's row
-takes that, and is marked ``resumed``.
+the whole job's time, which :mod:`uniq.train` carries through the checkpoint (wall seconds,
+and CPU seconds on :func:`cpu_seconds`' clock); the job's row takes that, and is marked
+``resumed``. The log lines are written by :func:`resume_line` and :func:`trained_line`, here
+beside the patterns that read them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import resource
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -25,19 +28,47 @@ TOLERANCE = 0.30
 """A price passes its check when the run's measured job time is within this share of it."""
 
 
-_RESUMED = re.compile(r"resuming \S+ from .+? at step \d+(?: \(([0-9.]+) s before\))?")
+_RESUMED = re.compile(
+    r"resuming \S+ from .+? at step \d+(?: \(([0-9.]+) s before(?:, ([0-9.]+) CPU s)?\))?"
+)
 _TRAINED = re.compile(r"trained \S+ \(\d+ steps, ([0-9.]+) s\)")
-"""uniq.train's log lines: a resume (with the job's seconds before it), the job's end (with
-its seconds over all pieces)."""
+"""The log lines of a resume (with the job's wall and CPU seconds before it; older logs: the
+wall seconds or neither) and of the job's end (with its seconds over all pieces)."""
+
+
+def resume_line(
+    label: str, path: os.PathLike, step: int, wall_s: float, cpu_s: float | None
+) -> str:
+    """The line a resumed job logs: its seconds before the resume (``cpu_s`` None: not known,
+    as for a checkpoint written before CPU seconds were kept)."""
+    cpu = "" if cpu_s is None else f", {cpu_s:.1f} CPU s"
+    return f"resuming {label} from {path} at step {step} ({wall_s:.1f} s before{cpu})"
+
+
+def trained_line(label: str, steps: int, wall_s: float, out: os.PathLike) -> str:
+    """The line a job logs at its end (``wall_s``: over all its pieces)."""
+    return f"trained {label} ({steps} steps, {wall_s:.1f} s) -> {out}"
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (evaluation workers):
+    the clock a job's time is carried on through its checkpoints, as Snakemake's
+    ``cpu_time`` counts the job's process tree. A child still running is not in it, so a job
+    whose workers live across checkpoints (PPO's env processes) does not carry it."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     """rule -> one dict per job (s, max_rss MiB, cpu_time s, its ``file`` relative to
     ``root``, ``resumed``) from Snakemake's benchmark files under ``root``
     (``logs/<profile>/benchmarks``; the folder below it names the rule). A resumed job's
-    ``s`` adds the seconds its log reports before the resume, and ``cpu_time`` those seconds
-    at its last piece's CPU share (the earlier pieces' CPU time is not recorded). Work lost
-    after a piece's last checkpoint is in neither: a lower bound."""
+    ``s`` and ``cpu_time`` add the seconds its log reports before the resume (a log that
+    reports wall seconds only: its CPU seconds at the last piece's CPU share, an estimate).
+    Work lost after a piece's last checkpoint is in neither: a lower bound."""
     root, jobs_ = Path(root), defaultdict(list)
     for path in sorted(root.glob("*/**/*.tsv")):
         rel = path.relative_to(root)
@@ -47,37 +78,38 @@ def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
                     k: float(row[k]) if row[k] not in ("", "NA", "-") else 0.0
                     for k in ("s", "max_rss", "cpu_time")
                 }  # fmt: skip
-                before = _seconds_before_resume(root.parent / rel.with_suffix(".log"), values["s"])
-                if before:
-                    share = values["cpu_time"] / values["s"] if values["s"] else 1.0
-                    values.update(
-                        s=values["s"] + before, cpu_time=values["cpu_time"] + before * share
-                    )
+                log = root.parent / rel.with_suffix(".log")
+                wall, cpu = _seconds_before_resume(log, values["s"])
+                if wall:
+                    if cpu is None:
+                        cpu = wall * (values["cpu_time"] / values["s"] if values["s"] else 1.0)
+                    values.update(s=values["s"] + wall, cpu_time=values["cpu_time"] + cpu)
                 jobs_[rel.parts[0]].append(
-                    {**values, "file": rel.as_posix(), "resumed": bool(before)}
+                    {**values, "file": rel.as_posix(), "resumed": bool(wall)}
                 )
     return dict(jobs_)
 
 
-def _seconds_before_resume(log: Path, last_piece_s: float) -> float:
-    """The seconds a job spent before the resume its finished attempt began with (0: it was
-    not resumed), from its log (the finished attempt's lines: the last "trained" line and
-    those since the "trained" line before it, if the log kept an earlier attempt). Logs
-    written before uniq.train reported the seconds give the job's whole time, less this
-    piece's."""
+def _seconds_before_resume(log: Path, last_piece_s: float) -> tuple[float, float | None]:
+    """(wall, CPU) seconds a job spent before the resume its finished attempt began with
+    ((0, None): it was not resumed; CPU None: the log does not say), from its log (the
+    finished attempt's lines: the last "trained" line and those since the "trained" line
+    before it, if the log kept an earlier attempt). Logs written before the seconds were
+    reported give the job's whole time, less this piece's."""
     if not log.is_file():
-        return 0.0
+        return 0.0, None
     text = log.read_text(errors="replace")
     ends = list(_TRAINED.finditer(text))
     if not ends:
-        return 0.0
+        return 0.0, None
     start = ends[-2].end() if len(ends) > 1 else 0  # the finished attempt's own lines
     resumes = list(_RESUMED.finditer(text, start, ends[-1].start()))
     if not resumes:
-        return 0.0
-    if resumes[-1].group(1) is not None:
-        return float(resumes[-1].group(1))
-    return max(float(ends[-1].group(1)) - last_piece_s, 0.0)
+        return 0.0, None
+    wall, cpu = resumes[-1].groups()
+    if wall is not None:
+        return float(wall), None if cpu is None else float(cpu)
+    return max(float(ends[-1].group(1)) - last_piece_s, 0.0), None
 
 
 def check(result: dict, measured: dict[str, list[dict]], tolerance: float = TOLERANCE) -> dict:

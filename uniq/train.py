@@ -64,6 +64,7 @@ from uniq.job import (
     set_threads,
     write_yaml,
 )
+from uniq.jobtimes import cpu_seconds, resume_line, trained_line
 from uniq.method import SOURCES, ConfigError, Method, build_config
 from uniq.runlog import RunLogs, TrainingDiverged
 from uniq.seeding import job_seed, rng_preserved, seed_everything
@@ -178,6 +179,7 @@ def train(
 
     with device_scope(device) as dev:
         resolved = job.resolved(dev, n_threads)
+        checkpoint.host = store.host = _host(resolved)
         generator = seed_everything(job_seed(seeds), dev)
         sources = make_sources(
             data["un"], data["mix"], dev, generator, (paths["un"], paths["mix"]), obs_norm
@@ -190,27 +192,28 @@ def train(
         if saved is None:
             logs = RunLogs(outs, seeds, dev, label, curves=curve.enabled)
             t0 = time.perf_counter()
-            pretrain_logs, earlier_s = pretrain(
+            pretrain_logs, (earlier_s, earlier_cpu) = pretrain(
                 method,
                 seeds,
                 lambda own, s: build_method(method_cls, cfg, spec, own, dev, [s], steps),
                 store,
             )
-            wall_before = earlier_s + time.perf_counter() - t0
+            clock = _Clock(earlier_s + time.perf_counter() - t0, earlier_cpu, 0)
             if earlier_s:  # seeds restored from pretrain.pt: their time counts too
-                _log_resume(label, store.path, 0, earlier_s)
-            checkpoint.save(0, wall_before, method, generator, pretrain_logs, logs)
+                log.info(resume_line(label, store.path, 0, earlier_s, earlier_cpu))
+            checkpoint.save(0, clock.seconds(), method, generator, pretrain_logs, logs)
             store.remove()  # the checkpoint holds every seed's pretraining now
             step = 0
         else:
             resumed = checkpoint.restore(saved, method, generator)
-            step, wall_before, pretrain_logs = resumed.step, resumed.wall_time_s, resumed.pretrain
+            step, pretrain_logs = resumed.step, resumed.pretrain
             logs = RunLogs(outs, seeds, dev, label, curve.enabled, resumed.logs)
-            _log_resume(label, checkpoint.path, step, wall_before)
+            log.info(resume_line(label, checkpoint.path, step, resumed.wall_time_s,
+                                 resumed.cpu_time_s))  # fmt: skip
+            clock = _Clock(resumed.wall_time_s, resumed.cpu_time_s, step)
 
         # -- loop: sample, update, log, evaluate, checkpoint
         check_every = 1 if dev.type == "cpu" else CUDA_CHECK_EVERY
-        clock = _Clock(wall_before, step)
         bar = _progress_bar(steps, step, label, progress)
         try:
             while step < steps:
@@ -229,10 +232,10 @@ def train(
                 if curve.due(step, steps):
                     logs.write_curve(curve(method, seeds, step, generator))
                 if step % checkpoint_every == 0 and step < steps:
-                    checkpoint.save(step, clock.wall(), method, generator, pretrain_logs, logs)
+                    checkpoint.save(step, clock.seconds(), method, generator, pretrain_logs, logs)
                 bar.update(1)
             wall = clock.wall()
-            checkpoint.save(step, wall, method, generator, pretrain_logs, logs)
+            checkpoint.save(step, clock.seconds(), method, generator, pretrain_logs, logs)
         except BaseException:
             logs.close()
             raise
@@ -245,10 +248,7 @@ def train(
             write_yaml(out / "config.yaml", dict(resolved, seed=s))
             _save_policy(method.deployable_policy(k), out / "policy.pt", metas[k])
         logs.finish()  # last: until then the .part files and the checkpoint let a rerun resume
-        log.info(
-            "trained %s (%d steps, %.1f s) -> %s", label, steps, wall,
-            ", ".join(str(out / "policy.pt") for out in outs),
-        )  # fmt: skip
+        log.info(trained_line(label, steps, wall, ", ".join(str(o / "policy.pt") for o in outs)))
         return metas if len(seeds) > 1 else metas[0]
 
 
@@ -320,7 +320,8 @@ def pretrain(
     store: PretrainStore | None = None,
 ) -> tuple[list[dict[str, float]], float]:
     """Each seed's ``Method.pretrain`` as its separate run does it: (each seed's logged
-    scalars, the seconds an earlier, stopped attempt spent on the seeds restored here).
+    scalars, the (wall, CPU) seconds an earlier, stopped attempt spent on the seeds restored
+    here; CPU None when a restored seed's file did not keep them).
 
     One seed: the method's own. K seeds: each member is built (``build(sources, seed)``) and
     pretrained exactly as a separate run with its seed (the same RNG calls in the same
@@ -329,7 +330,7 @@ def pretrain(
     ``store``, each finished seed but the last is saved there, and a seed found there is
     restored instead of pretrained again (a member depends on its own seed only).
     """
-    earlier_s = 0.0
+    earlier_s, earlier_cpu = 0.0, 0.0
     if method.members is None:
         logs = [method.pretrain()]
     else:
@@ -339,15 +340,20 @@ def pretrain(
             plains.append(build(method.data.with_generator(seed_everything(s, method.device)), s))
             log.info("pretraining seed %d (%d of %d)", s, k + 1, len(seeds))
             if s in done:
+                if not earlier_s:
+                    store.restored()
                 plains[-1].load_state_dict(done[s]["state"])
                 logs.append(done[s]["log"])
                 earlier_s += done[s]["seconds"]
+                cpu = done[s].get("cpu_seconds")  # absent: a file written before it was kept
+                earlier_cpu = None if cpu is None or earlier_cpu is None else earlier_cpu + cpu
                 log.info("pretraining of seed %d restored from %s", s, store.path)
                 continue
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds()
             logs.append(plains[-1].pretrain())
             done[s] = dict(state=plains[-1].state_dict(), log=logs[-1],
-                           seconds=time.perf_counter() - t0)  # fmt: skip
+                           seconds=time.perf_counter() - t0,
+                           cpu_seconds=cpu_seconds() - cpu0)  # fmt: skip
             if store and s != seeds[-1]:
                 store.save(done)
         method.adopt(plains)
@@ -356,7 +362,7 @@ def pretrain(
     for s, p in zip(seeds, logs, strict=True):
         if p:
             log.info("pretrain (seed %d): %s", s, ", ".join(f"{k}={v:.4g}" for k, v in p.items()))
-    return logs, earlier_s
+    return logs, (earlier_s, earlier_cpu)
 
 
 def _batches(method: Method) -> dict[str, tuple[str, int]]:
@@ -415,14 +421,21 @@ class CurveEvaluation:
 
 # ---------------------------------------------------------------------------- small helpers
 class _Clock:
-    """Wall time of the run (``before``: the seconds spent before a resume) and update rate."""
+    """The job's wall time (``before``: the seconds before now) and CPU time (``cpu_before``:
+    the CPU seconds of the job's earlier pieces, None if not known; this piece counts its
+    whole process, data loading included, as Snakemake's benchmark does), and update rate."""
 
-    def __init__(self, before: float, step: int):
-        self.before, self.start = before, time.perf_counter()
+    def __init__(self, before: float, cpu_before: float | None, step: int):
+        self.before, self.cpu_before, self.start = before, cpu_before, time.perf_counter()
         self.window, self.window_step = self.start, step
 
     def wall(self) -> float:
         return self.before + time.perf_counter() - self.start
+
+    def seconds(self) -> tuple[float, float | None]:
+        """(wall, CPU) seconds of the job so far, as a checkpoint keeps them."""
+        cpu = None if self.cpu_before is None else self.cpu_before + cpu_seconds()
+        return self.wall(), cpu
 
     def lap(self, step: int) -> tuple[float, float]:
         """(wall time, updates per second since the last lap)."""
@@ -432,9 +445,10 @@ class _Clock:
         return self.before + now - self.start, rate
 
 
-def _log_resume(label: str, path: os.PathLike, step: int, before_s: float) -> None:
-    """The line uniq.jobtimes reads: a job's time counts its pieces before the resume."""
-    log.info("resuming %s from %s at step %d (%.1f s before)", label, path, step, before_s)
+def _host(resolved: dict[str, Any]) -> dict[str, Any]:
+    """Where this piece of the job runs, as its checkpoint records it."""
+    return dict(device=resolved["device"], threads=resolved["threads"], torch=torch.__version__,
+                commit=resolved["git_commit"])  # fmt: skip
 
 
 def _remove_stale_temps(folders) -> None:
