@@ -53,7 +53,7 @@ from torch import nn
 from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
 from uniq.atomic import atomic_path, git_commit
-from uniq.jobtimes import resume_line, trained_line
+from uniq.jobtimes import cpu_seconds, resume_line, trained_line
 from uniq.nets import ObsNormalizer, TanhGaussianPolicy, load_policy, mlp, save_policy
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,7 @@ def train_ppo(
     agent = PPOAgent(spec, cfg, lagrangian=kind == "safe")
     gen = torch.Generator().manual_seed(seed)
     np_rng = np.random.default_rng(seed)
-    step, epoch, rows, wall_before = 0, 0, [], 0.0
+    step, epoch, rows, wall_before, cpu_before = 0, 0, [], 0.0, 0.0
     if ckpt_file.exists():
         state = torch.load(ckpt_file, weights_only=False)
         _check_resumable(state, spec, kind, seed, steps, cfg, ckpt_file)
@@ -384,8 +384,9 @@ def train_ppo(
             state["rows"],
             state["wall_s"],
         )
-        # CPU seconds are not carried: the env workers' would count only once they end
-        log.info(resume_line(kind, ckpt_file, step, wall_before, None))
+        cpu_before = state.get("cpu_s")  # None: a checkpoint written before it was kept
+        log.info(resume_line(f"{spec.name}:{kind}", ckpt_file, step, wall_before, cpu_before))
+        log.info("resumed at epoch %d", epoch)
     elif cfg.init_from:
         _warm_start(agent, cfg.init_from, spec)
     with atomic_path(csv_file) as tmp, open(tmp, "w", newline="") as f:  # the checkpointed epochs
@@ -435,6 +436,7 @@ def train_ppo(
                 state = dict(
                     task=spec.name, kind=kind, seed=seed, step=step, epoch=epoch, rows=list(rows),
                     wall_s=wall_before + time.time() - t0, total_steps=steps,
+                    cpu_s=None if cpu_before is None else cpu_before + cpu_seconds(),
                     agent=agent.state_dict(), gen=gen.get_state(), np_rng=np_rng.bit_generator.state,
                     torch_rng=torch.get_rng_state(), config=dataclasses.asdict(cfg),
                 )  # fmt: skip
@@ -443,7 +445,7 @@ def train_ppo(
     agent.freeze_stats()  # the policy file carries the statistics of every observation seen
     meta = _meta(spec, kind, seed, step, rows, agent, cfg, wall_before + time.time() - t0)
     save_policy(agent.actor, out, meta)
-    log.info(trained_line(kind, step, meta["wall_time_s"], out))
+    log.info(trained_line(f"{spec.name}:{kind}", step, meta["wall_time_s"], out))
     return meta
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
 from envs import ppo
 from envs.tasks import TaskSpec
+from uniq import jobtimes
 from uniq.nets import load_policy
 
 torch.set_num_threads(1)
@@ -90,11 +93,17 @@ def test_ppo_lagrangian_gives_up_reward_to_meet_the_cost_limit(toy, tmp_path):
     assert deterministic_action(tmp_path / "free.pt") > 0.35  # the same run without the multiplier
 
 
-def test_resumed_training_equals_the_uninterrupted_run(toy, tmp_path):
+def test_resumed_training_equals_the_uninterrupted_run(toy, tmp_path, monkeypatch, caplog):
+    """A continued run ends as the uninterrupted one, and its resume line tells uniq.jobtimes
+    the wall and CPU seconds of the piece before."""
     cfg = ppo.PPOConfig(**FAST)
     ppo.train_ppo(TOY, "safe", 800, 0, tmp_path / "a.pt", cfg, progress=False)
+    monkeypatch.setattr(ppo, "cpu_seconds", lambda: 4.0)  # the first piece's process clock
     ppo.train_ppo(TOY, "safe", 400, 0, tmp_path / "b.pt", cfg, progress=False)
-    ppo.train_ppo(TOY, "safe", 800, 0, tmp_path / "b.pt", cfg, progress=False)  # continues
+    with caplog.at_level(logging.INFO, "envs.ppo"):
+        ppo.train_ppo(TOY, "safe", 800, 0, tmp_path / "b.pt", cfg, progress=False)  # continues
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
+    assert jobtimes._RESUMED.search(line).group(2) == "4.0"
     a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=False)["state_dict"] for n in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [(tmp_path / f"{n}.log.csv").read_text().splitlines() for n in "ab"]

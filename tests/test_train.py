@@ -119,38 +119,49 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path, data, mo
 
 
 def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
-    tmp_path, data, caplog, request
+    tmp_path, data, caplog, request, monkeypatch
 ):
     """A job may move machines between its pieces: it resumes there, warning that its
     numbers may differ from here on (another thread count), and its CPU seconds go on from
-    the checkpoint's, as the resume line uniq.jobtimes reads reports them."""
+    the checkpoint's, as the resume line uniq.jobtimes reads reports them. A checkpoint
+    written before the host and CPU seconds were kept resumes quietly, its CPU unknown."""
     un, mix = data
     threads_before = torch.get_num_threads()
     request.addfinalizer(lambda: torch.set_num_threads(threads_before))
+    ckpt = tmp_path / "a/checkpoint.pt"
 
-    def run(steps: int, threads: int) -> dict:
-        train("bc-mix", SPEC, un, mix, 0, steps, tmp_path / "a", dict(hidden=16),
-              checkpoint_every=10, threads=threads, **FAST)  # fmt: skip
-        return torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
+    def run(steps: int, threads: int, cpu: float) -> tuple[dict, list]:
+        """A piece in a process whose CPU clock reads ``cpu``; (checkpoint, log records)."""
+        monkeypatch.setattr("uniq.train.cpu_seconds", lambda: cpu)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "uniq"):
+            train("bc-mix", SPEC, un, mix, 0, steps, tmp_path / "a", dict(hidden=16),
+                  checkpoint_every=10, threads=threads, **FAST)  # fmt: skip
+        return torch.load(ckpt, weights_only=False), list(caplog.records)
 
-    first = run(20, 1)
-    assert first["host"]["threads"] == 1 and first["host"]["device"] == "cpu"
-    with (
-        caplog.at_level(logging.INFO, "uniq.train"),
-        caplog.at_level(logging.INFO, "uniq.checkpoint"),
-    ):
-        second = run(40, 2)  # more steps: it resumes at step 20
-    moved = [r for r in caplog.records if r.levelno == logging.WARNING and "setup" in r.message]
-    assert len(moved) == 1 and "threads 1 -> 2" in moved[0].message
-    resume = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
-    wall, cpu = jobtimes._RESUMED.search(resume).groups()
-    assert float(cpu) == pytest.approx(first["cpu_time_s"], abs=0.05)
-    assert float(wall) == pytest.approx(first["wall_time_s"], abs=0.05)
-    assert second["cpu_time_s"] > first["cpu_time_s"] > 0
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, "uniq.checkpoint"):
-        run(60, 2)  # the same setup: no warning
-    assert not [r for r in caplog.records if "setup" in r.message]
+    def resume_seconds(records) -> tuple[str, str | None]:
+        line = next(r.getMessage() for r in records if r.getMessage().startswith("resuming"))
+        return jobtimes._RESUMED.search(line).groups()
+
+    def moved(records) -> list[str]:
+        return [r.getMessage() for r in records if r.levelno == logging.WARNING and "setup" in r.getMessage()]  # fmt: skip
+
+    first, _ = run(20, 1, 5.0)
+    assert first["host"]["threads"] == 1 and first["host"]["device"].startswith("cpu")
+    assert first["cpu_time_s"] == 5.0
+    second, records = run(40, 2, 7.0)  # more steps: it resumes at step 20
+    assert len(moved(records)) == 1 and "threads 1 -> 2" in moved(records)[0]
+    wall, cpu = resume_seconds(records)
+    assert float(cpu) == 5.0 and float(wall) == pytest.approx(first["wall_time_s"], abs=0.05)
+    assert second["cpu_time_s"] == 5.0 + 7.0
+    assert run(60, 2, 1.0)[0]["cpu_time_s"] == 13.0 and not moved(caplog.records)  # same setup
+
+    old = torch.load(ckpt, weights_only=False)
+    del old["host"], old["cpu_time_s"]
+    torch.save(old, ckpt)
+    third, records = run(80, 1, 3.0)
+    assert not moved(records) and resume_seconds(records)[1] is None
+    assert third["cpu_time_s"] is None  # not known from here on: uniq.jobtimes estimates it
 
 
 def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, data):

@@ -8,8 +8,9 @@ price (:mod:`uniq.plan`), job by job: each planned job is named by its benchmark
 A training job stopped part-way (a session's end) and resumed from its checkpoint leaves a
 benchmark file of its last piece only: Snakemake rewrites the file on each attempt. Its log
 (``logs/<profile>/<rule>/...log``, the benchmark's path under the rule's log folder) holds
-the whole job's time, which :mod:`uniq.train` carries through the checkpoint (wall seconds,
-and CPU seconds on :func:`cpu_seconds`' clock); the job's row takes that, and is marked
+the whole job's time, which the job carries through its checkpoint (wall seconds, and CPU
+seconds on :func:`cpu_seconds`' clock: :mod:`uniq.train`, and the demonstrators'
+:mod:`envs.ppo` and :mod:`envs.demonstrators`); the job's row takes that, and is marked
 ``resumed``. The log lines are written by :func:`resume_line` and :func:`trained_line`, here
 beside the patterns that read them.
 """
@@ -51,10 +52,11 @@ def trained_line(label: str, steps: int, wall_s: float, out: os.PathLike) -> str
 
 
 def cpu_seconds() -> float:
-    """CPU seconds of this process and of its children that have ended (evaluation workers):
-    the clock a job's time is carried on through its checkpoints, as Snakemake's
-    ``cpu_time`` counts the job's process tree. A child still running is not in it, so a job
-    whose workers live across checkpoints (PPO's env processes) does not carry it."""
+    """CPU seconds of this process and of its children that have ended: the clock a job's
+    time is carried on through its checkpoints, as Snakemake's ``cpu_time`` counts the job's
+    process tree. A child still running is not in it; envs step in the job's own process
+    unless ``UNIQ_ENV_WORKERS`` asks for workers, and a training job's evaluation workers
+    end with each evaluation."""
     own, children = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),

@@ -179,7 +179,7 @@ def train(
 
     with device_scope(device) as dev:
         resolved = job.resolved(dev, n_threads)
-        checkpoint.host = store.host = _host(resolved)
+        checkpoint.host = store.host = _host(resolved, dev)
         generator = seed_everything(job_seed(seeds), dev)
         sources = make_sources(
             data["un"], data["mix"], dev, generator, (paths["un"], paths["mix"]), obs_norm
@@ -234,8 +234,9 @@ def train(
                 if step % checkpoint_every == 0 and step < steps:
                     checkpoint.save(step, clock.seconds(), method, generator, pretrain_logs, logs)
                 bar.update(1)
-            wall = clock.wall()
-            checkpoint.save(step, clock.seconds(), method, generator, pretrain_logs, logs)
+            seconds = clock.seconds()
+            wall = seconds[0]
+            checkpoint.save(step, seconds, method, generator, pretrain_logs, logs)
         except BaseException:
             logs.close()
             raise
@@ -318,7 +319,7 @@ def pretrain(
     seeds: Sequence[int],
     build: Callable[[Sources, int], Method],
     store: PretrainStore | None = None,
-) -> tuple[list[dict[str, float]], float]:
+) -> tuple[list[dict[str, float]], tuple[float, float | None]]:
     """Each seed's ``Method.pretrain`` as its separate run does it: (each seed's logged
     scalars, the (wall, CPU) seconds an earlier, stopped attempt spent on the seeds restored
     here; CPU None when a restored seed's file did not keep them).
@@ -330,7 +331,7 @@ def pretrain(
     ``store``, each finished seed but the last is saved there, and a seed found there is
     restored instead of pretrained again (a member depends on its own seed only).
     """
-    earlier_s, earlier_cpu = 0.0, 0.0
+    earlier_s, earlier_cpu, restored = 0.0, 0.0, False
     if method.members is None:
         logs = [method.pretrain()]
     else:
@@ -340,8 +341,9 @@ def pretrain(
             plains.append(build(method.data.with_generator(seed_everything(s, method.device)), s))
             log.info("pretraining seed %d (%d of %d)", s, k + 1, len(seeds))
             if s in done:
-                if not earlier_s:
-                    store.restored()
+                if not restored:
+                    store.restored()  # warns if the file was written on another setup
+                restored = True
                 plains[-1].load_state_dict(done[s]["state"])
                 logs.append(done[s]["log"])
                 earlier_s += done[s]["seconds"]
@@ -445,9 +447,16 @@ class _Clock:
         return self.before + now - self.start, rate
 
 
-def _host(resolved: dict[str, Any]) -> dict[str, Any]:
-    """Where this piece of the job runs, as its checkpoint records it."""
-    return dict(device=resolved["device"], threads=resolved["threads"], torch=torch.__version__,
+def _host(resolved: dict[str, Any], dev: torch.device) -> dict[str, Any]:
+    """Where this piece of the job runs, as its checkpoint records it: the hardware the
+    numbers depend on (the GPU's model, not the index the allocator happened to give; the
+    CPU's vector instructions torch dispatches to), threads, torch and the commit."""
+    if dev.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(dev)
+        device = f"cuda {torch.cuda.get_device_name(dev)} (sm_{major}{minor})"
+    else:
+        device = f"cpu {torch.backends.cpu.get_cpu_capability()}"
+    return dict(device=device, threads=resolved["threads"], torch=torch.__version__,
                 commit=resolved["git_commit"])  # fmt: skip
 
 
