@@ -662,6 +662,24 @@ def _plan(args: argparse.Namespace) -> int:
     return status
 
 
+# ---------------------------------------------------------------- progress (uniq/progress.py)
+def _args_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configfile", default="config/config.yaml", help="the profile running")
+    p.add_argument("--directory", default=".", help="the workflow's folder (default: here)")
+
+
+def _progress(args: argparse.Namespace) -> int:
+    from uniq import plan, progress
+    from uniq.workflow import WorkflowConfigError
+
+    try:
+        config = plan.load_config(args.configfile)
+    except WorkflowConfigError as err:
+        return _error("uniq.workflow", err)
+    print(progress.table(config, args.directory), end="")
+    return 0
+
+
 # ---------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Subcommand:
@@ -716,6 +734,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "price a profile before launch: jobs, job-hours and wall time per rule, "
                "from short bursts measured on this machine",
                _args_plan, _plan),
+    Subcommand("progress", "where a profile's run stands: each training job's step, rate, "
+               "hours left", _args_progress, _progress),
     Subcommand("check-config",
                "the Snakefile's checks of a config file, naming the line of a YAML error",
                _args_check_config, _check_config),

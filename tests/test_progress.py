@@ -1,0 +1,87 @@
+"""uniq-bench progress: each training job's state, read from its files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from uniq import plan, progress
+from uniq.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config/paper_data.yaml"  # 2 tasks x 5 methods, 5 seeds batched, 100k steps
+RUNS = "results/paper_data/runs/SafetyPointGoal1-v0/default"
+
+
+def write_log(path: Path, rows: list[tuple[int, float]]) -> None:
+    """A training log of (step, wall seconds) rows, as uniq.runlog writes it."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "wall_time_s", "updates_per_s"])
+        w.writerows((s, 0.1, t, 999.0) for s, t in rows)
+
+
+@pytest.fixture
+def profile(tmp_path) -> Path:
+    """One job of each state: bc-mix done, uniq training (checkpoint at 40000, logged to
+    42000 at 5 updates/s), safedice pretraining (2 seeds kept), dwbc started."""
+    seeds = [f"seed{s}" for s in range(5)]
+    for s in seeds:
+        d = tmp_path / RUNS / "bc-mix" / s
+        d.mkdir(parents=True)
+        (d / "policy.pt").write_bytes(b"")
+        (d / "train_log.csv").write_text("step\n")
+    job = tmp_path / RUNS / "uniq/seed0_1_2_3_4"
+    job.mkdir(parents=True)
+    torch.save({"step": 40000, "method": {}}, job / "checkpoint.pt")
+    (tmp_path / RUNS / "uniq/seed0").mkdir()
+    # 30 rows of 1000 steps; the last 10 windows took 2000 s: 5 updates/s (each row claims 999)
+    rows = [(1000 * i, 100.0 * i) for i in range(1, 33)] + [
+        (1000 * i, 200.0 * i - 3200) for i in range(33, 43)
+    ]
+    write_log(tmp_path / RUNS / "uniq/seed0/train_log.csv.part", rows)
+    job = tmp_path / RUNS / "safedice/seed0_1_2_3_4"
+    job.mkdir(parents=True)
+    torch.save({"identity": {}, "seeds": {0: {}, 1: {}}}, job / "pretrain.pt")
+    (tmp_path / RUNS / "dwbc/seed0").mkdir(parents=True)
+    (tmp_path / RUNS / "dwbc/seed0/train_log.csv.part").write_text("")
+    (tmp_path / RUNS / "bc-mix/seed0/eval.json").write_text("{}")
+    return tmp_path
+
+
+def test_each_jobs_state_step_and_time_left(profile):
+    jobs = {j.job: j for j in progress.training_jobs(plan.load_config(CONFIG), profile)}
+    assert len(jobs) == 10
+    goal = "SafetyPointGoal1-v0 default"
+    assert jobs[f"{goal} bc-mix"].state == "done"
+    uniq = jobs[f"{goal} uniq"]
+    assert (uniq.state, uniq.step, uniq.logged) == ("training", 40000, 42000)
+    assert uniq.rate == pytest.approx(5.0)  # over the last 10 rows, not the last row's claim
+    assert uniq.hours_left == pytest.approx(58000 / 5.0 / 3600)
+    safedice = jobs[f"{goal} safedice"]
+    assert (safedice.state, safedice.seeds_kept, safedice.seeds) == ("pretraining", 2, 5)
+    assert jobs[f"{goal} dwbc"].state == "started"
+    assert jobs[f"{goal} bc-safe"].state == "not started" and jobs[f"{goal} bc-safe"].age_s is None
+    assert sum(j.state == "not started" for j in jobs.values()) == 6
+    assert progress.evaluations(plan.load_config(CONFIG), profile) == (1, 50)
+
+
+def test_the_command_prints_the_table(profile, capsys):
+    assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "| SafetyPointGoal1-v0 default uniq | training | 42000 of 100000 (40000) | 5.00 | 3.2 |"
+        in out
+    )
+    assert "1 done, 1 training, 1 pretraining, 1 started, 6 not started (of 10)" in out
+    assert "Evaluations: 1 of 50." in out
+
+
+def test_an_invalid_config_is_named(tmp_path, caplog):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: x\ntasks: {NoSuchTask-v0: {data: committed}}\n")
+    assert main(["progress", "--configfile", str(bad)]) == 2
+    assert "NoSuchTask-v0" in caplog.text
