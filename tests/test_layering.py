@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE = {"registry.py", "cli.py", "workflow.py", "plan.py"}
 """The modules of uniq/ allowed to import envs/ and baselines/ (plan.py prices the workflow:
 the config's jobs times the methods' and the environments' measured costs)."""
-SHARED = {"uniq.data", "uniq.nets", "uniq.atomic", "uniq.numerics"}
+SHARED = {"uniq.data", "uniq.nets", "uniq.atomic", "uniq.numerics", "uniq.jobtimes"}
 """What envs/ may import from uniq/: the data format, the networks and policy.pt, atomic files,
-and the portable-numerics pins."""
+the portable-numerics pins, and the job-log lines a resumed job's time is read from."""
 
 
 def imported_modules(path: Path) -> set[str]:
