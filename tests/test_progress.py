@@ -80,6 +80,31 @@ def test_the_command_prints_the_table(profile, capsys):
     assert "Evaluations: 1 of 50." in out
 
 
+def test_time_left_counts_training_at_its_rate_and_the_rest_at_the_price(profile):
+    """Left: uniq's 58000 updates at 5/s; the 8 jobs not yet training and the 49 evaluations
+    not done at the price; nothing for the finished bc-mix job or its evaluation."""
+    config = plan.load_config(CONFIG)
+    price = {"profile": "paper_data", "cores": 2, "jobs": [
+        {"rule": j.rule, "bench": j.bench, "seconds": 3600.0 if j.rule == "train" else 36.0}
+        for j in plan.jobs(config)
+    ]}  # fmt: skip
+    left = progress.time_left(config, price, 2, profile)
+    assert left["training"] == pytest.approx(58000 / 5.0 / 3600)
+    assert left["priced"] == pytest.approx(8 * 1.0 + 49 * 0.01)
+    assert left["wall_hours"] == pytest.approx((left["training"] + left["priced"]) / 2)
+    one_core = progress.time_left(config, price, 1, profile)
+    assert one_core["wall_hours"] == pytest.approx(left["cpu_hours"])
+
+
+def test_a_price_of_another_profile_is_refused(profile, tmp_path, caplog):
+    other = tmp_path / "price.json"
+    other.write_text('{"profile": "quick", "jobs": []}')
+    argv = ["progress", "--configfile", str(CONFIG), "--directory", str(profile)]
+    assert main([*argv, "--price", str(other)]) == 2
+    assert "not a price of profile 'paper_data'" in caplog.text
+    assert main([*argv, "--price", str(tmp_path / "missing.json")]) == 2
+
+
 def test_an_invalid_config_is_named(tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text("profile: x\ntasks: {NoSuchTask-v0: {data: committed}}\n")

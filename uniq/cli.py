@@ -666,6 +666,10 @@ def _plan(args: argparse.Namespace) -> int:
 def _args_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configfile", default="config/config.yaml", help="the profile running")
     p.add_argument("--directory", default=".", help="the workflow's folder (default: here)")
+    p.add_argument(
+        "--price", help="the profile's price (`uniq-bench plan --json FILE`, at the --cores you "
+        "run): also say the time left",
+    )  # fmt: skip
 
 
 def _progress(args: argparse.Namespace) -> int:
@@ -674,9 +678,12 @@ def _progress(args: argparse.Namespace) -> int:
 
     try:
         config = plan.load_config(args.configfile)
+        price = progress.load_price(args.price, config) if args.price else None
     except WorkflowConfigError as err:
         return _error("uniq.workflow", err)
-    print(progress.table(config, args.directory), end="")
+    except (OSError, ValueError) as err:
+        return _error("uniq.progress", err)
+    print(progress.table(config, args.directory, price), end="")
     return 0
 
 

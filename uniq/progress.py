@@ -14,14 +14,19 @@ missing, not how far a job stopped part-way has come; this reads each training j
 - **not started**;
 
 each with the age of its newest file (a job whose files are hours old is not running), then
-the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``).
+the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``). Given a
+price (``uniq-bench plan --json``), it also says what is left: the training jobs' updates at
+their own rates, the jobs not yet training and the evaluations not done at their price.
 
-    uv run uniq-bench progress --configfile config/paper_data.yaml
+    uv run uniq-bench plan --configfile config/paper_data.yaml --cores 2 --json price.json
+    uv run uniq-bench progress --configfile config/paper_data.yaml --price price.json
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,8 @@ class JobState:
     """One training job's state (``step``: its checkpoint's; ``logged``: its log's)."""
 
     job: str
+    bench: str
+    """Its benchmark file under logs/<profile>/benchmarks/ (how a price names the job)."""
     state: str
     steps: int
     step: int = 0
@@ -64,9 +71,12 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
     for env, variant, algo, seeds in train_jobs(config):
         folders, job_dir = seed_dirs(runs / env / variant / algo / "seed{seed}", seeds)
         name = f"{env} {variant} {algo}"
+        bench = f"train/{env}/{variant}/{algo}/" + (
+            "seeds.tsv" if config["train"]["batch_seeds"] else f"seed{seeds[0]}.tsv"
+        )  # the Snakefile's benchmark paths, as uniq.plan names the jobs
         files = [p for d in {*folders, job_dir} if d.is_dir() for p in d.iterdir()]
         age = time.time() - max(p.stat().st_mtime for p in files) if files else None
-        state = JobState(name, "not started", steps, seeds=len(seeds), age_s=age)
+        state = JobState(name, bench, "not started", steps, seeds=len(seeds), age_s=age)
         if all((d / "policy.pt").is_file() and (d / "train_log.csv").is_file() for d in folders):
             state.state, state.step = "done", steps
         elif (job_dir / CHECKPOINT).is_file():
@@ -83,17 +93,49 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
 
 def evaluations(config: dict, root: str | Path = ".") -> tuple[int, int]:
     """(evaluations done, evaluations planned)."""
+    return len(config_evaluations(config, root)[0]), len(W.all_runs(config))
+
+
+def config_evaluations(config: dict, root: str | Path = ".") -> tuple[list[str], list[str]]:
+    """The evaluation jobs (named by their benchmark files): (done, not done)."""
     runs = Path(root) / "results" / config["profile"] / "runs"
-    planned = W.all_runs(config)
-    done = sum(
-        (runs / r.env / r.variant / r.algo / f"seed{r.seed}" / "eval.json").is_file()
-        for r in planned
-    )
-    return done, len(planned)
+    done, left = [], []
+    for r in W.all_runs(config):
+        bench = f"evaluate/{r.env}/{r.variant}/{r.algo}/seed{r.seed}.tsv"
+        folder = runs / r.env / r.variant / r.algo / f"seed{r.seed}"
+        (done if (folder / "eval.json").is_file() else left).append(bench)
+    return done, left
 
 
-def table(config: dict, root: str | Path = ".") -> str:
-    """The progress report, in Markdown."""
+def time_left(config: dict, price: dict, cores: int, root: str | Path = ".") -> dict[str, float]:
+    """CPU hours left (``training``: the updates of jobs training, at their rates; ``priced``:
+    jobs not yet training and evaluations not done, at the price) and the wall hours on
+    ``cores`` idle cores, never shorter than the longest job left."""
+    seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
+    jobs, (_, evals) = training_jobs(config, root), config_evaluations(config, root)
+    training = [j.hours_left or 0.0 for j in jobs if j.state == "training"]
+    priced = [seconds.get(j.bench, 0.0) / 3600 for j in jobs if j.state not in ("done", "training")]
+    priced += [seconds.get(b, 0.0) / 3600 for b in evals]
+    total = sum(training) + sum(priced)
+    longest = max([*training, *priced], default=0.0)
+    return {"training": sum(training), "priced": sum(priced), "cpu_hours": total,
+            "wall_hours": max(total / cores, longest), "cores": cores}  # fmt: skip
+
+
+def load_price(path: str | os.PathLike, config: dict) -> dict:
+    """A price written by ``uniq-bench plan --json`` for this profile."""
+    price = json.loads(Path(path).read_text())
+    if price.get("profile") != config["profile"] or "jobs" not in price:
+        raise ValueError(
+            f"{path} is not a price of profile {config['profile']!r} (profile "
+            f"{price.get('profile')!r}); write one with `uniq-bench plan --configfile ... --json "
+            f"{path}`."
+        )
+    return price
+
+
+def table(config: dict, root: str | Path = ".", price: dict | None = None) -> str:
+    """The progress report, in Markdown (with ``price``: the time left)."""
     jobs = training_jobs(config, root)
     lines = [
         f"# Progress of profile {config['profile']}",
@@ -127,6 +169,14 @@ def table(config: dict, root: str | Path = ".") -> str:
             "UNIQ ratio fits stopped part-way (they resume there): "
             + ", ".join(str(p) for p in partial) + "."
         )  # fmt: skip
+    if price is not None:
+        left = time_left(config, price, price["cores"], root)
+        lines.append(
+            f"Left: {left['cpu_hours']:.1f} CPU-hours ({left['training']:.1f} of updates at "
+            f"the training jobs' rates, {left['priced']:.1f} priced: the jobs not yet training, "
+            f"at their whole price, and the evaluations not done), about "
+            f"{left['wall_hours']:.1f} h on {left['cores']} idle cores."
+        )
     lines.append(
         f"Hours left: the job's updates left at its rate over its log's last {WINDOWS} rows. "
         "The newest file's age tells a running job from a stopped one: training writes its "
