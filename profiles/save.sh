@@ -14,7 +14,8 @@
 # Checkpoints are written whole (uniq/atomic.py), so one staged while its job runs is the
 # previous whole checkpoint or the new one. Each save keeps a new copy of every running job's
 # checkpoint in the history (about 7 MB a job at the quick profile's sizes, tens of MB at the
-# paper's): save once per working session, at its end.
+# paper's): save once per working session, at its end. It also writes results/PROFILE/progress.md
+# (uniq-bench progress: each training job's state, step and rate, and the time left).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:?usage: profiles/save.sh PROFILE [message]}
@@ -53,6 +54,21 @@ while IFS= read -r -d '' ckpt; do
         echo "unfinished: $(dirname "$ckpt")"
     fi
 done < <(find "$runs" -name checkpoint.pt -print0)
+
+# Where the run stands (uniq-bench progress), for whoever continues it: results/PROFILE/progress.md,
+# with the time left when the profile's price is saved (benchmarks/out/plan_PROFILE.json).
+config=config/$profile.yaml
+[[ $profile == paper ]] && config=config/config.yaml
+if [[ -f $config ]] && command -v uv >/dev/null; then
+    args=(--configfile "$config")
+    [[ -f benchmarks/out/plan_$profile.json ]] && args+=(--price "benchmarks/out/plan_$profile.json")
+    if uv run --quiet uniq-bench progress "${args[@]}" >"results/$profile/progress.md.tmp"; then
+        mv "results/$profile/progress.md.tmp" "results/$profile/progress.md"
+    else
+        rm -f "results/$profile/progress.md.tmp"
+        echo "save.sh: uniq-bench progress failed; progress.md not written" >&2
+    fi
+fi
 
 paths=(results/"$profile")
 for p in figures/"$profile" logs/"$profile"/benchmarks logs/"$profile"/train; do
