@@ -90,10 +90,49 @@ def test_time_left_counts_training_at_its_rate_and_the_rest_at_the_price(profile
     ]}  # fmt: skip
     left = progress.time_left(config, price, 2, profile)
     assert left["training"] == pytest.approx(58000 / 5.0 / 3600)
-    assert left["priced"] == pytest.approx(8 * 1.0 + 49 * 0.01)
+    # 8 training jobs, 49 evaluations, 9 other jobs (4 rollouts, 2 splits, 2 aggregates, 1 figures)
+    assert left["priced"] == pytest.approx(8 * 1.0 + 49 * 0.01 + 9 * 0.01)
     assert left["wall_hours"] == pytest.approx((left["training"] + left["priced"]) / 2)
     one_core = progress.time_left(config, price, 1, profile)
     assert one_core["wall_hours"] == pytest.approx(left["cpu_hours"])
+    # a job that has run shows no more on a new machine (no benchmark file yet: it is priced)
+    bench = profile / "logs/paper_data/benchmarks/figures/main.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\n1\n")
+    assert progress.time_left(config, price, 2, profile)["priced"] == pytest.approx(
+        left["priced"] - 0.01
+    )
+
+
+def test_a_fresh_clone_reads_the_rate_from_the_checkpoint(profile):
+    """save.sh commits checkpoints, not the .part logs: the checkpoint's copy of the log gives
+    the rate; with no row yet the job is priced by the share of its steps left."""
+    config = plan.load_config(CONFIG)
+    part = profile / RUNS / "uniq/seed0/train_log.csv.part"
+    ckpt = profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt"
+    torch.save({"step": 40000, "log": [{"columns": None, "text": part.read_text()}]}, ckpt)
+    part.unlink()
+    (uniq,) = [
+        j
+        for j in progress.training_jobs(config, profile)
+        if j.job.endswith("Goal1-v0 default uniq")
+    ]
+    assert (uniq.step, uniq.logged, uniq.rate) == (40000, 42000, pytest.approx(5.0))
+    torch.save({"step": 40000, "log": [{"columns": None, "text": ""}]}, ckpt)
+    price = {"profile": "paper_data", "jobs": [
+        {"rule": j.rule, "bench": j.bench, "seconds": 3600.0 if j.rule == "train" and "/uniq/" in j.bench else 0.0}
+        for j in plan.jobs(config)
+    ]}  # fmt: skip
+    left = progress.time_left(config, price, 2, profile)
+    assert left["training"] == 0 and left["priced"] == pytest.approx(1.0 + 0.6)  # PB1's + 60%
+
+
+def test_jobs_of_one_seed_are_named_by_their_seed(profile):
+    config = plan.load_config(CONFIG)
+    config["train"]["batch_seeds"] = False
+    names = [j.job for j in progress.training_jobs(config, profile)]
+    assert len(names) == len(set(names)) == 50
+    assert "SafetyPointGoal1-v0 default bc-mix seed3" in names
 
 
 def test_a_price_of_another_profile_is_refused(profile, tmp_path, caplog):

@@ -1,5 +1,5 @@
 """A training job's checkpoint: everything a resumed run needs to end bit for bit where an
-uninterrupted one would (same device and thread count).
+uninterrupted one would (same device, thread count and torch).
 
 ``checkpoint.pt`` holds the run's identity (what must match to resume it: algorithm, task,
 seeds, config, dataset checksums, observation standardisation; the step count may grow),

@@ -10,13 +10,15 @@ missing, not how far a job stopped part-way has come; this reads each training j
   included) and the hours left at that rate;
 - **pretraining**: the seeds ``pretrain.pt`` keeps (one after another, before the first
   checkpoint);
-- **started**: its folders exist, nothing kept yet (a first seed pretraining, or stopped);
+- **started**: its folders or log exist, nothing kept yet (a first seed pretraining, a ratio
+  fit, or stopped);
 - **not started**;
 
-each with the age of its newest file (a job whose files are hours old is not running), then
+each with the age of its newest file, its log included (a job whose files are all an hour old
+is not running: UNIQ's ratio fit and SafeDICE's classifier log a line every few minutes), then
 the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``). Given a
-price (``uniq-bench plan --json``), it also says what is left: the training jobs' updates at
-their own rates, the jobs not yet training and the evaluations not done at their price.
+price (``uniq-bench plan --json``), it also says what is left (:func:`time_left`): the
+training jobs' updates at their own rates, every other job not done at its price.
 
     uv run uniq-bench plan --configfile config/paper_data.yaml --cores 2 --json price.json
     uv run uniq-bench progress --configfile config/paper_data.yaml --price price.json
@@ -43,7 +45,8 @@ WINDOWS = 10
 
 @dataclass
 class JobState:
-    """One training job's state (``step``: its checkpoint's; ``logged``: its log's)."""
+    """One training job's state (``step``: its checkpoint's, where a rerun resumes;
+    ``logged``: the step its log has reached; ``rate``: updates per second)."""
 
     job: str
     bench: str
@@ -59,6 +62,7 @@ class JobState:
 
     @property
     def hours_left(self) -> float | None:
+        """Wall hours of its updates left at its rate (None: not training, or no rate yet)."""
         if self.state != "training" or self.rate <= 0:
             return None
         return (self.steps - self.logged) / self.rate / 3600
@@ -67,24 +71,33 @@ class JobState:
 def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
     """Every training job of the profile and its state (``root``: the workflow's folder)."""
     runs = Path(root) / "results" / config["profile"] / "runs"
-    steps, out = int(config["train"]["steps"]), []
+    logs = Path(root) / "logs" / config["profile"] / "train"
+    steps, batched, out = int(config["train"]["steps"]), config["train"]["batch_seeds"], []
     for env, variant, algo, seeds in train_jobs(config):
         folders, job_dir = seed_dirs(runs / env / variant / algo / "seed{seed}", seeds)
-        name = f"{env} {variant} {algo}"
-        bench = f"train/{env}/{variant}/{algo}/" + (
-            "seeds.tsv" if config["train"]["batch_seeds"] else f"seed{seeds[0]}.tsv"
-        )  # the Snakefile's benchmark paths, as uniq.plan names the jobs
+        tag = "seeds" if batched else f"seed{seeds[0]}"  # the Snakefile's log and benchmark names
+        name = f"{env} {variant} {algo}" + ("" if batched else f" {tag}")
+        # the job's log too: a ratio fit or a seed's pretraining writes nothing else for an hour
         files = [p for d in {*folders, job_dir} if d.is_dir() for p in d.iterdir()]
+        files += [f for f in [logs / env / variant / algo / f"{tag}.log"] if f.is_file()]
         age = time.time() - max(p.stat().st_mtime for p in files) if files else None
-        state = JobState(name, bench, "not started", steps, seeds=len(seeds), age_s=age)
+        state = JobState(name, f"train/{env}/{variant}/{algo}/{tag}.tsv", "not started", steps,
+                         seeds=len(seeds), age_s=age)  # fmt: skip
+        # a method that cannot batch trains the seeds one by one, each with its own checkpoint
+        ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]
+        ckpts = [d for d in ckpts if not (d != job_dir and (d / "policy.pt").is_file())]
         if all((d / "policy.pt").is_file() and (d / "train_log.csv").is_file() for d in folders):
-            state.state, state.step = "done", steps
-        elif (job_dir / CHECKPOINT).is_file():
-            state.state, state.step = "training", _checkpoint_step(job_dir / CHECKPOINT)
-            state.logged, state.rate = _last_logged(folders[0] / "train_log.csv.part")
+            state.state = "done"
+        elif ckpts:
+            saved = _load(ckpts[0] / CHECKPOINT)
+            state.state, state.step = "training", int(saved["step"])
+            folder = folders[0] if ckpts[0] == job_dir else ckpts[0]
+            part = folder / "train_log.csv.part"  # newer than the checkpoint's copy, if there
+            text = part.read_text() if part.is_file() else saved["log"][0]["text"]
+            state.logged, state.rate = _last_logged(text)
             state.logged = max(state.logged, state.step)
         elif (job_dir / PRETRAIN).is_file():
-            state.state, state.seeds_kept = "pretraining", _seeds_kept(job_dir / PRETRAIN)
+            state.state, state.seeds_kept = "pretraining", len(_load(job_dir / PRETRAIN)["seeds"])
         elif files:
             state.state = "started"
         out.append(state)
@@ -108,14 +121,32 @@ def config_evaluations(config: dict, root: str | Path = ".") -> tuple[list[str],
 
 
 def time_left(config: dict, price: dict, cores: int, root: str | Path = ".") -> dict[str, float]:
-    """CPU hours left (``training``: the updates of jobs training, at their rates; ``priced``:
-    jobs not yet training and evaluations not done, at the price) and the wall hours on
-    ``cores`` idle cores, never shorter than the longest job left."""
+    """Job-hours left, counted as the price counts them (CPU hours of all a job's threads;
+    device hours for training on a GPU): ``training``, the updates left of the jobs
+    training, at their own rates; ``priced``, at the price: the training jobs without a rate
+    yet (the share of their price their steps left make), the training jobs not yet
+    training, the evaluations not done and the other jobs without a benchmark file (rollouts,
+    datasets, aggregates, figures). And the wall hours on ``cores`` idle cores, never shorter
+    than the longest job left."""
     seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
+    on_gpu = str(price.get("units", {}).get("measured_on", {}).get("device", "cpu"))
+    threads = 1 if on_gpu.startswith("cuda") else int(config["train"]["threads"])
     jobs, (_, evals) = training_jobs(config, root), config_evaluations(config, root)
-    training = [j.hours_left or 0.0 for j in jobs if j.state == "training"]
-    priced = [seconds.get(j.bench, 0.0) / 3600 for j in jobs if j.state not in ("done", "training")]
+    training, priced = [], []
+    for j in jobs:
+        whole = seconds.get(j.bench, 0.0) / 3600
+        if j.hours_left is not None:
+            training.append(j.hours_left * threads)
+        elif j.state == "training":
+            priced.append(whole * (j.steps - j.step) / j.steps)
+        elif j.state != "done":
+            priced.append(whole)
     priced += [seconds.get(b, 0.0) / 3600 for b in evals]
+    bench_root = Path(root) / "logs" / config["profile"] / "benchmarks"
+    priced += [
+        j["seconds"] / 3600 for j in price["jobs"]
+        if j["rule"] not in ("train", "evaluate", "all") and not (bench_root / j["bench"]).is_file()
+    ]  # fmt: skip
     total = sum(training) + sum(priced)
     longest = max([*training, *priced], default=0.0)
     return {"training": sum(training), "priced": sum(priced), "cpu_hours": total,
@@ -149,7 +180,7 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
         elif j.state in ("pretraining", "started"):
             where = f"{j.seeds_kept} of {j.seeds} seeds pretrained" if j.seeds > 1 else ""
         else:
-            where = f"{j.step} of {j.steps}" if j.state == "done" else ""
+            where = ""
         rate = f"{j.rate:.2f}" if j.state == "training" and j.rate else ""
         left = "" if j.hours_left is None else f"{j.hours_left:.1f}"
         lines.append(f"| {j.job} | {j.state} | {where} | {rate} | {left} | {_age(j.age_s)} |")
@@ -172,40 +203,31 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
     if price is not None:
         left = time_left(config, price, price["cores"], root)
         lines.append(
-            f"Left: {left['cpu_hours']:.1f} CPU-hours ({left['training']:.1f} of updates at "
-            f"the training jobs' rates, {left['priced']:.1f} priced: the jobs not yet training, "
-            f"at their whole price, and the evaluations not done), about "
+            f"Left: {left['cpu_hours']:.1f} job-hours ({left['training']:.1f} of updates at "
+            f"the training jobs' rates, {left['priced']:.1f} at the price: the jobs not yet "
+            f"training, the evaluations and the other jobs not done), about "
             f"{left['wall_hours']:.1f} h on {left['cores']} idle cores."
         )
     lines.append(
         f"Hours left: the job's updates left at its rate over its log's last {WINDOWS} rows. "
-        "The newest file's age tells a running job from a stopped one: training writes its "
-        "log every window, pretraining keeps each seed as it ends. "
+        "The newest file's age (the job's log included) tells a running job from a stopped "
+        "one; a stopped job resumes at its checkpoint's step. "
         "`uniq-bench plan` prices the jobs not started."
     )
     return "\n".join(lines) + "\n"
 
 
-def _checkpoint_step(path: Path) -> int:
+def _load(path: Path) -> dict:
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
-def _seeds_kept(path: Path) -> int:
-    import torch
-
-    return len(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["seeds"])
-
-
-def _last_logged(part: Path) -> tuple[int, float]:
-    """(step, updates per second) of a training log: its last row's step, and the rate over
-    its last :data:`WINDOWS` rows (the job's wall time, which a resume carries on; one row:
-    that row's own rate; (0, 0): no row yet)."""
-    if not part.is_file():
-        return 0, 0.0
-    with open(part, newline="") as f:
-        rows = list(csv.DictReader(f))
+def _last_logged(text: str) -> tuple[int, float]:
+    """(step, updates per second) of a training log's text: its last row's step, and the
+    rate over its last :data:`WINDOWS` rows (the job's wall time, which a resume carries on;
+    one row: that row's own rate; (0, 0): no row yet)."""
+    rows = list(csv.DictReader(text.splitlines()))
     if not rows:
         return 0, 0.0
     last, first = rows[-1], rows[max(0, len(rows) - 1 - WINDOWS)]

@@ -12,7 +12,8 @@ config.yaml, then the logs renamed complete). The pieces it calls each do one jo
 - :class:`uniq.checkpoint.Checkpoint`: atomic checkpoints (method, optimizers, every RNG
   state, step, the logs so far) after ``pretrain``, every ``checkpoint_every`` steps and at
   the end; a rerun with the same arguments resumes from ``checkpoint.pt`` and ends with the
-  same parameters as an uninterrupted run (same device and thread count);
+  same parameters as an uninterrupted run (same device, thread count and torch; a resume
+  on another setup goes on with a warning);
 - :class:`uniq.runlog.RunLogs`: the mean of each returned scalar every ``log_every`` steps
   to ``train_log.csv``; the divergence guard (:func:`uniq.runlog.check_finite`): a NaN/inf
   scalar stops training with the step and key named (checked every step on the CPU; on a
