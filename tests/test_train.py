@@ -164,6 +164,21 @@ def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
     assert third["cpu_time_s"] is None  # not known from here on: uniq.jobtimes estimates it
 
 
+def test_a_job_without_a_progress_bar_logs_where_it_is_at_each_checkpoint(tmp_path, data, caplog):
+    """The workflow's jobs run with --no-progress: their log says the step, the rate and the
+    time left at each checkpoint (hours of silence otherwise at the paper's sizes)."""
+    un, mix = data
+    with caplog.at_level(logging.INFO, "uniq.train"):
+        train("bc-mix", SPEC, un, mix, 0, 30, tmp_path / "a", dict(hidden=16),
+              checkpoint_every=10, **FAST)  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records if " of 30, " in r.getMessage()]
+    assert [line.split(",")[0] for line in lines] == [
+        "bc-mix: step 10 of 30",
+        "bc-mix: step 20 of 30",
+    ]
+    assert all("updates/s, about" in line and line.endswith("left") for line in lines)
+
+
 def test_same_seed_same_numbers_and_other_seed_differs(tmp_path, data):
     un, mix = data
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):

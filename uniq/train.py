@@ -234,6 +234,8 @@ def train(
                     logs.write_curve(curve(method, seeds, step, generator))
                 if step % checkpoint_every == 0 and step < steps:
                     checkpoint.save(step, clock.seconds(), method, generator, pretrain_logs, logs)
+                    if not progress:  # no bar (the workflow's jobs): where it is, in its log
+                        _log_progress(label, step, steps, clock.rate_since_mark(step))
                 bar.update(1)
             seconds = clock.seconds()
             wall = seconds[0]
@@ -431,6 +433,14 @@ class _Clock:
     def __init__(self, before: float, cpu_before: float | None, step: int):
         self.before, self.cpu_before, self.start = before, cpu_before, time.perf_counter()
         self.window, self.window_step = self.start, step
+        self.mark, self.mark_step = self.start, step
+
+    def rate_since_mark(self, step: int) -> float:
+        """Updates per second since the last call (the first: since this piece began)."""
+        now = time.perf_counter()
+        rate = (step - self.mark_step) / max(now - self.mark, 1e-9)
+        self.mark, self.mark_step = now, step
+        return rate
 
     def wall(self) -> float:
         return self.before + time.perf_counter() - self.start
@@ -477,6 +487,12 @@ def _save_policy(policy, path, meta) -> None:
 
 def _scalar(v: Any) -> float:
     return float(v.item() if isinstance(v, torch.Tensor) else v)
+
+
+def _log_progress(label: str, step: int, steps: int, rate: float) -> None:
+    left = (steps - step) / rate if rate > 0 else float("inf")
+    when = f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
+    log.info("%s: step %d of %d, %.3g updates/s, about %s left", label, step, steps, rate, when)
 
 
 def _progress_bar(total: int, initial: int, label: str, enabled: bool):
