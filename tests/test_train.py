@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -162,6 +163,42 @@ def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
     third, records = run(80, 1, 3.0)
     assert not moved(records) and resume_seconds(records)[1] is None
     assert third["cpu_time_s"] is None  # not known from here on: uniq.jobtimes estimates it
+
+
+def test_a_ratio_fit_resumed_part_way_counts_its_earlier_part_in_the_jobs_time(
+    tmp_path, data, monkeypatch, caplog
+):
+    """A job stopped inside UNIQ's cached ratio fit resumes the fit from its partial file;
+    the fit's seconds before the stop reach the job's resume line (uniq.jobtimes reads it)."""
+    from uniq.ratio import RatioEstimator
+
+    un, mix = data
+    kw = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0,
+              ratio_cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    real, calls = RatioEstimator.bce, []
+
+    def slow_then_stop(self, *args):
+        calls.append(1)
+        if len(calls) == 12:  # in c_mix's fit, after its checks at steps 5 and 10
+            raise KeyboardInterrupt
+        end = time.process_time() + 0.02
+        while time.process_time() < end:  # CPU time the log's 0.1 s resolution sees
+            pass
+        return real(self, *args)
+
+    monkeypatch.setattr(RatioEstimator, "bce", slow_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train("uniq", SPEC, un, mix, 0, 20, tmp_path / "a", kw, **FAST)
+    (partial,) = (tmp_path / "cache").glob("*.partial.pt")
+    wall, cpu = torch.load(partial, weights_only=False)["seconds"]
+    assert wall >= cpu >= 0.2  # ten steps of 0.02 CPU s
+    monkeypatch.setattr(RatioEstimator, "bce", real)
+    with caplog.at_level(logging.INFO, "uniq.train"):
+        train("uniq", SPEC, un, mix, 0, 20, tmp_path / "a", kw, **FAST)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
+    assert tuple(map(float, jobtimes._RESUMED.search(line).groups())) == pytest.approx(
+        (wall, cpu), abs=0.05
+    )
 
 
 def test_a_job_without_a_progress_bar_logs_where_it_is_at_each_checkpoint(tmp_path, data, caplog):

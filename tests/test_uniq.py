@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from envs.tasks import TaskSpec
+from uniq import jobtimes
 from uniq.algorithm import (
     UNIQ,
     UNIQConfig,
@@ -673,11 +674,14 @@ def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
     partial_step_total = (stop_at - 1) // 10 * 10  # the last check passed, over both fits
     saved = torch.load(partial, weights_only=False)
     assert saved["step"] == partial_step_total % 60
+    assert saved["seconds"][0] > 0  # the fit's time so far, which its resume credits to the job
     for rows in saved["rows"].values():  # the check rows alone, not the permutation they open
         assert rows.untyped_storage().nbytes() == 7 * rows.element_size()
     calls.clear()
     stop_at = 0  # count only
+    jobtimes.take_credit()
     b, info_b = pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
+    assert jobtimes.take_credit() == tuple(saved["seconds"])
     assert len(calls) == 120 - partial_step_total  # resumed, not refitted from step 1
     assert info_a == info_b and info_a["ratio_steps_c_un"] == 60
     for n in a.classifiers:

@@ -64,6 +64,26 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+_credit = [0.0, 0.0]
+"""Wall and CPU seconds earlier, stopped processes spent on work this process restored and
+has not yet counted (:func:`credit`, :func:`take_credit`)."""
+
+
+def credit(wall_s: float, cpu_s: float) -> None:
+    """Count seconds an earlier, stopped process spent on work this one restores instead of
+    redoing (a ratio fit resumed part-way, :mod:`uniq.ratio`), so the job's time includes
+    them: :func:`uniq.train.pretrain` takes them (:func:`take_credit`) into the seed's time."""
+    _credit[0] += wall_s
+    _credit[1] += cpu_s
+
+
+def take_credit() -> tuple[float, float]:
+    """The (wall, CPU) seconds credited since the last call, and none left."""
+    taken = (_credit[0], _credit[1])
+    _credit[0] = _credit[1] = 0.0
+    return taken
+
+
 def read_benchmarks(root: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     """rule -> one dict per job (s, max_rss MiB, cpu_time s, its ``file`` relative to
     ``root``, ``resumed``) from Snakemake's benchmark files under ``root``

@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from uniq import jobtimes
 from uniq.atomic import atomic_path
 from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
@@ -254,6 +256,10 @@ class RatioEstimator:
             "ratio_gap_un": cfg.ratio_gap_un,
         }
         saved = self._load_partial(partial, gen)
+        # the fit's seconds so far, kept in the partial file: a resumed fit's job counts them
+        before = (0.0, 0.0) if saved is None else saved.get("seconds", (0.0, 0.0))
+        start = (time.perf_counter(), jobtimes.cpu_seconds())
+        jobtimes.credit(*before)
         for i, name in enumerate(self.names):
             if saved is not None and i < saved["classifier"]:
                 self.nets[name].requires_grad_(False)  # finished before the stop
@@ -292,15 +298,20 @@ class RatioEstimator:
                     if gap > threshold:
                         break
                     if partial is not None:
-                        self._save_partial(partial, gen, i, step, rows, loss, info)
+                        seconds = (before[0] + time.perf_counter() - start[0],
+                                   before[1] + jobtimes.cpu_seconds() - start[1])  # fmt: skip
+                        self._save_partial(partial, gen, i, step, rows, loss, info, seconds)
             self.nets[name].requires_grad_(False)
             info[f"ratio_steps_{name}"] = step
             info[f"ratio_final_gap_{name}"] = self.gap(name, check_un, check_mix)
             info[f"ratio_train_loss_{name}"] = float(loss.detach())
         return info
 
-    def _save_partial(self, path: Path, gen, classifier: int, step: int, rows, loss, info) -> None:
+    def _save_partial(
+        self, path: Path, gen, classifier: int, step: int, rows, loss, info, seconds
+    ) -> None:
         state = {
+            "seconds": seconds,  # (wall, CPU) of the fit so far, over its pieces
             "classifier": classifier, "step": step, "loss": loss.detach(),
             # clones: a slice of randperm would save the whole permutation (16 MB at 2M rows)
             "rows": {k: v.clone() for k, v in rows.items()},

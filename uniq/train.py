@@ -65,7 +65,7 @@ from uniq.job import (
     set_threads,
     write_yaml,
 )
-from uniq.jobtimes import cpu_seconds, resume_line, trained_line
+from uniq.jobtimes import cpu_seconds, resume_line, take_credit, trained_line
 from uniq.method import SOURCES, ConfigError, Method, build_config
 from uniq.runlog import RunLogs, TrainingDiverged
 from uniq.seeding import job_seed, rng_preserved, seed_everything
@@ -200,7 +200,7 @@ def train(
                 store,
             )
             clock = _Clock(earlier_s + time.perf_counter() - t0, earlier_cpu, 0)
-            if earlier_s:  # seeds restored from pretrain.pt: their time counts too
+            if earlier_s:  # seeds from pretrain.pt, a ratio fit's part: their time counts too
                 log.info(resume_line(label, store.path, 0, earlier_s, earlier_cpu))
             checkpoint.save(0, clock.seconds(), method, generator, pretrain_logs, logs)
             store.remove()  # the checkpoint holds every seed's pretraining now
@@ -324,8 +324,9 @@ def pretrain(
     store: PretrainStore | None = None,
 ) -> tuple[list[dict[str, float]], tuple[float, float | None]]:
     """Each seed's ``Method.pretrain`` as its separate run does it: (each seed's logged
-    scalars, the (wall, CPU) seconds an earlier, stopped attempt spent on the seeds restored
-    here; CPU None when a restored seed's file did not keep them).
+    scalars, the (wall, CPU) seconds earlier, stopped attempts spent on the work restored
+    here: seeds kept in pretrain.pt, the part of a ratio fit its partial file kept
+    (:func:`uniq.jobtimes.credit`); CPU None when a restored seed's file did not keep them).
 
     One seed: the method's own. K seeds: each member is built (``build(sources, seed)``) and
     pretrained exactly as a separate run with its seed (the same RNG calls in the same
@@ -335,8 +336,10 @@ def pretrain(
     restored instead of pretrained again (a member depends on its own seed only).
     """
     earlier_s, earlier_cpu, restored = 0.0, 0.0, False
+    take_credit()  # a fresh count: only this pretraining's restored work
     if method.members is None:
         logs = [method.pretrain()]
+        earlier_s, earlier_cpu = take_credit()
     else:
         done = store.load() if store else {}
         plains, logs = [], []
@@ -356,9 +359,13 @@ def pretrain(
                 continue
             t0, cpu0 = time.perf_counter(), cpu_seconds()
             logs.append(plains[-1].pretrain())
+            # work an earlier attempt did for this seed and this one restored (a ratio fit)
+            credit_s, credit_cpu = take_credit()
+            earlier_s += credit_s
+            earlier_cpu = None if earlier_cpu is None else earlier_cpu + credit_cpu
             done[s] = dict(state=plains[-1].state_dict(), log=logs[-1],
-                           seconds=time.perf_counter() - t0,
-                           cpu_seconds=cpu_seconds() - cpu0)  # fmt: skip
+                           seconds=credit_s + time.perf_counter() - t0,
+                           cpu_seconds=credit_cpu + cpu_seconds() - cpu0)  # fmt: skip
             if store and s != seeds[-1]:
                 store.save(done)
         method.adopt(plains)
