@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import yaml
 
-from uniq import registry
+from uniq import jobtimes, registry
 from uniq.atomic import atomic_path, atomic_write_text
 from uniq.data import OfflineData
 from uniq.method import build_config
@@ -55,9 +55,10 @@ def measure(root: Path, task: str, variant: str, overrides: dict, seed: int = 0)
     cfg = build_config(cls.Config, overrides, "uniq")
     data = make_sources(un, mix, device, generator, obs_norm=bool(spec.obs_normalize))
     method = cls(cfg, spec, data, device, seed)
+    jobtimes.take_credit()
     start = time.perf_counter()
     info = method.ratio.fit(data)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start + jobtimes.take_credit()[0]  # a resumed fit's earlier part
     steps = info["ratio_steps_c_mix"] + info["ratio_steps_c_un"]
     row = dict(
         task=task,

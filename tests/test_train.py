@@ -197,8 +197,63 @@ def test_a_ratio_fit_resumed_part_way_counts_its_earlier_part_in_the_jobs_time(
         train("uniq", SPEC, un, mix, 0, 20, tmp_path / "a", kw, **FAST)
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
     assert tuple(map(float, jobtimes._RESUMED.search(line).groups())) == pytest.approx(
-        (wall, cpu), abs=0.05
+        (wall, cpu), abs=0.051
     )
+    ckpt = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
+    assert ckpt["wall_time_s"] >= wall and ckpt["cpu_time_s"] >= cpu
+
+
+def test_a_batched_jobs_resumed_fit_counts_once_through_a_second_stop(
+    tmp_path, data, monkeypatch, caplog
+):
+    """Seeds [0, 1]: stopped in the shared ratio fit, then again in seed 1's pretraining, then
+    finished. The fit's first part travels with seed 0's time in pretrain.pt and reaches the
+    last attempt's resume line once."""
+    from uniq.ratio import RatioEstimator
+
+    un, mix = data
+    kw = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0,
+              ratio_cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    real_bce, calls = RatioEstimator.bce, []
+
+    def slow_then_stop(self, *args):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+        return real_bce(self, *args)
+
+    def run():
+        train("uniq", SPEC, un, mix, [0, 1], 20, tmp_path / "a/seed{seed}", kw, **FAST)
+
+    monkeypatch.setattr(RatioEstimator, "bce", slow_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    (partial,) = (tmp_path / "cache").glob("*.partial.pt")
+    wall, cpu = torch.load(partial, weights_only=False)["seconds"]
+    monkeypatch.setattr(RatioEstimator, "bce", real_bce)
+    real_pretrain, seeds_done = UNIQ.pretrain, []
+
+    def stop_at_seed_1(self):
+        if seeds_done:
+            raise KeyboardInterrupt
+        seeds_done.append(1)
+        return real_pretrain(self)
+
+    monkeypatch.setattr(UNIQ, "pretrain", stop_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    kept = torch.load(tmp_path / "a/seed0_1/pretrain.pt", weights_only=False)["seeds"]
+    assert kept[0]["seconds"] >= wall and kept[0]["cpu_seconds"] >= cpu
+    monkeypatch.setattr(UNIQ, "pretrain", real_pretrain)
+    with caplog.at_level(logging.INFO, "uniq.train"):
+        run()
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming")]
+    before_wall, before_cpu = map(float, jobtimes._RESUMED.search(line).groups())
+    assert before_wall == pytest.approx(kept[0]["seconds"], abs=0.051)  # counted once
+    assert before_cpu == pytest.approx(kept[0]["cpu_seconds"], abs=0.051)
 
 
 def test_a_job_without_a_progress_bar_logs_where_it_is_at_each_checkpoint(tmp_path, data, caplog):

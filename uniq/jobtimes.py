@@ -72,7 +72,12 @@ has not yet counted (:func:`credit`, :func:`take_credit`)."""
 def credit(wall_s: float, cpu_s: float) -> None:
     """Count seconds an earlier, stopped process spent on work this one restores instead of
     redoing (a ratio fit resumed part-way, :mod:`uniq.ratio`), so the job's time includes
-    them: :func:`uniq.train.pretrain` takes them (:func:`take_credit`) into the seed's time."""
+    them: :func:`uniq.train.pretrain` takes them (:func:`take_credit`) into the seed's time.
+
+    The fit's cache is shared by the seeds and arms of a dataset, so the job that resumes a
+    fit is credited with the part another job ran before it stopped (the rule's total is
+    right, one job's row holds the other's part); a job that waited for the fit's lock
+    while another ran it and died counts that stretch twice in wall time (not in CPU)."""
     _credit[0] += wall_s
     _credit[1] += cpu_s
 

@@ -201,7 +201,7 @@ def train(
             )
             clock = _Clock(earlier_s + time.perf_counter() - t0, earlier_cpu, 0)
             if earlier_s:  # seeds from pretrain.pt, a ratio fit's part: their time counts too
-                log.info(resume_line(label, store.path, 0, earlier_s, earlier_cpu))
+                log.info(resume_line(label, job_dir, 0, earlier_s, earlier_cpu))
             checkpoint.save(0, clock.seconds(), method, generator, pretrain_logs, logs)
             store.remove()  # the checkpoint holds every seed's pretraining now
             step = 0
