@@ -165,36 +165,51 @@ def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
     assert third["cpu_time_s"] is None  # not known from here on: uniq.jobtimes estimates it
 
 
-def test_a_ratio_fit_resumed_part_way_counts_its_earlier_part_in_the_jobs_time(
-    tmp_path, data, monkeypatch, caplog
-):
-    """A job stopped inside UNIQ's cached ratio fit resumes the fit from its partial file;
-    the fit's seconds before the stop reach the job's resume line (uniq.jobtimes reads it)."""
+def stop_a_cached_fit_part_way(tmp_path, monkeypatch, train_once) -> tuple[float, float]:
+    """``train_once()`` (a UNIQ job with :data:`FIT_KW` and ``tmp_path/cache``) stopped at
+    its ratio fit's 12th step (in c_mix's fit, after its checks at steps 5 and 10), each step
+    burning 0.02 CPU s (a time the log's 0.1 s resolution sees). Returns the (wall, CPU)
+    seconds the partial file keeps; the fit is left unpatched."""
     from uniq.ratio import RatioEstimator
 
-    un, mix = data
-    kw = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0,
-              ratio_cache_dir=str(tmp_path / "cache"))  # fmt: skip
     real, calls = RatioEstimator.bce, []
 
     def slow_then_stop(self, *args):
         calls.append(1)
-        if len(calls) == 12:  # in c_mix's fit, after its checks at steps 5 and 10
+        if len(calls) == 12:
             raise KeyboardInterrupt
         end = time.process_time() + 0.02
-        while time.process_time() < end:  # CPU time the log's 0.1 s resolution sees
+        while time.process_time() < end:
             pass
         return real(self, *args)
 
     monkeypatch.setattr(RatioEstimator, "bce", slow_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        train("uniq", SPEC, un, mix, 0, 20, tmp_path / "a", kw, **FAST)
+        train_once()
+    monkeypatch.setattr(RatioEstimator, "bce", real)
     (partial,) = (tmp_path / "cache").glob("*.partial.pt")
     wall, cpu = torch.load(partial, weights_only=False)["seconds"]
     assert wall >= cpu >= 0.2  # ten steps of 0.02 CPU s
-    monkeypatch.setattr(RatioEstimator, "bce", real)
-    with caplog.at_level(logging.INFO, "uniq.train"):
+    return wall, cpu
+
+
+FIT_KW = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0)
+
+
+def test_a_ratio_fit_resumed_part_way_counts_its_earlier_part_in_the_jobs_time(
+    tmp_path, data, monkeypatch, caplog
+):
+    """A job stopped inside UNIQ's cached ratio fit resumes the fit from its partial file;
+    the fit's seconds before the stop reach the job's resume line (uniq.jobtimes reads it)."""
+    un, mix = data
+    kw = dict(FIT_KW, ratio_cache_dir=str(tmp_path / "cache"))
+
+    def run():
         train("uniq", SPEC, un, mix, 0, 20, tmp_path / "a", kw, **FAST)
+
+    wall, cpu = stop_a_cached_fit_part_way(tmp_path, monkeypatch, run)
+    with caplog.at_level(logging.INFO, "uniq.train"):
+        run()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming"))
     assert tuple(map(float, jobtimes._RESUMED.search(line).groups())) == pytest.approx(
         (wall, cpu), abs=0.051
@@ -209,31 +224,13 @@ def test_a_batched_jobs_resumed_fit_counts_once_through_a_second_stop(
     """Seeds [0, 1]: stopped in the shared ratio fit, then again in seed 1's pretraining, then
     finished. The fit's first part travels with seed 0's time in pretrain.pt and reaches the
     last attempt's resume line once."""
-    from uniq.ratio import RatioEstimator
-
     un, mix = data
-    kw = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0,
-              ratio_cache_dir=str(tmp_path / "cache"))  # fmt: skip
-    real_bce, calls = RatioEstimator.bce, []
-
-    def slow_then_stop(self, *args):
-        calls.append(1)
-        if len(calls) == 12:
-            raise KeyboardInterrupt
-        end = time.process_time() + 0.02
-        while time.process_time() < end:
-            pass
-        return real_bce(self, *args)
+    kw = dict(FIT_KW, ratio_cache_dir=str(tmp_path / "cache"))
 
     def run():
         train("uniq", SPEC, un, mix, [0, 1], 20, tmp_path / "a/seed{seed}", kw, **FAST)
 
-    monkeypatch.setattr(RatioEstimator, "bce", slow_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run()
-    (partial,) = (tmp_path / "cache").glob("*.partial.pt")
-    wall, cpu = torch.load(partial, weights_only=False)["seconds"]
-    monkeypatch.setattr(RatioEstimator, "bce", real_bce)
+    wall, cpu = stop_a_cached_fit_part_way(tmp_path, monkeypatch, run)
     real_pretrain, seeds_done = UNIQ.pretrain, []
 
     def stop_at_seed_1(self):
