@@ -39,7 +39,7 @@ from tqdm import tqdm
 from envs.lagrangian import AdamMultiplier
 from envs.tasks import TaskSpec, get_task, make_env
 from uniq.atomic import atomic_path
-from uniq.jobtimes import cpu_seconds, resume_line, trained_line
+from uniq.jobtimes import carried_cpu, resume_line, trained_line
 from uniq.nets import TanhGaussianPolicy, TwinQ, save_policy, soft_update
 
 log = logging.getLogger(__name__)
@@ -416,7 +416,7 @@ def train_demonstrator(
                         episodes=episodes,
                         rows=list(rows),
                         wall_s=wall_before + time.time() - t0,
-                        cpu_s=None if cpu_before is None else cpu_before + cpu_seconds(),
+                        cpu_s=carried_cpu(cpu_before),
                         agent=agent.state_dict(),
                         buffer=buffer.state_dict(),
                         np_rng=np_rng.bit_generator.state,

@@ -53,7 +53,7 @@ from torch import nn
 from envs.lagrangian import AdamMultiplier, PIDMultiplier
 from envs.tasks import TaskSpec, make_vec_env, resolve_task
 from uniq.atomic import atomic_path, git_commit
-from uniq.jobtimes import cpu_seconds, resume_line, trained_line
+from uniq.jobtimes import carried_cpu, resume_line, trained_line
 from uniq.nets import ObsNormalizer, TanhGaussianPolicy, load_policy, mlp, save_policy
 
 log = logging.getLogger(__name__)
@@ -436,7 +436,7 @@ def train_ppo(
                 state = dict(
                     task=spec.name, kind=kind, seed=seed, step=step, epoch=epoch, rows=list(rows),
                     wall_s=wall_before + time.time() - t0, total_steps=steps,
-                    cpu_s=None if cpu_before is None else cpu_before + cpu_seconds(),
+                    cpu_s=carried_cpu(cpu_before),
                     agent=agent.state_dict(), gen=gen.get_state(), np_rng=np_rng.bit_generator.state,
                     torch_rng=torch.get_rng_state(), config=dataclasses.asdict(cfg),
                 )  # fmt: skip

@@ -170,7 +170,7 @@ def test_train_demonstrator_resumes_from_checkpoint(tmp_path, monkeypatch, caplo
         return env
 
     monkeypatch.setattr(demo, "make_env", crashing_env)
-    monkeypatch.setattr(demo, "cpu_seconds", lambda: 3.0)  # the first piece's process clock
+    monkeypatch.setattr(jobtimes, "cpu_seconds", lambda: 3.0)  # the first piece's process clock
     with pytest.raises(Crash):
         demo.train_demonstrator(
             _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY), progress=False

@@ -98,7 +98,7 @@ def test_resumed_training_equals_the_uninterrupted_run(toy, tmp_path, monkeypatc
     the wall and CPU seconds of the piece before."""
     cfg = ppo.PPOConfig(**FAST)
     ppo.train_ppo(TOY, "safe", 800, 0, tmp_path / "a.pt", cfg, progress=False)
-    monkeypatch.setattr(ppo, "cpu_seconds", lambda: 4.0)  # the first piece's process clock
+    monkeypatch.setattr(jobtimes, "cpu_seconds", lambda: 4.0)  # the first piece's process clock
     ppo.train_ppo(TOY, "safe", 400, 0, tmp_path / "b.pt", cfg, progress=False)
     with caplog.at_level(logging.INFO, "envs.ppo"):
         ppo.train_ppo(TOY, "safe", 800, 0, tmp_path / "b.pt", cfg, progress=False)  # continues

@@ -133,7 +133,7 @@ def test_a_resume_on_another_setup_warns_and_the_jobs_cpu_time_is_carried(
 
     def run(steps: int, threads: int, cpu: float) -> tuple[dict, list]:
         """A piece in a process whose CPU clock reads ``cpu``; (checkpoint, log records)."""
-        monkeypatch.setattr("uniq.train.cpu_seconds", lambda: cpu)
+        monkeypatch.setattr(jobtimes, "cpu_seconds", lambda: cpu)
         caplog.clear()
         with caplog.at_level(logging.INFO, "uniq"):
             train("bc-mix", SPEC, un, mix, 0, steps, tmp_path / "a", dict(hidden=16),

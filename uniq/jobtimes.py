@@ -64,6 +64,12 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def carried_cpu(before: float | None) -> float | None:
+    """A job's CPU seconds so far, as its checkpoint carries them: its earlier pieces'
+    (``before``) and this process's; None stays None (an earlier piece's were not kept)."""
+    return None if before is None else before + cpu_seconds()
+
+
 _credit = [0.0, 0.0]
 """Wall and CPU seconds earlier, stopped processes spent on work this process restored and
 has not yet counted (:func:`credit`, :func:`take_credit`)."""

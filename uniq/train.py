@@ -65,7 +65,7 @@ from uniq.job import (
     set_threads,
     write_yaml,
 )
-from uniq.jobtimes import cpu_seconds, resume_line, take_credit, trained_line
+from uniq.jobtimes import carried_cpu, cpu_seconds, resume_line, take_credit, trained_line
 from uniq.method import SOURCES, ConfigError, Method, build_config
 from uniq.runlog import RunLogs, TrainingDiverged
 from uniq.seeding import job_seed, rng_preserved, seed_everything
@@ -454,8 +454,7 @@ class _Clock:
 
     def seconds(self) -> tuple[float, float | None]:
         """(wall, CPU) seconds of the job so far, as a checkpoint keeps them."""
-        cpu = None if self.cpu_before is None else self.cpu_before + cpu_seconds()
-        return self.wall(), cpu
+        return self.wall(), carried_cpu(self.cpu_before)
 
     def lap(self, step: int) -> tuple[float, float]:
         """(wall time, updates per second since the last lap)."""
