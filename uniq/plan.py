@@ -94,6 +94,19 @@ def train_jobs(config: dict) -> list[tuple[str, str, str, list[int]]]:
     return [(*g, W.all_seeds(config)) for g in groups]
 
 
+def train_job_path(config: dict, env: str, variant: str, algo: str, seeds: list[int]) -> str:
+    """A training job's name in the Snakefile's log and benchmark paths, ``{env}/{variant}/
+    {algo}/seeds`` (seeds batched) or ``.../seed{S}`` (``logs/<profile>/train/<it>.log``,
+    ``logs/<profile>/benchmarks/train/<it>.tsv``)."""
+    name = "seeds" if config["train"]["batch_seeds"] else f"seed{seeds[0]}"
+    return f"{env}/{variant}/{algo}/{name}"
+
+
+def evaluate_bench(run: W.Run) -> str:
+    """An evaluation job's benchmark file under logs/<profile>/benchmarks/ (the Snakefile's)."""
+    return f"evaluate/{run.env}/{run.variant}/{run.algo}/seed{run.seed}.tsv"
+
+
 def _kinds_per_job(config: dict, env: str) -> list[str]:
     return ["dsrl"] if W.data_source(config, env) == "dsrl" else list(W.KINDS)
 
@@ -270,13 +283,11 @@ def jobs(config: dict, units: Units | None = None) -> list[Job]:
     for env, variant, algo, seeds in train_jobs(config):
         k = len(seeds)
         seconds = start + _train_seconds(config, env, variant, algo, k, units, episodes_s, paid)
-        name = "seeds" if train["batch_seeds"] else f"seed{seeds[0]}"
-        bench = f"train/{env}/{variant}/{algo}/{name}.tsv"
+        bench = f"train/{train_job_path(config, env, variant, algo, seeds)}.tsv"
         out.append(Job("train", seconds, train["threads"], True, bench))
     for run in W.all_runs(config):
         work = episodes_s(run.env, ev["episodes"], ev["num_envs"], _hidden(config, run.algo))
-        bench = f"evaluate/{run.env}/{run.variant}/{run.algo}/seed{run.seed}.tsv"
-        out.append(Job("evaluate", start + work, 1, False, bench))
+        out.append(Job("evaluate", start + work, 1, False, evaluate_bench(run)))
     last_k = config["aggregate"].get("last_k", 0)
     for exp in config["experiments"]:
         out.append(Job("aggregate", start, bench=f"aggregate/{exp}.tsv"))
@@ -395,7 +406,8 @@ def plan(
     return {"profile": config["profile"], **summary, "units": asdict(units), "jobs": listed}
 
 
-def _duration(hours: float) -> str:
+def duration(hours: float) -> str:
+    """``hours`` as a person reads it (seconds, minutes, hours, days)."""
     if hours < 1 / 60:
         return f"{hours * 3600:.0f} s"
     if hours < 1:
@@ -415,13 +427,13 @@ def table(result: dict) -> str:
     ]
     for rule, r in result["rules"].items():
         lines.append(
-            f"| {rule} | {r['jobs']} | {r['job_hours']:,.2f} | {_duration(r['wall_hours'])} "
-            f"| {_duration(r['longest_job_hours'])} |"
+            f"| {rule} | {r['jobs']} | {r['job_hours']:,.2f} | {duration(r['wall_hours'])} "
+            f"| {duration(r['longest_job_hours'])} |"
         )
     t = result["total"]
     lines += [
         f"| **total** | **{t['jobs']}** | **{t['job_hours']:,.2f}** "
-        f"| **{_duration(t['wall_hours'])}** | |",
+        f"| **{duration(t['wall_hours'])}** | |",
         "",
         f"Measured on this machine ({where['host']}: {where['cpus']} CPUs, load average "
         f"{where['load_average']}, {where['date']}; measuring took {units['measure_s']:.0f} s): "

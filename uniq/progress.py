@@ -37,7 +37,7 @@ from uniq import workflow as W
 from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.checkpoint import PRETRAIN_NAME as PRETRAIN
 from uniq.job import seed_dirs
-from uniq.plan import train_jobs
+from uniq.plan import duration, evaluate_bench, train_job_path, train_jobs
 
 WINDOWS = 10
 """A training job's rate is read over its log's last this many rows."""
@@ -75,14 +75,14 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
     steps, batched, out = int(config["train"]["steps"]), config["train"]["batch_seeds"], []
     for env, variant, algo, seeds in train_jobs(config):
         folders, job_dir = seed_dirs(runs / env / variant / algo / "seed{seed}", seeds)
-        tag = "seeds" if batched else f"seed{seeds[0]}"  # the Snakefile's log and benchmark names
-        name = f"{env} {variant} {algo}" + ("" if batched else f" {tag}")
+        path = train_job_path(config, env, variant, algo, seeds)
+        name = f"{env} {variant} {algo}" + ("" if batched else f" seed{seeds[0]}")
         # the job's log too: a ratio fit or a seed's pretraining writes nothing else for an hour
         files = [p for d in {*folders, job_dir} if d.is_dir() for p in d.iterdir()]
-        files += [f for f in [logs / env / variant / algo / f"{tag}.log"] if f.is_file()]
+        files += [f for f in [logs / f"{path}.log"] if f.is_file()]
         age = time.time() - max(p.stat().st_mtime for p in files) if files else None
-        state = JobState(name, f"train/{env}/{variant}/{algo}/{tag}.tsv", "not started", steps,
-                         seeds=len(seeds), age_s=age)  # fmt: skip
+        state = JobState(name, f"train/{path}.tsv", "not started", steps, seeds=len(seeds),
+                         age_s=age)  # fmt: skip
         # a method that cannot batch trains the seeds one by one, each with its own checkpoint
         ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]
         ckpts = [d for d in ckpts if not (d != job_dir and (d / "policy.pt").is_file())]
@@ -104,34 +104,32 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
     return out
 
 
-def evaluations(config: dict, root: str | Path = ".") -> tuple[int, int]:
-    """(evaluations done, evaluations planned)."""
-    return len(config_evaluations(config, root)[0]), len(W.all_runs(config))
-
-
-def config_evaluations(config: dict, root: str | Path = ".") -> tuple[list[str], list[str]]:
+def evaluations(config: dict, root: str | Path = ".") -> tuple[list[str], list[str]]:
     """The evaluation jobs (named by their benchmark files): (done, not done)."""
     runs = Path(root) / "results" / config["profile"] / "runs"
     done, left = [], []
     for r in W.all_runs(config):
-        bench = f"evaluate/{r.env}/{r.variant}/{r.algo}/seed{r.seed}.tsv"
         folder = runs / r.env / r.variant / r.algo / f"seed{r.seed}"
-        (done if (folder / "eval.json").is_file() else left).append(bench)
+        (done if (folder / "eval.json").is_file() else left).append(evaluate_bench(r))
     return done, left
 
 
-def time_left(config: dict, price: dict, cores: int, root: str | Path = ".") -> dict[str, float]:
+def time_left(
+    config: dict, price: dict, cores: int, root: str | Path = ".",
+    read: tuple[list[JobState], list[str]] | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Job-hours left, counted as the price counts them (CPU hours of all a job's threads;
     device hours for training on a GPU): ``training``, the updates left of the jobs
     training, at their own rates; ``priced``, at the price: the training jobs without a rate
     yet (the share of their price their steps left make), the training jobs not yet
     training, the evaluations not done and the other jobs without a benchmark file (rollouts,
     datasets, aggregates, figures). And the wall hours on ``cores`` idle cores, never shorter
-    than the longest job left."""
+    than the longest job left. ``read``: (:func:`training_jobs`, the evaluations not done),
+    when the caller has read them already."""
     seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
     on_gpu = str(price.get("units", {}).get("measured_on", {}).get("device", "cpu"))
     threads = 1 if on_gpu.startswith("cuda") else int(config["train"]["threads"])
-    jobs, (_, evals) = training_jobs(config, root), config_evaluations(config, root)
+    jobs, evals = read or (training_jobs(config, root), evaluations(config, root)[1])
     training, priced = [], []
     for j in jobs:
         whole = seconds.get(j.bench, 0.0) / 3600
@@ -183,16 +181,17 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
             where = ""
         rate = f"{j.rate:.2f}" if j.state == "training" and j.rate else ""
         left = "" if j.hours_left is None else f"{j.hours_left:.1f}"
-        lines.append(f"| {j.job} | {j.state} | {where} | {rate} | {left} | {_age(j.age_s)} |")
+        age = "" if j.age_s is None else f"{duration(j.age_s / 3600)} ago"
+        lines.append(f"| {j.job} | {j.state} | {where} | {rate} | {left} | {age} |")
     states = ("done", "training", "pretraining", "started")
     counts = {s: sum(j.state == s for j in jobs) for s in states}
-    done, planned = evaluations(config, root)
+    done, left = evaluations(config, root)
     lines += [
         "",
         f"Training jobs: {counts['done']} done, {counts['training']} training, "
         f"{counts['pretraining']} pretraining, {counts['started']} started, "
         f"{len(jobs) - sum(counts.values())} not started (of {len(jobs)}). "
-        f"Evaluations: {done} of {planned}.",
+        f"Evaluations: {len(done)} of {len(done) + len(left)}.",
     ]
     partial = sorted((Path(root) / "results" / config["profile"]).rglob("*.partial.pt"))
     if partial:
@@ -201,12 +200,12 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
             + ", ".join(str(p) for p in partial) + "."
         )  # fmt: skip
     if price is not None:
-        left = time_left(config, price, price["cores"], root)
+        hours = time_left(config, price, price["cores"], root, (jobs, left))
         lines.append(
-            f"Left: {left['cpu_hours']:.1f} job-hours ({left['training']:.1f} of updates at "
-            f"the training jobs' rates, {left['priced']:.1f} at the price: the jobs not yet "
+            f"Left: {hours['cpu_hours']:.1f} job-hours ({hours['training']:.1f} of updates at "
+            f"the training jobs' rates, {hours['priced']:.1f} at the price: the jobs not yet "
             f"training, the evaluations and the other jobs not done), about "
-            f"{left['wall_hours']:.1f} h on {left['cores']} idle cores."
+            f"{hours['wall_hours']:.1f} h on {hours['cores']} idle cores."
         )
     lines.append(
         f"Hours left: the job's updates left at its rate over its log's last {WINDOWS} rows. "
@@ -235,11 +234,3 @@ def _last_logged(text: str) -> tuple[int, float]:
     seconds = float(last["wall_time_s"]) - float(first["wall_time_s"])
     rate = steps / seconds if steps > 0 and seconds > 0 else float(last["updates_per_s"] or 0)
     return int(last["step"]), rate
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
