@@ -13,6 +13,7 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from uniq import plan
 from uniq import workflow as W
 
 min_version("9.0")
@@ -74,6 +75,16 @@ def figure_files(exp, suffixes=("png", "pdf")):
 LAST_K = config["aggregate"].get("last_k", 0)
 
 
+# Where the config names its price (`price:`, a `uniq-bench plan --json` file of this profile),
+# the longest chains of jobs start first (uniq.plan.priorities); without one, demonstrators.
+PRIORITY = plan.priorities(config, W.price(config)) if config.get("price") else {}
+
+
+def priority(bench, default=0):
+    """A rule's priority: its job's, named by its benchmark file, else ``default``."""
+    return lambda w: PRIORITY.get(bench.format(**dict(w.items())), default)
+
+
 rule all:
     input:
         expand(f"results/{P}/{{exp}}/summary.csv", exp=EXPERIMENTS),
@@ -92,7 +103,7 @@ rule demonstrator:
         f"{LOGS}/demonstrator/{{env}}_{{kind}}.log",
     benchmark:
         f"{LOGS}/benchmarks/demonstrator/{{env}}_{{kind}}.tsv"
-    priority: 10  # the longest jobs, and most of the DAG waits on them: start them first
+    priority: priority("demonstrator/{env}_{kind}.tsv", default=10)  # everything waits on them
     threads: 1
     resources:
         gpu=1,
@@ -120,6 +131,7 @@ rule rollouts:
         f"{LOGS}/rollouts/{{env}}_{{kind}}.log",
     benchmark:
         f"{LOGS}/benchmarks/rollouts/{{env}}_{{kind}}.tsv"
+    priority: priority("rollouts/{env}_{kind}.tsv")
     threads: 1  # envs are vectorized in one single-threaded process (workers: UNIQ_ENV_WORKERS)
     shell:
         "uniq-bench collect --task {wildcards.env} {params.source} --episodes {params.episodes}"
@@ -144,6 +156,7 @@ rule dsrl_rollouts:
         f"{LOGS}/rollouts/{{env}}_dsrl.log",
     benchmark:
         f"{LOGS}/benchmarks/rollouts/{{env}}_dsrl.tsv"
+    priority: priority("rollouts/{env}_dsrl.tsv")
     threads: 1
     shell:
         "uniq-bench dsrl --task {wildcards.env} --file {input.dsrl:q} {params.rule}"
@@ -166,6 +179,7 @@ rule dataset:
         f"{LOGS}/dataset/{{env}}_{{variant}}.log",
     benchmark:
         f"{LOGS}/benchmarks/dataset/{{env}}_{{variant}}.tsv"
+    priority: priority("dataset/{env}_{variant}.tsv")
     threads: 1
     shell:
         "uniq-bench split --task {wildcards.env} --safe {input.safe} --unsafe {input.unsafe}"
@@ -210,6 +224,7 @@ if not config["train"]["batch_seeds"]:
             f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
         benchmark:
             f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
+        priority: priority("train/{env}/{variant}/{algo}/seed{seed}.tsv")
         threads: config["train"]["threads"]
         resources:
             gpu=1,
@@ -255,6 +270,7 @@ else:
             f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seeds.log",
         benchmark:
             f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seeds.tsv"
+        priority: priority("train/{env}/{variant}/{algo}/seeds.tsv")
         threads: config["train"]["threads"]
         resources:
             gpu=1,

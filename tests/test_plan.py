@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from uniq import jobtimes, plan
+from uniq import workflow as W
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {
@@ -240,3 +241,34 @@ def test_a_resumed_jobs_time_counts_its_pieces_before_the_resume(tmp_path):
     assert third["resumed"] and third["s"] == pytest.approx(1500.0)
     assert fourth["resumed"] and fourth["s"] == pytest.approx(1500.0)
     assert fourth["cpu_time"] == pytest.approx(60.0 + 345.6)
+
+
+def test_priorities_start_the_longest_chain_first(configs):
+    """A job's priority is its minutes to the end of the longest chain it starts: itself, then
+    the longest job of each later stage on its task and variant (evaluate after train, train
+    after dataset, ...). The smoke grid, priced with made-up seconds."""
+    config = configs["smoke"]
+    seconds = {}
+    for job in plan.jobs(config):
+        seconds[job.bench] = 60.0  # a minute each, unless below
+    cheetah, goal = "SafetyHalfCheetahVelocity-v1", "SafetyPointGoal1-v0"
+    seconds[f"train/{goal}/default/uniq/seed0.tsv"] = 600.0
+    seconds[f"evaluate/{goal}/default/uniq/seed0.tsv"] = 120.0
+    seconds[f"train/{cheetah}/default/safedice/seed0.tsv"] = 1200.0
+    seconds.pop(f"dataset/{goal}_default.tsv")  # not in the price: free
+    price = {"profile": "smoke", "jobs": [{"bench": b, "seconds": s} for b, s in seconds.items()]}
+    p = plan.priorities(config, price)
+    assert p[f"train/{goal}/default/uniq/seed0.tsv"] == 10 + 2
+    assert p[f"train/{goal}/default/bc-mix/seed0.tsv"] == 1 + 1
+    assert p[f"dataset/{goal}_default.tsv"] == 0 + 12
+    assert p[f"rollouts/{goal}_safe.tsv"] == p[f"rollouts/{goal}_unsafe.tsv"] == 1 + 12
+    # HalfCheetah: its longest train chain (20 + 1) on its variant, then back up the chain
+    others = [v for v in W.env_variants(config, cheetah) if v != "default"]
+    assert others and all(p[f"dataset/{cheetah}_{v}.tsv"] == 1 + 1 + 1 for v in others)
+    assert p[f"dataset/{cheetah}_default.tsv"] == 1 + 20 + 1
+    assert p[f"rollouts/{cheetah}_safe.tsv"] == 1 + 22
+    assert p[f"demonstrator/{cheetah}_unsafe.tsv"] == 1 + 23
+    # every train job is ranked, and the longest comes first
+    trains = {b: v for b, v in p.items() if b.startswith("train/")}
+    assert len(trains) == plan.job_counts(config)["train"]
+    assert max(trains, key=trains.get) == f"train/{cheetah}/default/safedice/seed0.tsv"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from uniq import plan, progress
 from uniq.cli import main
@@ -49,6 +52,9 @@ def profile(tmp_path) -> Path:
     (tmp_path / RUNS / "dwbc/seed0").mkdir(parents=True)
     (tmp_path / RUNS / "dwbc/seed0/train_log.csv.part").write_text("")
     (tmp_path / RUNS / "bc-mix/seed0/eval.json").write_text("{}")
+    price = yaml.safe_load(CONFIG.read_text())["price"]  # relative to the workflow's folder
+    (tmp_path / price).parent.mkdir(parents=True)
+    shutil.copy(ROOT / price, tmp_path / price)
     return tmp_path
 
 
@@ -143,6 +149,30 @@ def test_a_price_of_another_profile_is_refused(profile, tmp_path, caplog):
     assert main([*argv, "--price", str(other)]) == 2
     assert "not a price of profile 'paper_data'" in caplog.text
     assert main([*argv, "--price", str(tmp_path / "missing.json")]) == 2
+
+
+def test_the_configs_price_is_the_default(profile, capsys):
+    """``price:`` in the config, relative to the workflow's folder, prices the time left."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["price"] = "price.json"
+    (profile / "priced.yaml").write_text(yaml.safe_dump(config))
+    jobs = [
+        {
+            "rule": "train",
+            "bench": "train/SafetyPointGoal1-v0/default/bc-safe/seeds.tsv",
+            "seconds": 3600.0,
+        }
+    ]
+    (profile / "price.json").write_text(
+        json.dumps({"profile": "paper_data", "cores": 2, "jobs": jobs})
+    )
+    argv = ["progress", "--configfile", str(profile / "priced.yaml"), "--directory", str(profile)]
+    assert main(argv) == 0
+    assert "Left: " in capsys.readouterr().out
+    config.pop("price")
+    (profile / "priced.yaml").write_text(yaml.safe_dump(config))
+    assert main(argv) == 0
+    assert "Left: " not in capsys.readouterr().out
 
 
 def test_an_invalid_config_is_named(tmp_path, caplog):

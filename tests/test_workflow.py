@@ -330,13 +330,51 @@ def test_aggregate_rules_pass_the_display_names(tmp_path):
     assert not any("--display" in line for line in out.splitlines() if "uniq-bench train" in line)
 
 
+def test_a_price_starts_the_longest_chain_first(tmp_path):
+    """With ``price:`` the dry run's jobs carry uniq.plan.priorities' minutes, read through
+    the benchmark names (so a rule whose names drift from the price's fails here)."""
+    from uniq import plan
+
+    config = load("smoke.yaml")
+    long = "train/SafetyPointGoal1-v0/default/uniq/seed0.tsv"
+    jobs = [j for j in plan.jobs(plan.load_config(CONFIGS / "smoke.yaml")) if j.rule != "all"]
+    seconds = {j.bench: 6000.0 if j.bench == long else 60.0 for j in jobs}
+    price = tmp_path / "price.json"
+    price.write_text(json.dumps({"profile": "smoke", "jobs": [
+        {"bench": b, "seconds": s} for b, s in seconds.items()]}))  # fmt: skip
+    config["price"] = str(price)
+    path = tmp_path / "priced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    found = {}
+    for block in re.split(r"^\[.*\]$", out, flags=re.M):  # each job's lines follow its time
+        bench = re.search(r"benchmark: logs/smoke/benchmarks/(\S+)", block)
+        if bench:
+            level = re.search(r"priority: (\d+)", block)
+            found[bench[1]] = int(level[1]) if level else 0
+    assert set(found) == set(seconds)
+    assert found[long] == 100 + 1  # itself, then its evaluation
+    assert found["dataset/SafetyPointGoal1-v0_default.tsv"] == 1 + 101
+    assert found["train/SafetyPointGoal1-v0/default/bc-mix/seed0.tsv"] == 1 + 1
+    assert found["evaluate/SafetyPointGoal1-v0/default/uniq/seed0.tsv"] == 0  # last anyway
+    demo = [v for b, v in found.items() if b.startswith("demonstrator/")]
+    assert demo and all(v == 1 + 1 + 1 + 1 + 1 for v in demo)  # no longer 10: priced
+
+
 @pytest.mark.parametrize(
     "edit,words",
     [
         (lambda c: c["tasks"].update({"SafetyPointGoal9-v0": {}}), ["valid tasks"]),
         (lambda c: c["train"].update({"step": 5}), ["step", "Additional properties"]),
+        (lambda c: c.update(price="nowhere.json"), ["config `price`", "nowhere.json", "plan"]),
+        (
+            lambda c: c.update(price=str(REPO / "benchmarks/out/plan_paper_data.json")),
+            ["config `price`", "not a price of profile 'smoke'"],
+        ),
     ],
-    ids=["unknown task", "unknown key"],
+    ids=["unknown task", "unknown key", "missing price", "another profile's price"],
 )
 def test_bad_config_stops_snakemake_before_any_job(tmp_path, edit, words):
     path = tmp_path / "bad.yaml"

@@ -668,18 +668,21 @@ def _args_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--directory", default=".", help="the workflow's folder (default: here)")
     p.add_argument(
         "--price", help="the profile's price (`uniq-bench plan --json FILE`, at the --cores you "
-        "run): also say the time left",
+        "run): also say the time left (default: the config's `price`, if it names one)",
     )  # fmt: skip
 
 
 def _progress(args: argparse.Namespace) -> int:
     from uniq import plan, progress
-    from uniq.workflow import WorkflowConfigError
+    from uniq import workflow as W
 
     try:
         config = plan.load_config(args.configfile)
-        price = progress.load_price(args.price, config) if args.price else None
-    except WorkflowConfigError as err:
+        if args.price:
+            price = plan.load_price(args.price, config)
+        else:
+            price = W.price(config, args.directory) if config.get("price") else None
+    except W.WorkflowConfigError as err:
         return _error("uniq.workflow", err)
     except (OSError, ValueError) as err:
         return _error("uniq.progress", err)

@@ -451,3 +451,53 @@ def dump(result: dict, path: str | os.PathLike) -> None:
     from uniq.atomic import atomic_write_text
 
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+
+
+def load_price(path: str | os.PathLike, config: dict) -> dict:
+    """A price written by ``uniq-bench plan --json`` for this profile."""
+    try:
+        price = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(
+            f"{path}: cannot read the price ({err.strerror}); write it with `uniq-bench plan "
+            f"--configfile ... --json {path}`."
+        ) from None
+    if price.get("profile") != config["profile"] or "jobs" not in price:
+        raise ValueError(
+            f"{path} is not a price of profile {config['profile']!r} (profile "
+            f"{price.get('profile')!r}); write one with `uniq-bench plan --configfile ... --json "
+            f"{path}`."
+        )
+    return price
+
+
+# ---------------------------------------------------------------------------- the order
+def priorities(config: dict, price: dict) -> dict[str, int]:
+    """Snakemake priorities from a price, keyed by benchmark name: each job's minutes to the
+    end of the longest chain it starts (itself, then the longest job of each later stage on
+    its task), so that the longest chains start first. On 2 cores a profile whose longest
+    job is a third of its work loses hours if that job happens to start last. A job the
+    price does not hold (the config changed since) counts as free."""
+    seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
+    chain: dict[str, float] = {}
+    after: dict[tuple[str, str], float] = defaultdict(float)  # (env, variant) -> longest train
+    runs = W.all_runs(config)
+    for env, variant, algo, seeds in train_jobs(config):
+        bench = f"train/{train_job_path(config, env, variant, algo, seeds)}.tsv"
+        mine = [r for r in runs if r[:3] == (env, variant, algo) and r.seed in seeds]
+        evaluation = max((seconds.get(evaluate_bench(r), 0.0) for r in mine), default=0.0)
+        chain[bench] = seconds.get(bench, 0.0) + evaluation
+        after[env, variant] = max(after[env, variant], chain[bench])
+    for task in config["tasks"]:
+        data = 0.0
+        for variant in W.env_variants(config, task):
+            bench = f"dataset/{task}_{variant}.tsv"
+            chain[bench] = seconds.get(bench, 0.0) + after[task, variant]
+            data = max(data, chain[bench])
+        for kind in _kinds_per_job(config, task):
+            bench = f"rollouts/{task}_{kind}.tsv"
+            chain[bench] = seconds.get(bench, 0.0) + data
+    for task, kind in _demo_jobs(config):
+        bench = f"demonstrator/{task}_{kind}.tsv"
+        chain[bench] = seconds.get(bench, 0.0) + chain[f"rollouts/{task}_{kind}.tsv"]
+    return {bench: round(s / 60) for bench, s in chain.items()}

@@ -27,8 +27,6 @@ training jobs' updates at their own rates, every other job not done at its price
 from __future__ import annotations
 
 import csv
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,18 +147,6 @@ def time_left(
     longest = max([*training, *priced], default=0.0)
     return {"training": sum(training), "priced": sum(priced), "cpu_hours": total,
             "wall_hours": max(total / cores, longest), "cores": cores}  # fmt: skip
-
-
-def load_price(path: str | os.PathLike, config: dict) -> dict:
-    """A price written by ``uniq-bench plan --json`` for this profile."""
-    price = json.loads(Path(path).read_text())
-    if price.get("profile") != config["profile"] or "jobs" not in price:
-        raise ValueError(
-            f"{path} is not a price of profile {config['profile']!r} (profile "
-            f"{price.get('profile')!r}); write one with `uniq-bench plan --configfile ... --json "
-            f"{path}`."
-        )
-    return price
 
 
 def table(config: dict, root: str | Path = ".", price: dict | None = None) -> str:
