@@ -115,8 +115,8 @@ def main(argv=None) -> int:
     if not (data / args.variant / "mix.h5").exists():
         p.error(
             f"{data / args.variant}/mix.h5 not found: build the dataset first, e.g. "
-            f"`uv run snakemake --cores 2 --configfile {args.config} "
-            f"{data / args.variant}/mix.h5`"
+            f"`uv run snakemake --cores 2 {data / args.variant}/mix.h5 "
+            f"--configfile {args.config}`"
         )
     out = Path(args.out)
     curves, commands = {}, []

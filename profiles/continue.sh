@@ -17,4 +17,5 @@ shift
 uv run uniq-bench fingerprint
 uv run snakemake --configfile "$config" --until dataset --cores 2 "$@"
 uv run snakemake --configfile "$config" --touch all --cores 1 --quiet
-uv run snakemake --configfile "$config" all --cores 2 "$@"
+# The target comes before --configfile, which takes every word up to the next option.
+uv run snakemake all --configfile "$config" --cores 2 "$@"

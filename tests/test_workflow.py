@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -328,6 +329,46 @@ def test_aggregate_rules_pass_the_display_names(tmp_path):
     for line in shells:
         assert "--display uniq=UNIQ --display 'uniq-nocorr=UNIQ (no corr.)' " in line, line
     assert not any("--display" in line for line in out.splitlines() if "uniq-bench train" in line)
+
+
+SHOWN = [
+    "README.md", "Snakefile", "demonstrators/README.md", "profiles/continue.sh",
+    "profiles/slurm/config.yaml", *(f"config/{p.name}" for p in CONFIGS.glob("*.yaml")),
+]  # fmt: skip
+
+
+def snakemake_args(text: str) -> list[list[str]]:
+    """The arguments of every `snakemake ... --configfile ...` command in ``text``: a line,
+    with its `\\` continuations, or an inline code span, which prose may wrap."""
+    text = text.replace("```", "").replace("\\\n", " ")
+    text = re.sub(r"`[^`]*`", lambda span: span[0].replace("\n", " "), text)
+    commands = []
+    for match in re.finditer(r"\bsnakemake ([^`#\n]*--configfile[^`#\n]*)", text):
+        words = [w for w in shlex.split(match[1]) if w != "$@"]  # a script's options
+        ends = [i for i, w in enumerate(words) if w in (">", "&", "2>&1", "|")]
+        commands.append(words[: ends[0]] if ends else words)
+    return commands
+
+
+def test_no_command_shown_lets_configfile_swallow_a_target(tmp_path, monkeypatch, capsys):
+    """Snakemake's --configfile takes every word up to the next option, so `--configfile C
+    all` reads `all` as a second config file. Every command the repository shows a user (docs,
+    scripts, config headers, an error message), read by Snakemake's own parser, names one."""
+    from snakemake.cli import get_argument_parser
+
+    monkeypatch.syspath_prepend(str(REPO / "analysis"))
+    import learning_curves
+
+    commands = [a for path in SHOWN for a in snakemake_args((REPO / path).read_text())]
+    monkeypatch.chdir(tmp_path)  # no dataset here: the script shows the command that builds it
+    with pytest.raises(SystemExit):
+        learning_curves.main(["--config", str(CONFIGS / "quick.yaml")])
+    shown = snakemake_args(capsys.readouterr().err)
+    assert len(shown) == 1 and len(commands) >= 10
+    parser = get_argument_parser()
+    for args in [*commands, *shown]:
+        parsed = parser.parse_args(args)
+        assert len(parsed.configfile) == 1, f"snakemake {' '.join(args)}"
 
 
 def test_a_price_starts_the_longest_chain_first(tmp_path):
