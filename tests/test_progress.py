@@ -50,8 +50,12 @@ def profile(tmp_path) -> Path:
     job.mkdir(parents=True)
     torch.save({"identity": {}, "seeds": {0: {}, 1: {}}}, job / "pretrain.pt")
     (tmp_path / RUNS / "dwbc/seed0").mkdir(parents=True)
-    (tmp_path / RUNS / "dwbc/seed0/train_log.csv.part").write_text("")
+    (tmp_path / RUNS / "dwbc/seed0/train_log.csv.part").write_text("step,loss\n")
     (tmp_path / RUNS / "bc-mix/seed0/eval.json").write_text("{}")
+    # bc-safe has not started: `snakemake --touch` (continue.sh) left its log empty
+    log = tmp_path / RUNS.replace("results", "logs").replace("/runs/", "/train/") / "bc-safe"
+    log.mkdir(parents=True)
+    (log / "seeds.log").write_text("")
     price = yaml.safe_load(CONFIG.read_text())["price"]  # relative to the workflow's folder
     (tmp_path / price).parent.mkdir(parents=True)
     shutil.copy(ROOT / price, tmp_path / price)

@@ -75,9 +75,11 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
         folders, job_dir = seed_dirs(runs / env / variant / algo / "seed{seed}", seeds)
         path = train_job_path(config, env, variant, algo, seeds)
         name = f"{env} {variant} {algo}" + ("" if batched else f" seed{seeds[0]}")
-        # the job's log too: a ratio fit or a seed's pretraining writes nothing else for an hour
+        # the job's log too: a ratio fit or a seed's pretraining writes nothing else for an hour.
+        # Empty files are no sign of a start: `snakemake --touch` (profiles/continue.sh) creates
+        # every job's log empty.
         files = [p for d in {*folders, job_dir} if d.is_dir() for p in d.iterdir()]
-        files += [f for f in [logs / f"{path}.log"] if f.is_file()]
+        files = [f for f in [*files, logs / f"{path}.log"] if f.is_file() and f.stat().st_size]
         age = time.time() - max(p.stat().st_mtime for p in files) if files else None
         state = JobState(name, f"train/{path}.tsv", "not started", steps, seeds=len(seeds),
                          age_s=age)  # fmt: skip
@@ -161,8 +163,8 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
     for j in jobs:
         if j.state == "training":
             where = f"{j.logged} of {j.steps} ({j.step})"
-        elif j.state in ("pretraining", "started"):
-            where = f"{j.seeds_kept} of {j.seeds} seeds pretrained" if j.seeds > 1 else ""
+        elif j.state == "pretraining":
+            where = f"{j.seeds_kept} of {j.seeds} seeds pretrained"
         else:
             where = ""
         rate = f"{j.rate:.2f}" if j.state == "training" and j.rate else ""
