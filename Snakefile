@@ -75,14 +75,20 @@ def figure_files(exp, suffixes=("png", "pdf")):
 LAST_K = config["aggregate"].get("last_k", 0)
 
 
+def bench(rule):
+    """The rule's benchmark file (uniq.plan.BENCH: a price names the jobs by it)."""
+    return f"{LOGS}/benchmarks/{plan.BENCH[rule]}"
+
+
 # Where the config names its price (`price:`, a `uniq-bench plan --json` file of this profile),
 # the longest chains of jobs start first (uniq.plan.priorities); without one, demonstrators.
-PRIORITY = plan.priorities(config, W.price(config)) if config.get("price") else {}
+PRICE = plan.config_price(config)
+PRIORITY = plan.priorities(config, PRICE) if PRICE else {}
 
 
-def priority(bench, default=0):
-    """A rule's priority: its job's, named by its benchmark file, else ``default``."""
-    return lambda w: PRIORITY.get(bench.format(**dict(w.items())), default)
+def priority(rule, default=0):
+    """The rule's priority: its job's from the price, else ``default``."""
+    return lambda w: PRIORITY.get(plan.BENCH[rule].format(**dict(w.items())), default)
 
 
 rule all:
@@ -102,8 +108,8 @@ rule demonstrator:
     log:
         f"{LOGS}/demonstrator/{{env}}_{{kind}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/demonstrator/{{env}}_{{kind}}.tsv"
-    priority: priority("demonstrator/{env}_{kind}.tsv", default=10)  # everything waits on them
+        bench("demonstrator")
+    priority: priority("demonstrator", default=10)  # everything waits on them
     threads: 1
     resources:
         gpu=1,
@@ -130,8 +136,8 @@ rule rollouts:
     log:
         f"{LOGS}/rollouts/{{env}}_{{kind}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/rollouts/{{env}}_{{kind}}.tsv"
-    priority: priority("rollouts/{env}_{kind}.tsv")
+        bench("rollouts")
+    priority: priority("rollouts")
     threads: 1  # envs are vectorized in one single-threaded process (workers: UNIQ_ENV_WORKERS)
     shell:
         "uniq-bench collect --task {wildcards.env} {params.source} --episodes {params.episodes}"
@@ -155,8 +161,8 @@ rule dsrl_rollouts:
     log:
         f"{LOGS}/rollouts/{{env}}_dsrl.log",
     benchmark:
-        f"{LOGS}/benchmarks/rollouts/{{env}}_dsrl.tsv"
-    priority: priority("rollouts/{env}_dsrl.tsv")
+        bench("dsrl_rollouts")
+    priority: priority("dsrl_rollouts")
     threads: 1
     shell:
         "uniq-bench dsrl --task {wildcards.env} --file {input.dsrl:q} {params.rule}"
@@ -178,8 +184,8 @@ rule dataset:
     log:
         f"{LOGS}/dataset/{{env}}_{{variant}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/dataset/{{env}}_{{variant}}.tsv"
-    priority: priority("dataset/{env}_{variant}.tsv")
+        bench("dataset")
+    priority: priority("dataset")
     threads: 1
     shell:
         "uniq-bench split --task {wildcards.env} --safe {input.safe} --unsafe {input.unsafe}"
@@ -223,8 +229,8 @@ if not config["train"]["batch_seeds"]:
         log:
             f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
         benchmark:
-            f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
-        priority: priority("train/{env}/{variant}/{algo}/seed{seed}.tsv")
+            bench("train")
+        priority: priority("train")
         threads: config["train"]["threads"]
         resources:
             gpu=1,
@@ -269,8 +275,8 @@ else:
         log:
             f"{LOGS}/train/{{env}}/{{variant}}/{{algo}}/seeds.log",
         benchmark:
-            f"{LOGS}/benchmarks/train/{{env}}/{{variant}}/{{algo}}/seeds.tsv"
-        priority: priority("train/{env}/{variant}/{algo}/seeds.tsv")
+            bench("train_batched")
+        priority: priority("train_batched")
         threads: config["train"]["threads"]
         resources:
             gpu=1,
@@ -297,7 +303,7 @@ rule evaluate:
     log:
         f"{LOGS}/evaluate/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.log",
     benchmark:
-        f"{LOGS}/benchmarks/evaluate/{{env}}/{{variant}}/{{algo}}/seed{{seed}}.tsv"
+        bench("evaluate")
     threads: 1  # envs are vectorized in one single-threaded process (workers: UNIQ_ENV_WORKERS)
     shell:
         "uniq-bench evaluate --policy {input.policy} --task {wildcards.env}"

@@ -56,13 +56,11 @@ while IFS= read -r -d '' ckpt; do
 done < <(find "$runs" -name checkpoint.pt -print0)
 
 # Where the run stands (uniq-bench progress), for whoever continues it: results/PROFILE/progress.md,
-# with the time left when the profile's price is saved (benchmarks/out/plan_PROFILE.json).
+# with the time left when the config names the profile's price (`price:`).
 config=config/$profile.yaml
 [[ $profile == paper ]] && config=config/config.yaml
 if [[ -f $config ]] && command -v uv >/dev/null; then
-    args=(--configfile "$config")
-    [[ -f benchmarks/out/plan_$profile.json ]] && args+=(--price "benchmarks/out/plan_$profile.json")
-    if uv run --quiet uniq-bench progress "${args[@]}" >"results/$profile/progress.md.tmp"; then
+    if uv run --quiet uniq-bench progress --configfile "$config" >"results/$profile/progress.md.tmp"; then
         mv "results/$profile/progress.md.tmp" "results/$profile/progress.md"
     else
         rm -f "results/$profile/progress.md.tmp"

@@ -4,6 +4,7 @@ tiny config, the check against benchmark files (uniq/jobtimes.py), the README's 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -272,3 +273,38 @@ def test_priorities_start_the_longest_chain_first(configs):
     trains = {b: v for b, v in p.items() if b.startswith("train/")}
     assert len(trains) == plan.job_counts(config)["train"]
     assert max(trains, key=trains.get) == f"train/{cheetah}/default/safedice/seed0.tsv"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (None, "cannot read the price"),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "no list of `jobs`"),
+        ('{"profile": "smoke"}', "no list of `jobs`"),
+        ('{"profile": "quick", "jobs": []}', "a price of profile 'quick', not 'smoke'"),
+        ("OLDER", "a price of an older config: 1 of the profile's jobs are not in it"),
+    ],
+    ids=["missing", "not json", "a list", "no jobs", "another profile", "an older config"],
+)
+def test_a_bad_price_is_refused_with_the_command_that_rewrites_it(configs, tmp_path, text, words):
+    config = configs["smoke"]
+    path = tmp_path / "price.json"
+    if text == "OLDER":  # the config has grown a job since
+        jobs = [{"bench": j.bench, "seconds": 1.0} for j in plan.jobs(config) if j.rule != "all"]
+        text = json.dumps({"profile": "smoke", "jobs": jobs[1:]})
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(words)) as err:
+        plan.load_price(path, config)
+    assert f"uniq-bench plan --configfile ... --json {path}" in str(err.value)
+
+
+def test_a_whole_price_is_accepted_and_the_config_names_it(configs, tmp_path):
+    config = dict(configs["smoke"], price="price.json")
+    jobs = [{"bench": j.bench, "seconds": 1.0} for j in plan.jobs(config) if j.rule != "all"]
+    (tmp_path / "price.json").write_text(json.dumps({"profile": "smoke", "jobs": jobs}))
+    assert plan.config_price(config, tmp_path)["jobs"] == jobs
+    assert plan.config_price(configs["smoke"], tmp_path) is None  # no `price:`
+    with pytest.raises(W.WorkflowConfigError, match="config `price`: .*cannot read"):
+        plan.config_price(config, tmp_path / "elsewhere")

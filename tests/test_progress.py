@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -87,6 +86,9 @@ def test_the_command_prints_the_table(profile, capsys):
         "| SafetyPointGoal1-v0 default uniq | training | 42000 of 100000 (40000) | 5.00 | 3.2 |"
         in out
     )
+    assert "| SafetyPointGoal1-v0 default safedice | pretraining | 2 of 5 seeds pretrained |" in out
+    assert "| SafetyPointGoal1-v0 default dwbc | started |  |  |  |" in out
+    assert "| SafetyPointGoal1-v0 default bc-safe | not started |  |  |  |  |" in out
     assert "1 done, 1 training, 1 pretraining, 1 started, 6 not started (of 10)" in out
     assert "Evaluations: 1 of 50." in out
 
@@ -151,30 +153,19 @@ def test_a_price_of_another_profile_is_refused(profile, tmp_path, caplog):
     other.write_text('{"profile": "quick", "jobs": []}')
     argv = ["progress", "--configfile", str(CONFIG), "--directory", str(profile)]
     assert main([*argv, "--price", str(other)]) == 2
-    assert "not a price of profile 'paper_data'" in caplog.text
+    assert "a price of profile 'quick', not 'paper_data'" in caplog.text
     assert main([*argv, "--price", str(tmp_path / "missing.json")]) == 2
 
 
 def test_the_configs_price_is_the_default(profile, capsys):
     """``price:`` in the config, relative to the workflow's folder, prices the time left."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["price"] = "price.json"
-    (profile / "priced.yaml").write_text(yaml.safe_dump(config))
-    jobs = [
-        {
-            "rule": "train",
-            "bench": "train/SafetyPointGoal1-v0/default/bc-safe/seeds.tsv",
-            "seconds": 3600.0,
-        }
-    ]
-    (profile / "price.json").write_text(
-        json.dumps({"profile": "paper_data", "cores": 2, "jobs": jobs})
-    )
-    argv = ["progress", "--configfile", str(profile / "priced.yaml"), "--directory", str(profile)]
+    argv = ["progress", "--configfile", str(profile / "c.yaml"), "--directory", str(profile)]
+    (profile / "c.yaml").write_text(yaml.safe_dump(config))  # the fixture copied its price
     assert main(argv) == 0
     assert "Left: " in capsys.readouterr().out
     config.pop("price")
-    (profile / "priced.yaml").write_text(yaml.safe_dump(config))
+    (profile / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(argv) == 0
     assert "Left: " not in capsys.readouterr().out
 

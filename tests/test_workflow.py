@@ -371,20 +371,22 @@ def test_no_command_shown_lets_configfile_swallow_a_target(tmp_path, monkeypatch
         assert len(parsed.configfile) == 1, f"snakemake {' '.join(args)}"
 
 
-def test_a_price_starts_the_longest_chain_first(tmp_path):
-    """With ``price:`` the dry run's jobs carry uniq.plan.priorities' minutes, read through
-    the benchmark names (so a rule whose names drift from the price's fails here)."""
+@pytest.mark.parametrize("batch_seeds", [False, True], ids=["one_seed_jobs", "batched"])
+def test_a_price_starts_the_longest_chain_first(tmp_path, batch_seeds):
+    """With ``price:`` every job of the dry run carries uniq.plan.priorities' minutes, read
+    through the rules' benchmark names (a rule whose name drifts from the price's fails)."""
     from uniq import plan
 
-    config = load("smoke.yaml")
-    long = "train/SafetyPointGoal1-v0/default/uniq/seed0.tsv"
-    jobs = [j for j in plan.jobs(plan.load_config(CONFIGS / "smoke.yaml")) if j.rule != "all"]
-    seconds = {j.bench: 6000.0 if j.bench == long else 60.0 for j in jobs}
-    price = tmp_path / "price.json"
-    price.write_text(json.dumps({"profile": "smoke", "jobs": [
-        {"bench": b, "seconds": s} for b, s in seconds.items()]}))  # fmt: skip
-    config["price"] = str(price)
+    config = smoke_with(lambda c: c["train"].update(batch_seeds=batch_seeds))
     path = tmp_path / "priced.yaml"
+    path.write_text(yaml.safe_dump(config))
+    checked = plan.load_config(path)
+    long = plan.train_bench(checked, "SafetyPointGoal1-v0", "default", "uniq", [0])
+    jobs = [j for j in plan.jobs(checked) if j.rule != "all"]
+    seconds = {j.bench: 6000.0 if j.bench == long else 60.0 for j in jobs}
+    price = {"profile": "smoke", "jobs": [{"bench": b, "seconds": s} for b, s in seconds.items()]}
+    (tmp_path / "price.json").write_text(json.dumps(price))
+    config["price"] = str(tmp_path / "price.json")
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
     out = result.stdout + result.stderr
@@ -395,11 +397,11 @@ def test_a_price_starts_the_longest_chain_first(tmp_path):
         if bench:
             level = re.search(r"priority: (\d+)", block)
             found[bench[1]] = int(level[1]) if level else 0
-    assert set(found) == set(seconds)
+    expected = plan.priorities(plan.load_config(path), price)
+    assert found == {b: expected.get(b, 0) for b in seconds}
     assert found[long] == 100 + 1  # itself, then its evaluation
     assert found["dataset/SafetyPointGoal1-v0_default.tsv"] == 1 + 101
-    assert found["train/SafetyPointGoal1-v0/default/bc-mix/seed0.tsv"] == 1 + 1
-    assert found["evaluate/SafetyPointGoal1-v0/default/uniq/seed0.tsv"] == 0  # last anyway
+    assert max(v for b, v in found.items() if b.startswith("evaluate/")) == 0  # last anyway
     demo = [v for b, v in found.items() if b.startswith("demonstrator/")]
     assert demo and all(v == 1 + 1 + 1 + 1 + 1 for v in demo)  # no longer 10: priced
 
@@ -412,7 +414,7 @@ def test_a_price_starts_the_longest_chain_first(tmp_path):
         (lambda c: c.update(price="nowhere.json"), ["config `price`", "nowhere.json", "plan"]),
         (
             lambda c: c.update(price=str(REPO / "benchmarks/out/plan_paper_data.json")),
-            ["config `price`", "not a price of profile 'smoke'"],
+            ["config `price`", "a price of profile 'paper_data', not 'smoke'"],
         ),
     ],
     ids=["unknown task", "unknown key", "missing price", "another profile's price"],

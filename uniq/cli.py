@@ -681,7 +681,7 @@ def _progress(args: argparse.Namespace) -> int:
         if args.price:
             price = plan.load_price(args.price, config)
         else:
-            price = W.price(config, args.directory) if config.get("price") else None
+            price = plan.config_price(config, args.directory)
     except W.WorkflowConfigError as err:
         return _error("uniq.workflow", err)
     except (OSError, ValueError) as err:

@@ -94,17 +94,35 @@ def train_jobs(config: dict) -> list[tuple[str, str, str, list[int]]]:
     return [(*g, W.all_seeds(config)) for g in groups]
 
 
+BENCH = {
+    "demonstrator": "demonstrator/{env}_{kind}.tsv",
+    "rollouts": "rollouts/{env}_{kind}.tsv",
+    "dsrl_rollouts": "rollouts/{env}_dsrl.tsv",  # one job writes both kinds
+    "dataset": "dataset/{env}_{variant}.tsv",
+    "train": "train/{env}/{variant}/{algo}/seed{seed}.tsv",
+    "train_batched": "train/{env}/{variant}/{algo}/seeds.tsv",
+    "evaluate": "evaluate/{env}/{variant}/{algo}/seed{seed}.tsv",
+}
+"""Each rule's benchmark file under logs/<profile>/benchmarks/, in its wildcards: the
+Snakefile's ``benchmark:`` paths are these, and a price names its jobs by them."""
+
+
 def train_job_path(config: dict, env: str, variant: str, algo: str, seeds: list[int]) -> str:
-    """A training job's name in the Snakefile's log and benchmark paths, ``{env}/{variant}/
-    {algo}/seeds`` (seeds batched) or ``.../seed{S}`` (``logs/<profile>/train/<it>.log``,
-    ``logs/<profile>/benchmarks/train/<it>.tsv``)."""
+    """A training job's name in the Snakefile's log paths, ``{env}/{variant}/{algo}/seeds``
+    (seeds batched) or ``.../seed{S}`` (``logs/<profile>/train/<it>.log``)."""
     name = "seeds" if config["train"]["batch_seeds"] else f"seed{seeds[0]}"
     return f"{env}/{variant}/{algo}/{name}"
 
 
+def train_bench(config: dict, env: str, variant: str, algo: str, seeds: list[int]) -> str:
+    """A training job's benchmark file (:data:`BENCH`)."""
+    rule = "train_batched" if config["train"]["batch_seeds"] else "train"
+    return BENCH[rule].format(env=env, variant=variant, algo=algo, seed=seeds[0])
+
+
 def evaluate_bench(run: W.Run) -> str:
-    """An evaluation job's benchmark file under logs/<profile>/benchmarks/ (the Snakefile's)."""
-    return f"evaluate/{run.env}/{run.variant}/{run.algo}/seed{run.seed}.tsv"
+    """An evaluation job's benchmark file (:data:`BENCH`)."""
+    return BENCH["evaluate"].format(**run._asdict())
 
 
 def _kinds_per_job(config: dict, env: str) -> list[str]:
@@ -266,7 +284,8 @@ def jobs(config: dict, units: Units | None = None) -> list[Job]:
     start, out = units.startup_s, []
     for task, kind in _demo_jobs(config):
         seconds = start + _demo_seconds(config, task, kind, units)
-        out.append(Job("demonstrator", seconds, 1, True, f"demonstrator/{task}_{kind}.tsv"))
+        bench = BENCH["demonstrator"].format(env=task, kind=kind)
+        out.append(Job("demonstrator", seconds, 1, True, bench))
     for task in config["tasks"]:
         for kind in _kinds_per_job(config, task):
             work = 0.0
@@ -275,15 +294,17 @@ def jobs(config: dict, units: Units | None = None) -> list[Job]:
                 episodes = W.rollout_episodes(config, task, kind)
                 hidden = None if scripted else POLICY_HIDDEN
                 work = episodes_s(task, episodes, config["rollouts"]["num_envs"], hidden)
-            out.append(Job("rollouts", start + work, 1, False, f"rollouts/{task}_{kind}.tsv"))
+            bench = BENCH["rollouts"].format(env=task, kind=kind)
+            out.append(Job("rollouts", start + work, 1, False, bench))
         for variant in W.env_variants(config, task):
-            out.append(Job("dataset", start, 1, False, f"dataset/{task}_{variant}.tsv"))
+            bench = BENCH["dataset"].format(env=task, variant=variant)
+            out.append(Job("dataset", start, 1, False, bench))
     train, ev = config["train"], config["evaluate"]
     paid: set = set()  # cached pretraining priced once (measure.shared_pretraining)
     for env, variant, algo, seeds in train_jobs(config):
         k = len(seeds)
         seconds = start + _train_seconds(config, env, variant, algo, k, units, episodes_s, paid)
-        bench = f"train/{train_job_path(config, env, variant, algo, seeds)}.tsv"
+        bench = train_bench(config, env, variant, algo, seeds)
         out.append(Job("train", seconds, train["threads"], True, bench))
     for run in W.all_runs(config):
         work = episodes_s(run.env, ev["episodes"], ev["num_envs"], _hidden(config, run.algo))
@@ -454,21 +475,42 @@ def dump(result: dict, path: str | os.PathLike) -> None:
 
 
 def load_price(path: str | os.PathLike, config: dict) -> dict:
-    """A price written by ``uniq-bench plan --json`` for this profile."""
+    """A price written by ``uniq-bench plan --json`` for this config: of its profile, and
+    naming every job the config makes (a price of an older config would leave the new jobs
+    out of the priorities and of the time left)."""
+    rewrite = f"rewrite it with `uniq-bench plan --configfile ... --json {path}`"
     try:
         price = json.loads(Path(path).read_text())
     except OSError as err:
+        raise ValueError(f"{path}: cannot read the price ({err.strerror}); {rewrite}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a price (not JSON: {err}); {rewrite}") from None
+    if not isinstance(price, dict) or not isinstance(price.get("jobs"), list):
+        raise ValueError(f"{path}: not a price (no list of `jobs`); {rewrite}")
+    if price.get("profile") != config["profile"]:
         raise ValueError(
-            f"{path}: cannot read the price ({err.strerror}); write it with `uniq-bench plan "
-            f"--configfile ... --json {path}`."
-        ) from None
-    if price.get("profile") != config["profile"] or "jobs" not in price:
+            f"{path} is a price of profile {price.get('profile')!r}, not "
+            f"{config['profile']!r}; {rewrite}"
+        )
+    priced = {j.get("bench") for j in price["jobs"] if isinstance(j, dict)}
+    missing = sorted(j.bench for j in jobs(config) if j.rule != "all" and j.bench not in priced)
+    if missing:
         raise ValueError(
-            f"{path} is not a price of profile {config['profile']!r} (profile "
-            f"{price.get('profile')!r}); write one with `uniq-bench plan --configfile ... --json "
-            f"{path}`."
+            f"{path} is a price of an older config: {len(missing)} of the profile's jobs are "
+            f"not in it (e.g. {missing[0]}); {rewrite}"
         )
     return price
+
+
+def config_price(config: dict, root: str | os.PathLike = ".") -> dict | None:
+    """The price the config names (``price:``, relative to the workflow's folder ``root``),
+    checked by :func:`load_price`; None if it names none."""
+    if not config.get("price"):
+        return None
+    try:
+        return load_price(Path(root) / config["price"], config)
+    except ValueError as err:
+        raise W.WorkflowConfigError(f"config `price`: {err}") from None
 
 
 # ---------------------------------------------------------------------------- the order
@@ -477,13 +519,13 @@ def priorities(config: dict, price: dict) -> dict[str, int]:
     end of the longest chain it starts (itself, then the longest job of each later stage on
     its task), so that the longest chains start first. On 2 cores a profile whose longest
     job is a third of its work loses hours if that job happens to start last. A job the
-    price does not hold (the config changed since) counts as free."""
+    price does not hold counts as free (load_price refuses a price that lacks any)."""
     seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
     chain: dict[str, float] = {}
     after: dict[tuple[str, str], float] = defaultdict(float)  # (env, variant) -> longest train
     runs = W.all_runs(config)
     for env, variant, algo, seeds in train_jobs(config):
-        bench = f"train/{train_job_path(config, env, variant, algo, seeds)}.tsv"
+        bench = train_bench(config, env, variant, algo, seeds)
         mine = [r for r in runs if r[:3] == (env, variant, algo) and r.seed in seeds]
         evaluation = max((seconds.get(evaluate_bench(r), 0.0) for r in mine), default=0.0)
         chain[bench] = seconds.get(bench, 0.0) + evaluation
@@ -491,13 +533,14 @@ def priorities(config: dict, price: dict) -> dict[str, int]:
     for task in config["tasks"]:
         data = 0.0
         for variant in W.env_variants(config, task):
-            bench = f"dataset/{task}_{variant}.tsv"
+            bench = BENCH["dataset"].format(env=task, variant=variant)
             chain[bench] = seconds.get(bench, 0.0) + after[task, variant]
             data = max(data, chain[bench])
         for kind in _kinds_per_job(config, task):
-            bench = f"rollouts/{task}_{kind}.tsv"
+            bench = BENCH["rollouts"].format(env=task, kind=kind)
             chain[bench] = seconds.get(bench, 0.0) + data
     for task, kind in _demo_jobs(config):
-        bench = f"demonstrator/{task}_{kind}.tsv"
-        chain[bench] = seconds.get(bench, 0.0) + chain[f"rollouts/{task}_{kind}.tsv"]
+        bench = BENCH["demonstrator"].format(env=task, kind=kind)
+        rollouts = BENCH["rollouts"].format(env=task, kind=kind)
+        chain[bench] = seconds.get(bench, 0.0) + chain[rollouts]
     return {bench: round(s / 60) for bench, s in chain.items()}

@@ -10,15 +10,16 @@ missing, not how far a job stopped part-way has come; this reads each training j
   included) and the hours left at that rate;
 - **pretraining**: the seeds ``pretrain.pt`` keeps (one after another, before the first
   checkpoint);
-- **started**: its folders or log exist, nothing kept yet (a first seed pretraining, a ratio
-  fit, or stopped);
+- **started**: a file in its folders or its log, nothing kept yet (a first seed pretraining,
+  a ratio fit, or stopped; empty files do not count: ``snakemake --touch`` makes them);
 - **not started**;
 
 each with the age of its newest file, its log included (a job whose files are all an hour old
 is not running: UNIQ's ratio fit and SafeDICE's classifier log a line every few minutes), then
 the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``). Given a
-price (``uniq-bench plan --json``), it also says what is left (:func:`time_left`): the
-training jobs' updates at their own rates, every other job not done at its price.
+price (``uniq-bench plan --json``: ``--price FILE``, or the config's ``price:``), it also says
+what is left (:func:`time_left`): the training jobs' updates at their own rates, every other
+job not done at its price.
 
     uv run uniq-bench plan --configfile config/paper_data.yaml --cores 2 --json price.json
     uv run uniq-bench progress --configfile config/paper_data.yaml --price price.json
@@ -35,7 +36,7 @@ from uniq import workflow as W
 from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.checkpoint import PRETRAIN_NAME as PRETRAIN
 from uniq.job import seed_dirs
-from uniq.plan import duration, evaluate_bench, train_job_path, train_jobs
+from uniq.plan import duration, evaluate_bench, train_bench, train_job_path, train_jobs
 
 WINDOWS = 10
 """A training job's rate is read over its log's last this many rows."""
@@ -81,7 +82,8 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
         files = [p for d in {*folders, job_dir} if d.is_dir() for p in d.iterdir()]
         files = [f for f in [*files, logs / f"{path}.log"] if f.is_file() and f.stat().st_size]
         age = time.time() - max(p.stat().st_mtime for p in files) if files else None
-        state = JobState(name, f"train/{path}.tsv", "not started", steps, seeds=len(seeds),
+        bench = train_bench(config, env, variant, algo, seeds)
+        state = JobState(name, bench, "not started", steps, seeds=len(seeds),
                          age_s=age)  # fmt: skip
         # a method that cannot batch trains the seeds one by one, each with its own checkpoint
         ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]

@@ -412,17 +412,6 @@ def generated_tasks(config: dict) -> list[str]:
     return [env for env in config["tasks"] if data_source(config, env) != "dsrl"]
 
 
-def price(config: dict, root: str | Path = ".") -> dict:
-    """The price the config names (``price:``, relative to the workflow's folder ``root``),
-    checked to be this profile's."""
-    from uniq.plan import load_price
-
-    try:
-        return load_price(Path(root) / config["price"], config)
-    except ValueError as err:
-        raise WorkflowConfigError(f"config `price`: {err}") from None
-
-
 def dsrl_path(config: dict, env: str) -> str:
     """The task's DSRL file (``~`` expanded), an input Snakemake tracks."""
     return str(Path(config["tasks"][env]["path"]).expanduser())
