@@ -91,6 +91,55 @@ def test_the_command_prints_the_table(profile, capsys):
     assert "| SafetyPointGoal1-v0 default bc-safe | not started |  |  |  |  |" in out
     assert "1 done, 1 training, 1 pretraining, 1 started, 6 not started (of 10)" in out
     assert "Evaluations: 1 of 50." in out
+    assert "Learning curves so far" not in out  # no job has a curve point yet
+
+
+def curve_text(rows: list[tuple[int, float, float]]) -> str:
+    """A curve.csv of (step, return, cost) rows, as uniq.train writes it."""
+    head = "step,return_mean,cost_mean,return_normalized,cost_normalized,episodes\n"
+    return head + "".join(f"{s},{r},{c},0,0,20\n" for s, r, c in rows)
+
+
+def test_curves_so_far_are_seed_means_from_the_files_or_the_checkpoints(profile, capsys):
+    """bc-mix (done): each seed's curve.csv. uniq (a batched job training): the job's
+    checkpoint keeps each seed's curve, but seed0's newer curve.csv.part has reached 20k, a
+    point of one seed of five. dwbc (a method training its seeds one by one): seed0's own
+    checkpoint. safedice (pretraining): none."""
+    for s in range(5):
+        (profile / RUNS / "bc-mix" / f"seed{s}" / "curve.csv").write_text(
+            curve_text([(10000, s, 10 * s)])
+        )
+    members = [{"columns": None, "text": curve_text([(10000, 2.0 * s, 1.0)])} for s in range(5)]
+    torch.save(
+        {"step": 40000, "curve": members}, profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt"
+    )
+    (profile / RUNS / "uniq/seed0/curve.csv.part").write_text(
+        curve_text([(10000, 100.0, 1.0), (20000, 5.0, 3.0)])
+    )
+    torch.save(
+        {"step": 2000, "curve": [{"columns": None, "text": curve_text([(10000, -1.5, 7.0)])}]},
+        profile / RUNS / "dwbc/seed0/checkpoint.pt",
+    )
+    config = plan.load_config(CONFIG)
+    config["train"]["batch_seeds"] = False  # dwbc's seed0 is a job of its own
+    jobs = {j.job: j for j in progress.training_jobs(config, profile)}
+    goal = "SafetyPointGoal1-v0 default"
+    assert jobs[f"{goal} dwbc seed0"].curve == {10000: (-1.5, 7.0, 1)}
+    assert jobs[f"{goal} safedice seed0"].curve == {}
+
+    jobs = {j.job: j for j in progress.training_jobs(plan.load_config(CONFIG), profile)}
+    assert jobs[f"{goal} bc-mix"].curve == {10000: (2.0, 20.0, 5)}
+    # seed0 from its .part (100), seeds 1-4 from the checkpoint (2, 4, 6, 8)
+    assert jobs[f"{goal} uniq"].curve == {10000: (24.0, 1.0, 5), 20000: (5.0, 3.0, 1)}
+    assert jobs[f"{goal} safedice"].curve == {}
+
+    assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert "| training job | 10k | 20k |" in out
+    assert f"| {goal} uniq | 24.0 / 1.0 | 5.0 / 3.0 (1 of 5 seeds) |" in out
+    assert f"| {goal} bc-mix | 2.0 / 20.0 |  |" in out
+    assert f"| {goal} dwbc | -1.5 / 7.0 (1 of 5 seeds) |  |" in out  # seed0's own checkpoint
+    assert f"| {goal} safedice |" not in out.split("Learning curves so far")[1]
 
 
 def test_time_left_counts_training_at_its_rate_and_the_rest_at_the_price(profile):

@@ -16,7 +16,10 @@ missing, not how far a job stopped part-way has come; this reads each training j
 
 each with the age of its newest file, its log included (a job whose files are all an hour old
 is not running: UNIQ's ratio fit and SafeDICE's classifier log a line every few minutes), then
-the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``). Given a
+the evaluations done and any UNIQ ratio fit stopped part-way (``*.partial.pt``), and each
+job's learning curve so far (:func:`curve_table`: the mean over its seeds of each curve
+point's return and cost, from the seeds' ``curve.csv``, their ``.part`` or the checkpoint's
+copy), so a reader sees whether a method learns long before its run ends. Given a
 price (``uniq-bench plan --json``: ``--price FILE``, or the config's ``price:``), it also says
 what is left (:func:`time_left`): the training jobs' updates at their own rates, every other
 job not done at its price.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from uniq import workflow as W
@@ -58,6 +61,8 @@ class JobState:
     seeds_kept: int = 0
     seeds: int = 1
     age_s: float | None = None
+    curve: dict[int, tuple[float, float, int]] = field(default_factory=dict)
+    """Its learning curve so far: step -> (return, cost, seeds), seed means (:func:`_curve`)."""
 
     @property
     def hours_left(self) -> float | None:
@@ -88,6 +93,7 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
         # a method that cannot batch trains the seeds one by one, each with its own checkpoint
         ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]
         ckpts = [d for d in ckpts if not (d != job_dir and (d / "policy.pt").is_file())]
+        state.curve = _curve(folders, job_dir)
         if all((d / "policy.pt").is_file() and (d / "train_log.csv").is_file() for d in folders):
             state.state = "done"
         elif ckpts:
@@ -197,6 +203,18 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
             f"training, the evaluations and the other jobs not done), about "
             f"{hours['wall_hours']:.1f} h on {hours['cores']} idle cores."
         )
+    curves = curve_table(jobs)
+    if curves:
+        episodes = config["train"]["eval_episodes"]
+        lines += [
+            "",
+            f"Learning curves so far (return / cost, each the mean over the seeds of "
+            f"{episodes} episodes a seed; not results: the final evaluation has "
+            f"{config['evaluate']['episodes']} episodes a seed):",
+            "",
+            *curves,
+            "",
+        ]
     lines.append(
         f"Hours left: the job's updates left at its rate over its log's last {WINDOWS} rows. "
         "The newest file's age (the job's log included) tells a running job from a stopped "
@@ -204,6 +222,63 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
         "`uniq-bench plan` prices the jobs not started."
     )
     return "\n".join(lines) + "\n"
+
+
+def curve_table(jobs: list[JobState]) -> list[str]:
+    """The jobs' learning curves so far, in Markdown: a row per job with a curve point, a
+    column per step, each cell "return / cost" (the mean over the seeds that reached it)."""
+    jobs = [j for j in jobs if j.curve]
+    if not jobs:
+        return []
+    steps = sorted({s for j in jobs for s in j.curve})
+    lines = [
+        "| training job | " + " | ".join(f"{s // 1000}k" if s % 1000 == 0 else str(s)
+                                          for s in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]  # fmt: skip
+    for j in jobs:
+        cells = [
+            f"{j.curve[s][0]:.1f} / {j.curve[s][1]:.1f}"
+            + ("" if j.curve[s][2] == j.seeds else f" ({j.curve[s][2]} of {j.seeds} seeds)")
+            if s in j.curve else ""
+            for s in steps
+        ]  # fmt: skip
+        lines.append(f"| {j.job} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _curve(folders: list[Path], job_dir: Path) -> dict[int, tuple[float, float, int]]:
+    """step -> (mean return, mean cost, seeds) over the seeds' curves so far. Each seed's
+    curve is its folder's ``curve.csv`` (done) or ``curve.csv.part`` (training; newer than
+    the checkpoint's copy), else the copy its checkpoint keeps (a fresh clone: save.sh
+    commits checkpoints, not .part files): the job's, or the seed's own where the method
+    trains the seeds one by one."""
+    points: dict[int, list[tuple[float, float]]] = {}
+    kept = None
+    for i, folder in enumerate(folders):
+        files = [folder / "curve.csv", folder / "curve.csv.part"]
+        text = next((f.read_text() for f in files if f.is_file()), None)
+        if text is None:
+            kept = _kept_curves(folders, job_dir) if kept is None else kept
+            text = kept[i]["text"] if kept[i] else ""
+        for row in csv.DictReader(text.splitlines()):
+            point = float(row["return_mean"]), float(row["cost_mean"])
+            points.setdefault(int(row["step"]), []).append(point)
+    return {
+        step: (sum(r for r, _ in p) / len(p), sum(c for _, c in p) / len(p), len(p))
+        for step, p in sorted(points.items())
+    }
+
+
+def _kept_curves(folders: list[Path], job_dir: Path) -> list[dict | None]:
+    """Each seed's curve state as a checkpoint keeps it (None: no checkpoint, or no curve)."""
+
+    def curves(path: Path, n: int) -> list[dict | None]:
+        return (_load(path).get("curve") if path.is_file() else None) or [None] * n
+
+    if (job_dir / CHECKPOINT).is_file():
+        return curves(job_dir / CHECKPOINT, len(folders))
+    return [curves(d / CHECKPOINT, 1)[0] for d in folders]
 
 
 def _load(path: Path) -> dict:
