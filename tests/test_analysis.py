@@ -12,6 +12,7 @@ import torch
 from envs.tasks import make_env
 
 TASK = "SafetyHalfCheetahVelocity-v1"
+TASK_NAV = "SafetyPointGoal1-v0"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -88,3 +89,48 @@ def test_cloneability_bar_from_bc_runs(tmp_path):
     assert table.cloneability(task, 20.0, tmp_path / "c") is None
     # runs on rollouts of another demonstrator than the committed one do not count
     assert table.cloneability(task, 4.0, tmp_path / "a", {"safe": "x", "unsafe": "y"}) is None
+
+
+def constant_policy(forward: float, members: int | None = None):
+    """A Point policy whose deterministic action is (tanh(forward), 0) in every state."""
+    from envs.tasks import resolve_task
+    from uniq.nets import TanhGaussianPolicy
+
+    spec = resolve_task(TASK_NAV)
+    policy = TanhGaussianPolicy(spec.obs_dim, spec.act_dim, 8, 1, members=members)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.zero_()
+        policy.trunk[-1].bias[..., 0] = forward  # the mean of action 0, the forward thrust
+    return policy
+
+
+def test_agent_reach_tells_a_policy_that_leaves_the_arena():
+    """Full thrust ahead ends every episode far outside the +-1.5 m placement area; no
+    thrust stays where the episode put the agent, inside it."""
+    reach = load("agent_reach")
+    away = reach.reach(constant_policy(3.0), TASK_NAV, 0, 2)
+    still = reach.reach(constant_policy(0.0), TASK_NAV, 0, 2)
+    assert away["out"] == 1.0 and away["final"] > 5.0 and away["cost"] >= 0
+    assert still["out"] == 0.0 and still["farthest"] < 1.5 * 2**0.5 and abs(still["return"]) < 0.01
+
+
+def test_agent_reach_reads_a_batched_checkpoints_members(tmp_path):
+    reach = load("agent_reach")
+    batched = constant_policy(0.0, members=2)
+    with torch.no_grad():
+        batched.trunk[-1].bias[1, 0] = 2.0  # member 1 drives, member 0 does not
+    path = tmp_path / "checkpoint.pt"
+    identity = {"seed": [3, 4], "task": TASK_NAV, "obs_norm": False}
+    torch.save({"identity": identity, "step": 7, "method": {"actor": batched.state_dict()}}, path)
+    got = reach.policies(path)
+    assert [(seed, task) for _, seed, _, task in got] == [(3, TASK_NAV), (4, TASK_NAV)]
+    obs = torch.randn(5, got[0][2].init_kwargs["obs_dim"])
+    for k, (label, _, policy, _) in enumerate(got):
+        assert "step 7" in label
+        torch.testing.assert_close(policy.act(obs), batched.member(k).act(obs))
+    assert not torch.equal(got[0][2].act(obs), got[1][2].act(obs))
+    identity["obs_norm"] = True  # its actor expects standardised observations: refused
+    torch.save({"identity": identity, "step": 7, "method": {"actor": batched.state_dict()}}, path)
+    with pytest.raises(SystemExit, match="standardises observations"):
+        reach.policies(path)
