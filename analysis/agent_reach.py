@@ -7,8 +7,9 @@ arenas have no walls and place every object within +-1.5 m of the origin
 from caution; the agent's distance from the origin does. This rolls policies out as the
 evaluation does (deterministic actions, episode i of run seed s reset with
 ``eval_seed_base(s) + i``) and reports, per policy, the mean return and cost, the mean final
-and largest distance of the agent from the origin, and the share of episodes that end
-outside the placement area.
+and largest distance of the agent from the origin, and the share of episodes that end farther
+than ``--radius`` from it (3 m, twice the placement area's half-width: no goal or button lies
+there, so an agent that ends there has left the arena).
 
     uv run python analysis/agent_reach.py results/paper_data/runs/SafetyPointButton1-v0/default/uniq/seed*/policy.pt
     # a job still training: its checkpoint's members (policies of the checkpoint's step)
@@ -58,12 +59,11 @@ def policies(path: Path) -> list[tuple[str, int, TanhGaussianPolicy, str]]:
     ]
 
 
-def reach(policy, task: str, run_seed: int, episodes: int) -> dict[str, float]:
+def reach(policy, task: str, run_seed: int, episodes: int, radius: float = 3.0) -> dict[str, float]:
     """The episodes' mean return and cost, final and largest distance from the origin, and
-    the share that end outside the placement area."""
+    the share that end farther than ``radius`` from it."""
     env = make_env(task)  # the evaluation's env: the fast path, the same episode per seed
     act = policy_act_fn(policy)
-    lo_x, lo_y, hi_x, hi_y = env.unwrapped.task.placements_conf.extents
     rows = []
     for i in range(episodes):
         obs, _ = env.reset(seed=eval_seed_base(run_seed) + i)
@@ -74,7 +74,7 @@ def reach(policy, task: str, run_seed: int, episodes: int) -> dict[str, float]:
             ret, cost, done = ret + r, cost + c, terminated or truncated
             x, y = env.unwrapped.task.agent.pos[:2]
             farthest = max(farthest, float(np.hypot(x, y)))
-        outside = not (lo_x <= x <= hi_x and lo_y <= y <= hi_y)
+        outside = np.hypot(x, y) > radius
         rows.append((ret, cost, float(np.hypot(x, y)), farthest, outside))
     ret, cost, final, farthest, outside = np.mean(rows, axis=0)
     env.close()
@@ -85,18 +85,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", type=Path, help="policy.pt files or a job's checkpoint.pt")
     p.add_argument("--episodes", type=int, default=5, help="episodes per policy")
+    p.add_argument(
+        "--radius", type=float, default=3.0, help="an episode ending farther (m) left the arena"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)  # one row a step: more threads only contend
-    print("| policy | return | cost | final distance (m) | farthest (m) | ended outside |")
+    print("| policy | return | cost | final distance (m) | farthest (m) | left the arena |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in args.paths:
         for label, seed, policy, task in policies(path):
-            m = reach(policy, task, seed, args.episodes)
+            m = reach(policy, task, seed, args.episodes, args.radius)
             print(
                 f"| {label} | {m['return']:.1f} | {m['cost']:.1f} | {m['final']:.2f} | "
                 f"{m['farthest']:.2f} | {m['out']:.0%} |"
             )
-    print(f"\n{args.episodes} episodes a policy, deterministic actions, the evaluation's seeds.")
+    print(
+        f"\n{args.episodes} episodes a policy, deterministic actions, the evaluation's seeds; "
+        f"left the arena: the episode ended farther than {args.radius} m from its centre."
+    )
 
 
 if __name__ == "__main__":

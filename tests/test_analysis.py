@@ -106,8 +106,8 @@ def constant_policy(forward: float, members: int | None = None):
 
 
 def test_agent_reach_tells_a_policy_that_leaves_the_arena():
-    """Full thrust ahead ends every episode far outside the +-1.5 m placement area; no
-    thrust stays where the episode put the agent, inside it."""
+    """Full thrust ahead ends every episode far beyond 3 m from the arena's centre; no thrust
+    stays where the episode put the agent, inside the +-1.5 m placement area."""
     reach = load("agent_reach")
     away = reach.reach(constant_policy(3.0), TASK_NAV, 0, 2)
     still = reach.reach(constant_policy(0.0), TASK_NAV, 0, 2)
