@@ -2,14 +2,18 @@
 
 A navigation policy can keep its cost near 0 by leaving the arena: Safety-Gymnasium's level-1
 arenas have no walls and place every object within +-1.5 m of the origin
-(``placements_conf.extents``), so an agent that drives away meets no hazard, while its return
-(the distance gained toward the goal) turns negative. Returns and costs alone do not tell this
-from caution; the agent's distance from the origin does. This rolls policies out as the
-evaluation does (deterministic actions, episode i of run seed s reset with
-``eval_seed_base(s) + i``) and reports, per policy, the mean return and cost, the mean final
-and largest distance of the agent from the origin, and the share of episodes that end farther
-than ``--radius`` from it (3 m, twice the placement area's half-width: no goal or button lies
-there, so an agent that ends there has left the arena).
+(``placements_conf.extents``; Button1's gremlins move 0.35 m at most), so an agent that drives
+away meets no hazard, while its return (the distance gained toward the goal) turns negative;
+beyond 3 m from every object its lidar (``max_dist`` 3 m) sees none of them either. Returns
+and costs alone do not tell this from caution; the agent's distance from the origin does.
+
+This rolls policies out with deterministic actions on the evaluation's envs and reports, per
+policy, the mean return and cost, the mean final and largest distance of the agent from the
+origin, and the share of episodes that end beyond :data:`RADIUS` (3 m, twice the placement
+area's half-width: beyond every object). The episodes are those of the policy's record: a
+``policy.pt`` with an ``eval.json`` beside it, that evaluation's episodes (its
+``eval_seed_base``); without one, the workflow's final evaluation's (``--seed-offset`` +
+run seed); a training job's ``checkpoint.pt``, its members' learning-curve episodes.
 
     uv run python analysis/agent_reach.py results/paper_data/runs/SafetyPointButton1-v0/default/uniq/seed*/policy.pt
     # a job still training: its checkpoint's members (policies of the checkpoint's step)
@@ -20,6 +24,7 @@ there, so an agent that ends there has left the arena).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +32,26 @@ import torch
 
 from envs.evaluate import eval_seed_base
 from envs.rollout import policy_act_fn
-from envs.tasks import make_env
+from envs.tasks import make_env, resolve_task
 from uniq.nets import TanhGaussianPolicy, load_policy
 
+RADIUS = 3.0
+"""An episode ending farther than this (m) from the origin has left the arena."""
+SEED_OFFSET = 100_000
+"""The workflow's final evaluation seeds (``evaluate.seed_offset`` in the configs)."""
 
-def policies(path: Path) -> list[tuple[str, int, TanhGaussianPolicy, str]]:
-    """(label, run seed, policy, task) of a policy.pt, or of each member of a checkpoint.pt."""
+
+def policies(path: Path, seed_offset: int = SEED_OFFSET) -> list[tuple[str, int, object, str]]:
+    """(label, first episode's seed, policy, task) of a policy.pt, or of each member of a
+    training job's checkpoint.pt."""
     if path.name != "checkpoint.pt":
         policy, meta = load_policy(path)
-        return [(str(path), int(meta["seed"]), policy, meta["task"])]
+        record = path.with_name("eval.json")
+        if record.is_file():
+            base = int(json.loads(record.read_text())["eval_seed_base"])
+        else:
+            base = eval_seed_base(seed_offset + int(meta["seed"]))
+        return [(str(path), base, policy, meta["task"])]
     state = torch.load(path, map_location="cpu", weights_only=False)
     identity = state["identity"]
     if identity.get("obs_norm"):
@@ -45,28 +61,39 @@ def policies(path: Path) -> list[tuple[str, int, TanhGaussianPolicy, str]]:
         )
     actor = state["method"]["actor"]
     seeds = identity["seed"] if isinstance(identity["seed"], list) else [identity["seed"]]
-    weights = [actor[k] for k in sorted(actor) if k.startswith("trunk.") and k.endswith("weight")]
+    names = [k for k in actor if k.startswith("trunk.") and k.endswith(".weight")]
+    weights = [actor[k] for k in sorted(names, key=lambda k: int(k.split(".")[1]))]
     batched = weights[0].dim() == 3  # BatchedLinear: [K, in, out]; nn.Linear: [out, in]
     obs_dim, hidden = weights[0].shape[-2:] if batched else weights[0].shape[::-1]
     act_dim = (weights[-1].shape[-1] if batched else weights[-1].shape[0]) // 2
-    members = len(seeds) if batched else None
-    whole = TanhGaussianPolicy(obs_dim, act_dim, hidden, len(weights) - 1, members=members)
+    # The default log-std bounds do: a deterministic action is tanh(mean), the trunk's alone.
+    whole = TanhGaussianPolicy(
+        obs_dim, act_dim, hidden, len(weights) - 1, members=len(seeds) if batched else None
+    )
     whole.load_state_dict(actor)
     step = int(state["step"])
     return [
-        (f"{path} seed {s} (step {step})", s, whole.member(k).eval(), identity["task"])
+        (f"{path} seed {s} (step {step})", eval_seed_base(s), whole.member(k).eval(),
+         identity["task"])
         for k, s in enumerate(seeds)
-    ]
+    ]  # fmt: skip
 
 
-def reach(policy, task: str, run_seed: int, episodes: int, radius: float = 3.0) -> dict[str, float]:
+def reach(policy, task, first_seed: int, episodes: int, radius: float = RADIUS) -> dict:
     """The episodes' mean return and cost, final and largest distance from the origin, and
-    the share that end farther than ``radius`` from it."""
-    env = make_env(task)  # the evaluation's env: the fast path, the same episode per seed
+    the share that end farther than ``radius`` from it (episode i reset with first_seed + i;
+    ``task``: a navigation task's name or spec)."""
+    spec = resolve_task(task)
+    if spec.family != "navigation":
+        raise SystemExit(
+            f"{spec.name} is a {spec.family} task: it has no arena to leave; give the policies "
+            "of a navigation task (Safety*Goal*, Safety*Button*)"
+        )
+    env = make_env(spec)  # the evaluation's env: the fast path, the same episode per seed
     act = policy_act_fn(policy)
     rows = []
     for i in range(episodes):
-        obs, _ = env.reset(seed=eval_seed_base(run_seed) + i)
+        obs, _ = env.reset(seed=first_seed + i)
         ret = cost = farthest = 0.0
         done = False
         while not done:
@@ -74,11 +101,10 @@ def reach(policy, task: str, run_seed: int, episodes: int, radius: float = 3.0) 
             ret, cost, done = ret + r, cost + c, terminated or truncated
             x, y = env.unwrapped.task.agent.pos[:2]
             farthest = max(farthest, float(np.hypot(x, y)))
-        outside = np.hypot(x, y) > radius
-        rows.append((ret, cost, float(np.hypot(x, y)), farthest, outside))
-    ret, cost, final, farthest, outside = np.mean(rows, axis=0)
+        rows.append((ret, cost, float(np.hypot(x, y)), farthest, np.hypot(x, y) > radius))
     env.close()
-    return {"return": ret, "cost": cost, "final": final, "farthest": farthest, "out": outside}
+    ret, cost, final, farthest, left = np.mean(rows, axis=0)
+    return {"return": ret, "cost": cost, "final": final, "farthest": farthest, "left": left}
 
 
 def main() -> None:
@@ -86,22 +112,25 @@ def main() -> None:
     p.add_argument("paths", nargs="+", type=Path, help="policy.pt files or a job's checkpoint.pt")
     p.add_argument("--episodes", type=int, default=5, help="episodes per policy")
     p.add_argument(
-        "--radius", type=float, default=3.0, help="an episode ending farther (m) left the arena"
-    )
+        "--seed-offset", type=int, default=SEED_OFFSET,
+        help="a policy.pt without eval.json: its episodes are those of the evaluation with "
+        "seed SEED_OFFSET + run seed (the workflow's evaluate.seed_offset)",
+    )  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)  # one row a step: more threads only contend
     print("| policy | return | cost | final distance (m) | farthest (m) | left the arena |")
     print("|---|---:|---:|---:|---:|---:|")
     for path in args.paths:
-        for label, seed, policy, task in policies(path):
-            m = reach(policy, task, seed, args.episodes, args.radius)
+        for label, first_seed, policy, task in policies(path, args.seed_offset):
+            m = reach(policy, task, first_seed, args.episodes)
             print(
                 f"| {label} | {m['return']:.1f} | {m['cost']:.1f} | {m['final']:.2f} | "
-                f"{m['farthest']:.2f} | {m['out']:.0%} |"
+                f"{m['farthest']:.2f} | {m['left']:.0%} |"
             )
     print(
-        f"\n{args.episodes} episodes a policy, deterministic actions, the evaluation's seeds; "
-        f"left the arena: the episode ended farther than {args.radius} m from its centre."
+        f"\n{args.episodes} episodes a policy, deterministic actions, the episodes of its "
+        f"evaluation (a checkpoint: of its learning curve); left the arena: the episode ended "
+        f"farther than {RADIUS} m from the centre, beyond every object."
     )
 
 

@@ -263,8 +263,9 @@ def curve_point(
     policy, device, spec: TaskSpec, step: int, episodes: int, seed: int, num_envs: int, reference
 ) -> dict[str, Any]:
     """One curve.csv row: the current ``policy`` (a run's, or a batched run's member's),
-    deterministic, on the evaluation episodes of ``seed`` (the same episodes the final
-    ``uniq-bench evaluate`` uses); ``reference`` = (R_min, R_max) or None."""
+    deterministic, on the evaluation episodes of ``seed`` (the run's seed: those of
+    ``uniq-bench evaluate --seed SEED``; the workflow's final evaluation uses ``seed_offset +
+    seed``, other episodes); ``reference`` = (R_min, R_max) or None."""
     was_training = policy.training
     policy.eval()
     try:

@@ -15,7 +15,8 @@
 # previous whole checkpoint or the new one. Each save keeps a new copy of every running job's
 # checkpoint in the history (about 7 MB a job at the quick profile's sizes, tens of MB at the
 # paper's): save once per working session, at its end. It also writes results/PROFILE/progress.md
-# (uniq-bench progress: each training job's state, step and rate, and the time left).
+# (uniq-bench progress: each training job's state, step and rate, the time left, and each job's
+# learning curve so far).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:?usage: profiles/save.sh PROFILE [message]}

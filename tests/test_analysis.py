@@ -108,29 +108,60 @@ def constant_policy(forward: float, members: int | None = None):
 def test_agent_reach_tells_a_policy_that_leaves_the_arena():
     """Full thrust ahead ends every episode far beyond 3 m from the arena's centre; no thrust
     stays where the episode put the agent, inside the +-1.5 m placement area."""
+    from envs.tasks import resolve_task
+
     reach = load("agent_reach")
-    away = reach.reach(constant_policy(3.0), TASK_NAV, 0, 2)
-    still = reach.reach(constant_policy(0.0), TASK_NAV, 0, 2)
-    assert away["out"] == 1.0 and away["final"] > 5.0 and away["cost"] >= 0
-    assert still["out"] == 0.0 and still["farthest"] < 1.5 * 2**0.5 and abs(still["return"]) < 0.01
+    short = resolve_task(TASK_NAV).with_overrides(max_episode_steps=300)
+    away = reach.reach(constant_policy(3.0), short, 0, 2)
+    still = reach.reach(constant_policy(0.0), short, 0, 2)
+    assert away["left"] == 1.0 and away["final"] > 5.0
+    assert still["left"] == 0.0 and still["farthest"] < 1.5 * 2**0.5 and abs(still["return"]) < 0.01
+    with pytest.raises(SystemExit, match="no arena"):
+        reach.reach(constant_policy(0.0), TASK, 0, 1)
 
 
-def test_agent_reach_reads_a_batched_checkpoints_members(tmp_path):
+@pytest.mark.parametrize("members", [None, 2], ids=["one_seed", "batched"])
+def test_agent_reach_reads_a_checkpoints_members(tmp_path, members):
+    """Each member of a batched job's checkpoint (a one-seed job's policy), on its learning
+    curve's episodes."""
+    from envs.evaluate import eval_seed_base
+
     reach = load("agent_reach")
-    batched = constant_policy(0.0, members=2)
+    saved = constant_policy(0.0, members=members)
     with torch.no_grad():
-        batched.trunk[-1].bias[1, 0] = 2.0  # member 1 drives, member 0 does not
+        if members is None:
+            saved.trunk[-1].bias[0] = 2.0
+        else:
+            saved.trunk[-1].bias[1, ..., 0] = 2.0  # member 1 drives, member 0 does not
+    seeds = [3] if members is None else [3, 4]
     path = tmp_path / "checkpoint.pt"
-    identity = {"seed": [3, 4], "task": TASK_NAV, "obs_norm": False}
-    torch.save({"identity": identity, "step": 7, "method": {"actor": batched.state_dict()}}, path)
+    identity = {"seed": seeds if members else 3, "task": TASK_NAV, "obs_norm": False}
+    torch.save({"identity": identity, "step": 7, "method": {"actor": saved.state_dict()}}, path)
     got = reach.policies(path)
-    assert [(seed, task) for _, seed, _, task in got] == [(3, TASK_NAV), (4, TASK_NAV)]
+    assert [(base, task) for _, base, _, task in got] == [
+        (eval_seed_base(s), TASK_NAV) for s in seeds
+    ]
     obs = torch.randn(5, got[0][2].init_kwargs["obs_dim"])
     for k, (label, _, policy, _) in enumerate(got):
         assert "step 7" in label
-        torch.testing.assert_close(policy.act(obs), batched.member(k).act(obs))
-    assert not torch.equal(got[0][2].act(obs), got[1][2].act(obs))
+        torch.testing.assert_close(policy.act(obs), saved.member(k).act(obs))
+    if members:
+        assert not torch.equal(got[0][2].act(obs), got[1][2].act(obs))
     identity["obs_norm"] = True  # its actor expects standardised observations: refused
-    torch.save({"identity": identity, "step": 7, "method": {"actor": batched.state_dict()}}, path)
+    torch.save({"identity": identity, "step": 7, "method": {"actor": saved.state_dict()}}, path)
     with pytest.raises(SystemExit, match="standardises observations"):
         reach.policies(path)
+
+
+def test_agent_reach_rolls_out_a_policys_evaluation_episodes(tmp_path):
+    """A policy.pt's episodes are its eval.json's; without one, the workflow's evaluation's."""
+    from envs.evaluate import eval_seed_base
+    from uniq.nets import save_policy
+
+    reach = load("agent_reach")
+    path = tmp_path / "policy.pt"
+    save_policy(constant_policy(0.0), path, {"seed": 2, "task": TASK_NAV})
+    ((_, base, _, task),) = reach.policies(path)
+    assert (base, task) == (eval_seed_base(100_002), TASK_NAV)
+    (tmp_path / "eval.json").write_text('{"eval_seed_base": 1234}')
+    assert reach.policies(path)[0][1] == 1234

@@ -103,8 +103,8 @@ def curve_text(rows: list[tuple[int, float, float]]) -> str:
 def test_curves_so_far_are_seed_means_from_the_files_or_the_checkpoints(profile, capsys):
     """bc-mix (done): each seed's curve.csv. uniq (a batched job training): the job's
     checkpoint keeps each seed's curve, but seed0's newer curve.csv.part has reached 20k, a
-    point of one seed of five. dwbc (a method training its seeds one by one): seed0's own
-    checkpoint. safedice (pretraining): none."""
+    point of one seed of five. dwbc (standing in for a method that cannot batch, whose
+    seeds train one by one): seed0's own checkpoint. safedice (pretraining): none."""
     for s in range(5):
         (profile / RUNS / "bc-mix" / f"seed{s}" / "curve.csv").write_text(
             curve_text([(10000, s, 10 * s)])
@@ -114,7 +114,7 @@ def test_curves_so_far_are_seed_means_from_the_files_or_the_checkpoints(profile,
         {"step": 40000, "curve": members}, profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt"
     )
     (profile / RUNS / "uniq/seed0/curve.csv.part").write_text(
-        curve_text([(10000, 100.0, 1.0), (20000, 5.0, 3.0)])
+        curve_text([(10000, 100.0, 1.0), (20000, 5.0, 3.0)]) + "30000,7.0"  # a row being written
     )
     torch.save(
         {"step": 2000, "curve": [{"columns": None, "text": curve_text([(10000, -1.5, 7.0)])}]},

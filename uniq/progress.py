@@ -262,6 +262,8 @@ def _curve(folders: list[Path], job_dir: Path) -> dict[int, tuple[float, float, 
             kept = _kept_curves(folders, job_dir) if kept is None else kept
             text = kept[i]["text"] if kept[i] else ""
         for row in csv.DictReader(text.splitlines()):
+            if not (row.get("return_mean") and row.get("cost_mean")):
+                continue  # a row being written as this reads the .part file
             point = float(row["return_mean"]), float(row["cost_mean"])
             points.setdefault(int(row["step"]), []).append(point)
     return {
