@@ -94,6 +94,31 @@ def test_the_command_prints_the_table(profile, capsys):
     assert "Learning curves so far" not in out  # no job has a curve point yet
 
 
+def test_a_pretraining_job_shows_its_logs_last_progress_line(profile, capsys):
+    """How far the seed under way has come: the log's last INFO line, not a later warning;
+    a started job whose log holds only a warning shows none."""
+    logs = profile / RUNS.replace("results", "logs").replace("/runs/", "/train/")
+    (logs / "safedice").mkdir(parents=True)
+    (logs / "safedice/seeds.log").write_text(
+        "2026-12-07 02:39:37,694 INFO uniq.train: pretraining seed 2 (3 of 5)\n"
+        "2026-12-07 02:47:56,510 INFO baselines.safedice: classifier step 20000 of 100000, "
+        "loss 1.2939\n"
+        "2026-12-07 02:48:00,000 WARNING uniq.devices: no CUDA device is visible\n"
+    )
+    (logs / "dwbc").mkdir(parents=True)
+    (logs / "dwbc/seeds.log").write_text(
+        "2026-12-07 02:48:00,000 WARNING uniq.devices: no CUDA device is visible\n"
+    )
+    assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
+    out = capsys.readouterr().out
+    goal = "SafetyPointGoal1-v0 default"
+    assert (
+        f"| {goal} safedice | pretraining | 2 of 5 seeds pretrained; log: classifier step 20000 "
+        "of 100000, loss 1.2939 |" in out
+    )
+    assert f"| {goal} dwbc | started |  |" in out
+
+
 def curve_text(rows: list[tuple[int, float, float]]) -> str:
     """A curve.csv of (step, return, cost) rows, as uniq.train writes it."""
     head = "step,return_mean,cost_mean,return_normalized,cost_normalized,episodes\n"

@@ -12,6 +12,7 @@ missing, not how far a job stopped part-way has come; this reads each training j
   checkpoint);
 - **started**: a file in its folders or its log, nothing kept yet (a first seed pretraining,
   a ratio fit, or stopped; empty files do not count: ``snakemake --touch`` makes them);
+  for these two, its log's last progress (INFO) line: how far the seed under way has come;
 - **not started**;
 
 each with the age of its newest file, its log included (a job whose files are all an hour old
@@ -31,6 +32,7 @@ job not done at its price.
 from __future__ import annotations
 
 import csv
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +63,8 @@ class JobState:
     seeds_kept: int = 0
     seeds: int = 1
     age_s: float | None = None
+    said: str = ""
+    """Its log's last line (a job pretraining or started: how far its seed's pretraining is)."""
     curve: dict[int, tuple[float, float, int]] = field(default_factory=dict)
     """Its learning curve so far: step -> (return, cost, seeds), seed means (:func:`_curve`)."""
 
@@ -108,6 +112,8 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
             state.state, state.seeds_kept = "pretraining", len(_load(job_dir / PRETRAIN)["seeds"])
         elif files:
             state.state = "started"
+        if state.state in ("pretraining", "started"):
+            state.said = _last_said(logs / f"{path}.log")
         out.append(state)
     return out
 
@@ -175,6 +181,8 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
             where = f"{j.seeds_kept} of {j.seeds} seeds pretrained"
         else:
             where = ""
+        if j.said:  # where the pretraining of the seed under way has come
+            where = f"{where}; log: {j.said}" if where else f"log: {j.said}"
         rate = f"{j.rate:.2f}" if j.state == "training" and j.rate else ""
         left = "" if j.hours_left is None else f"{j.hours_left:.1f}"
         age = "" if j.age_s is None else f"{duration(j.age_s / 3600)} ago"
@@ -281,6 +289,16 @@ def _kept_curves(folders: list[Path], job_dir: Path) -> list[dict | None]:
     if (job_dir / CHECKPOINT).is_file():
         return curves(job_dir / CHECKPOINT, len(folders))
     return [curves(d / CHECKPOINT, 1)[0] for d in folders]
+
+
+def _last_said(log: Path, width: int = 90) -> str:
+    """The message of a job log's last INFO line (its progress, not a warning), cut to width."""
+    text = log.read_text() if log.is_file() else ""
+    said = re.findall(r"^\S+ \S+ INFO [\w.]+: (.*)$", text, re.MULTILINE)
+    if not said:
+        return ""
+    last = said[-1].replace("|", "/")  # a table cell
+    return last if len(last) <= width else last[: width - 3] + "..."
 
 
 def _load(path: Path) -> dict:
