@@ -344,6 +344,42 @@ def test_snakemake_killed_mid_training_resumes_with_rerun_incomplete(tmp_path, s
         assert not same_params(killed / runs[0] / "policy.pt", killed / runs[1] / "policy.pt")
 
 
+@pytest.mark.skipif(shutil.which("uv") is None, reason="profiles/continue.sh runs uv")
+def test_continue_sh_resumes_a_fresh_clone_without_redoing_finished_runs(tmp_path):
+    """profiles/continue.sh on what a fresh clone holds (README, "On another machine"): the
+    committed outputs of a finished run (seed 0) and nothing else (no data, no Snakemake
+    metadata), their times in the worst order a checkout may give (each output older than
+    its inputs). It regenerates the data, trains and evaluates only seed 1, and leaves seed
+    0's policy and evaluation as they were; with ``--directory``, every step runs there."""
+    config = copy.deepcopy(KILL_CONFIG)
+    config["train"].update(steps=200, checkpoint_every=100, seeds=[0, 1], batch_seeds=False)
+    first, clone = tmp_path / "first", tmp_path / "clone"
+    first.mkdir()
+    (first / "config.yaml").write_text(yaml.safe_dump(config))
+    _snakemake(first, f"{KILL_RUNS}/seed0/eval.json")
+    shutil.copytree(first / "results", clone / "results", ignore=shutil.ignore_patterns("data"))
+    shutil.copy(first / "config.yaml", clone / "config.yaml")
+    now = time.time()
+    for path in (clone / "results").rglob("*"):  # outputs older than their inputs
+        age = {"eval.json": 300, "policy.pt": 200}.get(path.name, 0)
+        os.utime(path, (now - age, now - age))
+    seed0 = clone / KILL_RUNS / "seed0"
+    before = {name: (seed0 / name).read_bytes() for name in ("policy.pt", "eval.json")}
+
+    env = dict(os.environ, UNIQ_THREADS="1", OMP_NUM_THREADS="1",
+               UNIQ_GPU_LOCK_DIR=str(clone / "locks"))  # fmt: skip
+    res = subprocess.run(
+        ["bash", str(ROOT / "profiles/continue.sh"), str(clone / "config.yaml"),
+         "--directory", str(clone), "--cores", "1"],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (clone / "results/smoke/data/SafetyPointGoal1-v0/default/mix.h5").is_file()
+    assert {name: (seed0 / name).read_bytes() for name in before} == before
+    assert (clone / KILL_RUNS / "seed1/eval.json").is_file()
+    assert (clone / "results/smoke/main/summary.csv").is_file()
+
+
 @pytest.mark.parametrize("crash_in", ["save_policy", "log_rename", "after_finish"])
 def test_crash_while_writing_outputs_resumes_after_snakemake_deletes_them(
     tmp_path, monkeypatch, crash_in
