@@ -81,9 +81,15 @@ def bench(rule):
 
 
 # Where the config names its price (`price:`, a `uniq-bench plan --json` file of this profile),
-# the longest chains of jobs start first (uniq.plan.priorities); without one, demonstrators.
+# the longest chains of work left start first (uniq.plan.priorities, with each training job's
+# updates left as its checkpoint says: a resumed profile's order changes as it goes); without
+# one, demonstrators.
 PRICE = plan.config_price(config)
-PRIORITY = plan.priorities(config, PRICE) if PRICE else {}
+PRIORITY = {}
+if PRICE:
+    from uniq import progress  # torch, to read the checkpoints: only for a priced profile
+
+    PRIORITY = plan.priorities(config, PRICE, left=progress.updates_left(config))
 
 
 def priority(rule, default=0):

@@ -275,6 +275,25 @@ def test_priorities_start_the_longest_chain_first(configs):
     assert max(trains, key=trains.get) == f"train/{cheetah}/default/safedice/seed0.tsv"
 
 
+def test_priorities_count_what_a_resumed_job_has_left(configs):
+    """A training job resumed at three quarters of its updates ranks by the quarter left
+    (plus its evaluation); a done one by its evaluation alone; the jobs up its chain by the
+    work left below them."""
+    config = configs["smoke"]
+    seconds = {job.bench: 60.0 for job in plan.jobs(config)}
+    goal = "SafetyPointGoal1-v0"
+    uniq, safedice, bc = (
+        f"train/{goal}/default/{a}/seed0.tsv" for a in ("uniq", "safedice", "bc-mix")
+    )
+    seconds[uniq], seconds[safedice] = 2400.0, 1800.0
+    price = {"profile": "smoke", "jobs": [{"bench": b, "seconds": s} for b, s in seconds.items()]}
+    whole = plan.priorities(config, price)
+    assert (whole[uniq], whole[safedice], whole[bc]) == (40 + 1, 30 + 1, 1 + 1)
+    p = plan.priorities(config, price, left={uniq: 0.25, bc: 0.0})
+    assert (p[uniq], p[safedice], p[bc]) == (10 + 1, 30 + 1, 0 + 1)
+    assert p[f"dataset/{goal}_default.tsv"] == 1 + 31  # safedice's chain is the longest now
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

@@ -79,6 +79,21 @@ def test_each_jobs_state_step_and_time_left(profile):
     assert (len(done), len(done) + len(left)) == (1, 50)
 
 
+def test_updates_left_for_the_priorities(profile):
+    """What uniq.plan.priorities scales each job's price by: done none, the training job
+    what its checkpoint has left (not its log, which runs ahead of what a rerun keeps), the
+    others absent (all); an unreadable checkpoint leaves every job whole."""
+    config = plan.load_config(CONFIG)
+    bench = {j.job: j.bench for j in progress.training_jobs(config, profile)}
+    goal = "SafetyPointGoal1-v0 default"
+    assert progress.updates_left(config, profile) == {
+        bench[f"{goal} bc-mix"]: 0.0,
+        bench[f"{goal} uniq"]: pytest.approx(0.6),
+    }
+    (profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert progress.updates_left(config, profile) == {}
+
+
 def test_the_command_prints_the_table(profile, capsys):
     assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
     out = capsys.readouterr().out

@@ -388,15 +388,20 @@ def test_a_price_starts_the_longest_chain_first(tmp_path, batch_seeds):
     (tmp_path / "price.json").write_text(json.dumps(price))
     config["price"] = str(tmp_path / "price.json")
     path.write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    found = {}
-    for block in re.split(r"^\[.*\]$", out, flags=re.M):  # each job's lines follow its time
-        bench = re.search(r"benchmark: logs/smoke/benchmarks/(\S+)", block)
-        if bench:
-            level = re.search(r"priority: (\d+)", block)
-            found[bench[1]] = int(level[1]) if level else 0
+
+    def dry_run_priorities() -> dict[str, int]:
+        result = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        found = {}
+        for block in re.split(r"^\[.*\]$", out, flags=re.M):  # each job's lines follow its time
+            bench = re.search(r"benchmark: logs/smoke/benchmarks/(\S+)", block)
+            if bench:
+                level = re.search(r"priority: (\d+)", block)
+                found[bench[1]] = int(level[1]) if level else 0
+        return found
+
+    found = dry_run_priorities()
     expected = plan.priorities(plan.load_config(path), price)
     assert found == {b: expected.get(b, 0) for b in seconds}
     assert found[long] == 100 + 1  # itself, then its evaluation
@@ -404,6 +409,20 @@ def test_a_price_starts_the_longest_chain_first(tmp_path, batch_seeds):
     assert max(v for b, v in found.items() if b.startswith("evaluate/")) == 0  # last anyway
     demo = [v for b, v in found.items() if b.startswith("demonstrator/")]
     assert demo and all(v == 1 + 1 + 1 + 1 + 1 for v in demo)  # no longer 10: priced
+
+    # resumed: the long job's checkpoint at half its updates; it ranks by the half left
+    import torch
+
+    from uniq.job import seed_dirs
+
+    steps = checked["train"]["steps"]
+    seeds = next(s for *job, s in plan.train_jobs(checked) if job[2] == "uniq" and 0 in s)
+    runs = tmp_path / "results/smoke/runs/SafetyPointGoal1-v0/default/uniq"
+    _, job_dir = seed_dirs(runs / "seed{seed}", seeds)
+    job_dir.mkdir(parents=True)
+    log = {"text": "step,wall_time_s,updates_per_s\n"}  # as kept before its first log row
+    torch.save({"step": steps // 2, "log": [log] * len(seeds)}, job_dir / "checkpoint.pt")
+    assert steps % 2 == 0 and dry_run_priorities()[long] == 50 + 1
 
 
 @pytest.mark.parametrize(

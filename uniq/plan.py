@@ -514,13 +514,18 @@ def config_price(config: dict, root: str | os.PathLike = ".") -> dict | None:
 
 
 # ---------------------------------------------------------------------------- the order
-def priorities(config: dict, price: dict) -> dict[str, int]:
+def priorities(config: dict, price: dict, left: dict[str, float] | None = None) -> dict[str, int]:
     """Snakemake priorities from a price, keyed by benchmark name: each job's minutes to the
     end of the longest chain it starts (itself, then the longest job of each later stage on
     its task), so that the longest chains start first. On 2 cores a profile whose longest
     job is a third of its work loses hours if that job happens to start last. A job the
-    price does not hold counts as free (load_price refuses a price that lacks any)."""
+    price does not hold counts as free (load_price refuses a price that lacks any).
+
+    ``left``: training job -> the share of its updates still to do (uniq.progress.updates_left;
+    a job absent has all of them): a job resumed at half its updates counts half its price, so
+    a resumed profile starts the longest work *left* first, not the longest job priced."""
     seconds = {j["bench"]: j["seconds"] for j in price["jobs"]}
+    left = left or {}
     chain: dict[str, float] = {}
     after: dict[tuple[str, str], float] = defaultdict(float)  # (env, variant) -> longest train
     runs = W.all_runs(config)
@@ -528,7 +533,7 @@ def priorities(config: dict, price: dict) -> dict[str, int]:
         bench = train_bench(config, env, variant, algo, seeds)
         mine = [r for r in runs if r[:3] == (env, variant, algo) and r.seed in seeds]
         evaluation = max((seconds.get(evaluate_bench(r), 0.0) for r in mine), default=0.0)
-        chain[bench] = seconds.get(bench, 0.0) + evaluation
+        chain[bench] = seconds.get(bench, 0.0) * left.get(bench, 1.0) + evaluation
         after[env, variant] = max(after[env, variant], chain[bench])
     for task in config["tasks"]:
         data = 0.0

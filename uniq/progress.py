@@ -32,6 +32,7 @@ job not done at its price.
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -116,6 +117,25 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
             state.said = _last_said(logs / f"{path}.log")
         out.append(state)
     return out
+
+
+def updates_left(config: dict, root: str | Path = ".") -> dict[str, float]:
+    """Training job (its benchmark name) -> the share of its updates still to do, for the jobs
+    that have begun updating: 0 when done, ``(steps - step) / steps`` at its checkpoint. Jobs
+    not started or still pretraining are absent (all their price is left). For
+    uniq.plan.priorities, which the Snakefile reads at every start of the workflow; a
+    checkpoint that cannot be read leaves every job at its whole price (the job itself reports
+    it, clearly, when it runs)."""
+    try:
+        jobs = training_jobs(config, root)
+    except Exception as err:  # noqa: BLE001 - an order of work is not worth a failed start
+        logging.getLogger("uniq").warning("priorities from the whole price: %s", err)
+        return {}
+    return {
+        j.bench: 0.0 if j.state == "done" else (j.steps - j.step) / j.steps
+        for j in jobs
+        if j.state in ("done", "training")
+    }
 
 
 def evaluations(config: dict, root: str | Path = ".") -> tuple[list[str], list[str]]:
