@@ -257,6 +257,47 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
 
 
+def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path):
+    """A batched job's folder holds only checkpoint.pt while it trains: diagnose reads the
+    seed asked for, on the data the workflow's layout names (or the files given), and gives
+    what the finished seed's run folder gives; data that are not the job's are refused."""
+    import shutil
+
+    from uniq.diagnostics import diagnose
+
+    spec, un, mix = chain_datasets(tmp_path)
+    data = tmp_path / "results/p/data/chain/default"
+    data.mkdir(parents=True)
+    for f in (un, mix):
+        shutil.copy(f, data)
+    runs = tmp_path / "results/p/runs/chain/default/uniq"
+    train("uniq", spec, data / "un.h5", data / "mix.h5", [0, 1], CHAIN_STEPS,
+          runs / "seed{seed}", CHAIN, device="cpu", progress=False)  # fmt: skip
+    job = runs / "seed0_1"
+    assert (job / "checkpoint.pt").is_file() and not (job / "config.yaml").exists()
+    finished = diagnose(runs / "seed1", spec=spec)
+    training = diagnose(job, spec=spec, member_seed=1)
+    assert training["mean"] == finished["mean"] and training["auc"] == finished["auc"]
+    assert diagnose(job, spec=spec)["mean"] != finished["mean"]  # seed 0 by default
+    given = {"un": str(data / "un.h5"), "mix": str(data / "mix.h5")}
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(job, elsewhere)
+    assert (
+        diagnose(elsewhere, spec=spec, member_seed=1, data_paths=given)["mean"]
+        == (finished["mean"])
+    )
+    with pytest.raises(ValueError, match="give its data"):
+        diagnose(elsewhere, spec=spec)
+    with pytest.raises(ValueError, match="seed 7 is not one of the job's seeds"):
+        diagnose(job, spec=spec, member_seed=7)
+    from uniq.cli import main
+
+    assert main(["diagnose", str(elsewhere), "--un", given["un"]]) == 2  # --mix missing
+    swapped = {"un": given["mix"], "mix": given["un"]}
+    with pytest.raises(ValueError, match="not the un data .* checksum differs"):
+        diagnose(job, spec=spec, data_paths=swapped)
+
+
 def test_without_occupancy_correction_it_still_trains(tmp_path):
     spec, un, mix = chain_datasets(tmp_path)
     out = tmp_path / "ablation"

@@ -497,9 +497,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _args_diagnose(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a UNIQ run folder (with checkpoint.pt and config.yaml)")
+    p.add_argument(
+        "run",
+        help="a UNIQ run folder (with config.yaml; its checkpoint.pt kept beside or in its "
+        "batched job's folder), or a job still training (a folder with only checkpoint.pt)",
+    )
     p.add_argument("--rows", type=int, default=20_000, help="rows sampled per group")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the row samples")
+    p.add_argument("--member", type=int, help="a training job's seed to read (default: its first)")
+    p.add_argument("--un", help="a training job's D_UN file (default: the workflow's)")
+    p.add_argument("--mix", help="a training job's D_MIX file (default: the workflow's)")
     p.add_argument("--out", help="also write the report as JSON here")
 
 
@@ -507,7 +514,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     from uniq.diagnostics import diagnose, format_report, write
 
     try:
-        report = diagnose(args.run, args.rows, args.seed)
+        if (args.un is None) != (args.mix is None):
+            raise ValueError("give both --un and --mix, or neither")
+        paths = {"un": args.un, "mix": args.mix} if args.un else None
+        report = diagnose(args.run, args.rows, args.seed, member_seed=args.member, data_paths=paths)
     except (FileNotFoundError, ValueError) as e:
         logging.getLogger("uniq.diagnostics").error("%s", e)
         return 2

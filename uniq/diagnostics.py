@@ -20,6 +20,10 @@ anywhere) from an estimator problem (tau does not separate) from a learning one 
 the reward does not)::
 
     uniq-bench diagnose results/quick/runs/SafetyHalfCheetahVelocity-v1/default/uniq/seed0
+
+or part-way through a long run, from a training job's checkpoint (``--member``: its seed)::
+
+    uniq-bench diagnose results/paper_data/runs/SafetyPointButton1-v0/default/uniq/seed0_1_2_3_4
 """
 
 from __future__ import annotations
@@ -129,17 +133,31 @@ def _standardised(data: OfflineData, norm) -> OfflineData:
 
 
 def diagnose(
-    run_dir: str | os.PathLike, max_rows: int = 20_000, seed: int = 0, spec=None
+    run_dir: str | os.PathLike,
+    max_rows: int = 20_000,
+    seed: int = 0,
+    spec=None,
+    member_seed: int | None = None,
+    data_paths: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks.
 
+    ``run_dir``: a run folder (its ``config.yaml`` names the data and, for a batched job, the
+    job's checkpoint folder), or a job still training: a folder with only ``checkpoint.pt``
+    (see :func:`_training_job`; ``member_seed`` picks the seed of a batched job, default its
+    first; ``data_paths``: 'un', 'mix' -> the files it trains on, default the workflow's).
     ``spec``: the task (default: the registered task named in the run's config).
     """
     from uniq import registry
     from uniq.method import build_config
 
     run = Path(run_dir)
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    if (run / "config.yaml").is_file():
+        config = yaml.safe_load((run / "config.yaml").read_text())
+    elif (run / CHECKPOINT).is_file():
+        config = _training_job(run, member_seed, data_paths)
+    else:
+        raise FileNotFoundError(f"{run}: neither config.yaml (a run) nor {CHECKPOINT} (a job)")
     # A seed trained in a batched job: its networks are member k of the job's checkpoint,
     # kept in the job's sibling folder (uniq.job.seed_dirs).
     seeds = config.get("loop", {}).get("seeds_trained_together")
@@ -155,6 +173,14 @@ def diagnose(
         spec = registry.get_task(config["task"])
     un = OfflineData.load(config["data"]["un"]["path"], spec)
     mix = OfflineData.load(config["data"]["mix"]["path"], spec)
+    for name, data in (("un", un), ("mix", mix)):
+        want = config["data"][name].get("checksum")
+        # as uniq.job records it: the file's stored sum (OfflineData.load has checked it)
+        if want and want != (data.attrs.get("checksum") or data.checksum()):
+            raise ValueError(
+                f"{config['data'][name]['path']}: not the {name} data {run} was trained on "
+                "(its checksum differs); give the job's files (--un, --mix)"
+            )
     device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the policy samples inside V
@@ -203,6 +229,46 @@ def diagnose(
             for g in ("un", "mix_undesirable")
         }
     return report
+
+
+def _training_job(
+    job: Path, member_seed: int | None, data_paths: dict[str, str] | None
+) -> dict[str, Any]:
+    """What config.yaml would say of a job still training (only its ``checkpoint.pt`` so far),
+    from the checkpoint's identity: for a look at a long run part-way. Its data: ``data_paths``,
+    else the workflow's layout (``results/P/runs/ENV/VARIANT/ALGO/seed...`` trains on
+    ``results/P/data/ENV/VARIANT/{un,mix}.h5``); either way checked against the checksums the
+    checkpoint keeps."""
+    saved = torch.load(job / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)
+    identity = saved["identity"]
+    seeds = identity["seed"] if isinstance(identity["seed"], list) else [identity["seed"]]
+    if member_seed is None:
+        member_seed = seeds[0]
+    if member_seed not in seeds:
+        raise ValueError(f"{job}: seed {member_seed} is not one of the job's seeds {seeds}")
+    if data_paths is None:
+        layout = job.resolve().parents
+        if len(layout) < 5 or layout[3].name != "runs":
+            raise ValueError(
+                f"{job}: not in a workflow's runs/ENV/VARIANT/ALGO folder; give its data "
+                "(--un, --mix)"
+            )
+        data = layout[4] / "data" / layout[2].name / layout[1].name
+        data_paths = {"un": str(data / "un.h5"), "mix": str(data / "mix.h5")}
+    config = {
+        "base_algo": identity["base_algo"],
+        "task": identity["task"],
+        "seed": member_seed,
+        "config": identity["config"],
+        "obs_norm": identity["obs_norm"],
+        "data": {
+            name: {"path": data_paths[name], "checksum": identity["dataset_checksums"][name]}
+            for name in ("un", "mix")
+        },
+    }
+    if len(seeds) > 1:
+        config["loop"] = {"seeds_trained_together": seeds, "checkpoint_dir": job.name}
+    return config
 
 
 def format_report(report: dict[str, Any]) -> str:
