@@ -91,7 +91,45 @@ def test_updates_left_for_the_priorities(profile):
         bench[f"{goal} uniq"]: pytest.approx(0.6),
     }
     (profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt").write_bytes(b"not a checkpoint")
-    assert progress.updates_left(config, profile) == {}
+    assert progress.updates_left(config, profile) == {bench[f"{goal} bc-mix"]: 0.0}
+
+
+def test_a_job_training_its_seeds_one_after_another_counts_the_seeds_done(
+    profile, capsys, monkeypatch
+):
+    """A method that cannot batch (a new baseline's default; BC here, as if it could not):
+    in a batched profile its job trains seed 0, then 1, ... each with its own checkpoint.
+    Seed 0 done and seed 1 at 90000 of 100000 is 190000 of 500000 updates."""
+    from uniq import registry
+
+    monkeypatch.setattr(registry.get_method("bc-safe"), "supports_members", False)
+    bc = profile / RUNS / "bc-safe"
+    for name in ("policy.pt", "train_log.csv"):
+        (bc / "seed0").mkdir(parents=True, exist_ok=True)
+        (bc / "seed0" / name).write_bytes(b"")
+    (bc / "seed1").mkdir()
+    torch.save({"step": 90000}, bc / "seed1/checkpoint.pt")
+    write_log(bc / "seed1/train_log.csv.part", [(1000 * i, 10.0 * i) for i in range(1, 93)])
+    config = plan.load_config(CONFIG)
+    jobs = progress.training_jobs(config, profile)
+    (job,) = [j for j in jobs if j.job == "SafetyPointGoal1-v0 default bc-safe"]
+    assert (job.one_by_one, job.seeds_done, job.step, job.logged) == (True, 1, 90000, 92000)
+    assert job.share_left == pytest.approx(1 - 190000 / 500000)
+    assert job.hours_left == pytest.approx((500000 - 192000) / 100.0 / 3600)
+    assert progress.updates_left(config, profile)[job.bench] == pytest.approx(0.62)
+    assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
+    assert "| bc-safe | training | seed 2 of 5: 92000 of 100000 (90000) | 100.00 |" in (
+        capsys.readouterr().out.replace("SafetyPointGoal1-v0 default ", "")
+    )
+
+
+def test_an_unreadable_checkpoint_is_reported_not_a_traceback(profile, capsys):
+    path = profile / RUNS / "uniq/seed0_1_2_3_4/checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:40])  # cut short
+    assert main(["progress", "--configfile", str(CONFIG), "--directory", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert f"| SafetyPointGoal1-v0 default uniq | unreadable | log: {path} cannot be read" in out
+    assert "1 job(s) with a checkpoint that cannot be read" in out
 
 
 def test_the_command_prints_the_table(profile, capsys):

@@ -189,8 +189,8 @@ def stop_a_cached_fit_part_way(tmp_path, monkeypatch, train_once) -> tuple[float
     monkeypatch.setattr(RatioEstimator, "bce", real)
     (partial,) = (tmp_path / "cache").glob("*.partial.pt")
     wall, cpu = torch.load(partial, weights_only=False)["seconds"]
-    # Ten steps of 0.02 CPU s each. Wall is not bounded below by CPU: torch's intra-op threads
-    # can add CPU time faster than the clock runs (CI saw cpu exceed wall by 10 us).
+    # Ten steps of 0.02 CPU s each. Wall is not bounded below by CPU: the two clocks are read
+    # one after the other and tick at their own resolutions (CI saw CPU exceed wall by 10 us).
     assert wall >= 0.2 and cpu >= 0.2
     return wall, cpu
 
@@ -425,6 +425,23 @@ def test_resuming_with_another_config_is_refused(tmp_path, data):
     train("uniq", SPEC, *data, 0, 5, tmp_path / "run", TINY, **FAST)
     with pytest.raises(ConfigError, match="different run .*config"):
         train("uniq", SPEC, *data, 0, 10, tmp_path / "run", dict(TINY, alpha=0.1), **FAST)
+
+
+def test_a_damaged_checkpoint_or_ratio_cache_is_named_with_the_fix(tmp_path, data):
+    """Cut short (a copy that ran out of disk): a clear error naming the file and what
+    deleting it does, not torch's unpickling traceback; the file is left as it was."""
+    kw = dict(TINY, ratio_cache_dir=str(tmp_path / "cache"))
+    train("uniq", SPEC, *data, 0, 5, tmp_path / "run", kw, **FAST)
+    ckpt = tmp_path / "run/checkpoint.pt"
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    for damaged, fix in ((ckpt, "the job starts over"), (cache, "classifiers are fitted again")):
+        whole = damaged.read_bytes()
+        damaged.write_bytes(whole[: len(whole) // 2])
+        out = tmp_path / f"again_{damaged.stem}" if damaged == cache else tmp_path / "run"
+        with pytest.raises(ConfigError, match=rf"{damaged.name} cannot be read .*delete it.*{fix}"):
+            train("uniq", SPEC, *data, 0, 10, out, kw, **FAST)
+        assert len(damaged.read_bytes()) == len(whole) // 2
+        damaged.write_bytes(whole)
 
 
 def test_cli_writes_complete_outputs_and_no_partial_files(tmp_path, data, monkeypatch):

@@ -257,7 +257,7 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
 
 
-def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path):
+def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path, caplog):
     """A batched job's folder holds only checkpoint.pt while it trains: diagnose reads the
     seed asked for, on the data the workflow's layout names (or the files given), and gives
     what the finished seed's run folder gives; data that are not the job's are refused."""
@@ -292,7 +292,11 @@ def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path):
         diagnose(job, spec=spec, member_seed=7)
     from uniq.cli import main
 
-    assert main(["diagnose", str(elsewhere), "--un", given["un"]]) == 2  # --mix missing
+    with caplog.at_level(logging.ERROR, logger="uniq"):
+        assert main(["diagnose", str(elsewhere), "--un", given["un"]]) == 2
+    assert "give both --un and --mix" in caplog.text
+    with pytest.raises(ValueError, match="a run's folder: its config.yaml names its seed"):
+        diagnose(runs / "seed1", spec=spec, member_seed=1)
     swapped = {"un": given["mix"], "mix": given["un"]}
     with pytest.raises(ValueError, match="not the un data .* checksum differs"):
         diagnose(job, spec=spec, data_paths=swapped)

@@ -416,13 +416,16 @@ def test_a_price_starts_the_longest_chain_first(tmp_path, batch_seeds):
     from uniq.job import seed_dirs
 
     steps = checked["train"]["steps"]
+    assert steps % 2 == 0
     seeds = next(s for *job, s in plan.train_jobs(checked) if job[2] == "uniq" and 0 in s)
     runs = tmp_path / "results/smoke/runs/SafetyPointGoal1-v0/default/uniq"
     _, job_dir = seed_dirs(runs / "seed{seed}", seeds)
     job_dir.mkdir(parents=True)
     log = {"text": "step,wall_time_s,updates_per_s\n"}  # as kept before its first log row
     torch.save({"step": steps // 2, "log": [log] * len(seeds)}, job_dir / "checkpoint.pt")
-    assert steps % 2 == 0 and dry_run_priorities()[long] == 50 + 1
+    resumed = dry_run_priorities()
+    assert resumed[long] == 50 + 1
+    assert resumed["dataset/SafetyPointGoal1-v0_default.tsv"] == 1 + 51
 
 
 @pytest.mark.parametrize(

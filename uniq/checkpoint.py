@@ -43,6 +43,20 @@ PER_SEED = ("pretrain", "metrics", "log", "curve")
 """The fields holding one entry per seed."""
 
 
+def read_saved(path: Path, fix: str, **load_kw) -> Any:
+    """``torch.load`` of a file a run saved (checkpoint, pretraining, ratio fit or its cache);
+    one that cannot be read (damaged by a copy, cut short by a full disk: the suite's own
+    writes are whole or nothing) is a :class:`ConfigError` naming it and ``fix``."""
+    load_kw.setdefault("map_location", "cpu")
+    try:
+        return torch.load(path, weights_only=False, **load_kw)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds on a damaged file
+        raise ConfigError(f"{path} cannot be read ({type(err).__name__}: {err}); {fix}") from err
+
+
+START_OVER = "delete it and the job starts over from the beginning"
+
+
 @dataclass
 class Resume:
     """Where a checkpoint left off: the step, each seed's pretraining log, the wall and CPU
@@ -69,7 +83,7 @@ class Checkpoint:
         length, which may grow but not shrink), else None."""
         if not self.path.exists():
             return None
-        state = _upgrade(torch.load(self.path, map_location="cpu", weights_only=False))
+        state = _upgrade(read_saved(self.path, START_OVER))
         _same_job(self.path, state, self.identity)
         if state["step"] > steps:
             raise ConfigError(
@@ -131,7 +145,7 @@ class PretrainStore:
         if self._seeds is None:
             self._seeds = {}
             if self.path.exists():
-                saved = torch.load(self.path, map_location="cpu", weights_only=False)
+                saved = read_saved(self.path, "delete it and the seeds pretrain again")
                 _same_job(self.path, saved, self.identity)
                 self._seeds = saved["seeds"]
                 self._host = saved.get("host")

@@ -40,6 +40,7 @@ import yaml
 from scipy.stats import rankdata
 
 from uniq.checkpoint import NAME as CHECKPOINT
+from uniq.checkpoint import read_saved
 from uniq.data import OfflineData
 from uniq.sources import make_sources
 
@@ -153,6 +154,11 @@ def diagnose(
 
     run = Path(run_dir)
     if (run / "config.yaml").is_file():
+        if member_seed is not None or data_paths is not None:
+            raise ValueError(
+                f"{run} is a run's folder: its config.yaml names its seed and data (--member, "
+                "--un and --mix are for a training job's checkpoint folder)"
+            )
         config = yaml.safe_load((run / "config.yaml").read_text())
     elif (run / CHECKPOINT).is_file():
         config = _training_job(run, member_seed, data_paths)
@@ -165,7 +171,7 @@ def diagnose(
     if seeds:
         members, member = len(seeds), seeds.index(config["seed"])
         ckpt_dir = run.parent / Path(config["loop"]["checkpoint_dir"]).name
-    ckpt = torch.load(ckpt_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    ckpt = read_saved(ckpt_dir / CHECKPOINT, "diagnose reads a checkpoint a run has written")
     cls = registry.get_method(config["base_algo"])
     if cls.name != "uniq":
         raise ValueError(f"{run}: a {cls.name} run; diagnose reads UNIQ's critic and ratios")
@@ -177,9 +183,14 @@ def diagnose(
         want = config["data"][name].get("checksum")
         # as uniq.job records it: the file's stored sum (OfflineData.load has checked it)
         if want and want != (data.attrs.get("checksum") or data.checksum()):
+            fix = (
+                "regenerate the profile's data (profiles/continue.sh)"
+                if (run / "config.yaml").is_file()
+                else "give the job's files (--un, --mix)"
+            )
             raise ValueError(
                 f"{config['data'][name]['path']}: not the {name} data {run} was trained on "
-                "(its checksum differs); give the job's files (--un, --mix)"
+                f"(its checksum differs); {fix}"
             )
     device = torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
@@ -239,8 +250,10 @@ def _training_job(
     else the workflow's layout (``results/P/runs/ENV/VARIANT/ALGO/seed...`` trains on
     ``results/P/data/ENV/VARIANT/{un,mix}.h5``); either way checked against the checksums the
     checkpoint keeps."""
-    saved = torch.load(job / CHECKPOINT, map_location="cpu", weights_only=False, mmap=True)
-    identity = saved["identity"]
+    saved = read_saved(job / CHECKPOINT, "diagnose reads a checkpoint a run has written", mmap=True)
+    identity = saved.get("identity") if isinstance(saved, dict) else None
+    if not isinstance(identity, dict) or "dataset_checksums" not in identity:
+        raise ValueError(f"{job / CHECKPOINT}: no job identity (written by an older version)")
     seeds = identity["seed"] if isinstance(identity["seed"], list) else [identity["seed"]]
     if member_seed is None:
         member_seed = seeds[0]

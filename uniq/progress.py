@@ -32,16 +32,18 @@ job not done at its price.
 from __future__ import annotations
 
 import csv
-import logging
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uniq import registry
 from uniq import workflow as W
 from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.checkpoint import PRETRAIN_NAME as PRETRAIN
+from uniq.checkpoint import START_OVER, read_saved
 from uniq.job import seed_dirs
+from uniq.method import ConfigError
 from uniq.plan import duration, evaluate_bench, train_bench, train_job_path, train_jobs
 
 WINDOWS = 10
@@ -63,6 +65,11 @@ class JobState:
     rate: float = 0.0
     seeds_kept: int = 0
     seeds: int = 1
+    one_by_one: bool = False
+    """A batched profile's job of a method that cannot batch: its seeds train one after
+    another, each with its own checkpoint (``step`` and ``logged`` are the current seed's)."""
+    seeds_done: int = 0
+    """Of such a job, the seeds finished."""
     age_s: float | None = None
     said: str = ""
     """Its log's last line (a job pretraining or started: how far its seed's pretraining is)."""
@@ -70,11 +77,23 @@ class JobState:
     """Its learning curve so far: step -> (return, cost, seeds), seed means (:func:`_curve`)."""
 
     @property
+    def updates(self) -> int:
+        """Its updates in all (every seed's, when they train one after another)."""
+        return self.steps * (self.seeds if self.one_by_one else 1)
+
+    @property
+    def share_left(self) -> float:
+        """The share of its updates still to do, as far as its checkpoints say."""
+        if self.state == "done":
+            return 0.0
+        return max(0.0, 1 - (self.seeds_done * self.steps + self.step) / self.updates)
+
+    @property
     def hours_left(self) -> float | None:
         """Wall hours of its updates left at its rate (None: not training, or no rate yet)."""
         if self.state != "training" or self.rate <= 0:
             return None
-        return (self.steps - self.logged) / self.rate / 3600
+        return max(0, self.updates - self.seeds_done * self.steps - self.logged) / self.rate / 3600
 
 
 def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
@@ -96,45 +115,62 @@ def training_jobs(config: dict, root: str | Path = ".") -> list[JobState]:
         state = JobState(name, bench, "not started", steps, seeds=len(seeds),
                          age_s=age)  # fmt: skip
         # a method that cannot batch trains the seeds one by one, each with its own checkpoint
-        ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]
-        ckpts = [d for d in ckpts if not (d != job_dir and (d / "policy.pt").is_file())]
-        state.curve = _curve(folders, job_dir)
-        if all((d / "policy.pt").is_file() and (d / "train_log.csv").is_file() for d in folders):
-            state.state = "done"
-        elif ckpts:
-            saved = _load(ckpts[0] / CHECKPOINT)
-            state.state, state.step = "training", int(saved["step"])
-            folder = folders[0] if ckpts[0] == job_dir else ckpts[0]
-            part = folder / "train_log.csv.part"  # newer than the checkpoint's copy, if there
-            text = part.read_text() if part.is_file() else saved["log"][0]["text"]
-            state.logged, state.rate = _last_logged(text)
-            state.logged = max(state.logged, state.step)
-        elif (job_dir / PRETRAIN).is_file():
-            state.state, state.seeds_kept = "pretraining", len(_load(job_dir / PRETRAIN)["seeds"])
-        elif files:
-            state.state = "started"
-        if state.state in ("pretraining", "started"):
-            state.said = _last_said(logs / f"{path}.log")
+        method = registry.get_method(W.method_of(config, algo))
+        state.one_by_one = len(seeds) > 1 and not method.supports_members
+        finished = [
+            (d / "policy.pt").is_file() and (d / "train_log.csv").is_file() for d in folders
+        ]
+        state.seeds_done = sum(finished) if state.one_by_one else 0
+        try:
+            _read(state, folders, job_dir, finished, logs / f"{path}.log", bool(files))
+        except Unreadable as err:  # the report goes on; the job says more when it runs
+            state.state, state.said = "unreadable", str(err)
         out.append(state)
     return out
 
 
+class Unreadable(Exception):
+    """A checkpoint (or pretrain.pt) that cannot be read."""
+
+
+def _read(
+    state: JobState, folders: list[Path], job_dir: Path, finished: list[bool], log: Path,
+    started: bool,
+) -> None:  # fmt: skip
+    """Fill ``state`` from the job's folders (see :func:`training_jobs`)."""
+    ckpts = [d for d in [job_dir, *folders] if (d / CHECKPOINT).is_file()]
+    ckpts = [d for d in ckpts if not (d != job_dir and (d / "policy.pt").is_file())]
+    state.curve = _curve(folders, job_dir)
+    if all(finished):
+        state.state = "done"
+    elif ckpts:
+        saved = _load(ckpts[0] / CHECKPOINT)
+        state.state, state.step = "training", int(_field(saved, "step", ckpts[0]))
+        folder = folders[0] if ckpts[0] == job_dir else ckpts[0]
+        part = folder / "train_log.csv.part"  # newer than the checkpoint's copy, if there
+        text = part.read_text() if part.is_file() else _field(saved, "log", ckpts[0])[0]["text"]
+        state.logged, state.rate = _last_logged(text)
+        state.logged = max(state.logged, state.step)
+    elif (job_dir / PRETRAIN).is_file():
+        state.state = "pretraining"
+        state.seeds_kept = len(_field(_load(job_dir / PRETRAIN), "seeds", job_dir))
+    elif started:
+        state.state = "started"
+    if state.state in ("pretraining", "started"):
+        state.said = _last_said(log)
+
+
 def updates_left(config: dict, root: str | Path = ".") -> dict[str, float]:
-    """Training job (its benchmark name) -> the share of its updates still to do, for the jobs
-    that have begun updating: 0 when done, ``(steps - step) / steps`` at its checkpoint. Jobs
-    not started or still pretraining are absent (all their price is left). For
-    uniq.plan.priorities, which the Snakefile reads at every start of the workflow; a
-    checkpoint that cannot be read leaves every job at its whole price (the job itself reports
-    it, clearly, when it runs)."""
-    try:
-        jobs = training_jobs(config, root)
-    except Exception as err:  # noqa: BLE001 - an order of work is not worth a failed start
-        logging.getLogger("uniq").warning("priorities from the whole price: %s", err)
-        return {}
+    """Training job (its benchmark name) -> the share of its updates still to do
+    (:attr:`JobState.share_left`), for the jobs that have done some: 0 when done, else what
+    its checkpoints say (a job training its seeds one after another counts the seeds it has
+    finished). Jobs not started, pretraining or with a checkpoint that cannot be read are
+    absent (all their price is left: the job itself reports a bad checkpoint when it runs).
+    For uniq.plan.priorities, which the Snakefile reads at every start of the workflow."""
     return {
-        j.bench: 0.0 if j.state == "done" else (j.steps - j.step) / j.steps
-        for j in jobs
-        if j.state in ("done", "training")
+        j.bench: j.share_left
+        for j in training_jobs(config, root)
+        if j.state in ("done", "training") or j.seeds_done
     }
 
 
@@ -169,10 +205,8 @@ def time_left(
         whole = seconds.get(j.bench, 0.0) / 3600
         if j.hours_left is not None:
             training.append(j.hours_left * threads)
-        elif j.state == "training":
-            priced.append(whole * (j.steps - j.step) / j.steps)
         elif j.state != "done":
-            priced.append(whole)
+            priced.append(whole * j.share_left if j.state == "training" or j.seeds_done else whole)
     priced += [seconds.get(b, 0.0) / 3600 for b in evals]
     bench_root = Path(root) / "logs" / config["profile"] / "benchmarks"
     priced += [
@@ -197,6 +231,8 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
     for j in jobs:
         if j.state == "training":
             where = f"{j.logged} of {j.steps} ({j.step})"
+            if j.one_by_one:
+                where = f"seed {j.seeds_done + 1} of {j.seeds}: {where}"
         elif j.state == "pretraining":
             where = f"{j.seeds_kept} of {j.seeds} seeds pretrained"
         else:
@@ -217,6 +253,12 @@ def table(config: dict, root: str | Path = ".", price: dict | None = None) -> st
         f"{len(jobs) - sum(counts.values())} not started (of {len(jobs)}). "
         f"Evaluations: {len(done)} of {len(done) + len(left)}.",
     ]
+    bad = [j for j in jobs if j.state == "unreadable"]
+    if bad:
+        lines.append(
+            f"{len(bad)} job(s) with a checkpoint that cannot be read (counted not started): "
+            "its run will say why; delete the file to start that job over."
+        )
     partial = sorted((Path(root) / "results" / config["profile"]).rglob("*.partial.pt"))
     if partial:
         lines.append(
@@ -322,9 +364,19 @@ def _last_said(log: Path, width: int = 90) -> str:
 
 
 def _load(path: Path) -> dict:
-    import torch
+    try:
+        saved = read_saved(path, START_OVER, mmap=True)
+    except ConfigError as err:
+        raise Unreadable(str(err)) from err
+    if not isinstance(saved, dict):
+        raise Unreadable(f"{path}: not a checkpoint (a {type(saved).__name__})")
+    return saved
 
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+def _field(saved: dict, key: str, folder: Path):
+    if key not in saved:
+        raise Unreadable(f"{folder}: its file has no {key!r} (written by another version?)")
+    return saved[key]
 
 
 def _last_logged(text: str) -> tuple[int, float]:

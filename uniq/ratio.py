@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from uniq import jobtimes
 from uniq.atomic import atomic_path
+from uniq.checkpoint import read_saved
 from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
 
@@ -181,7 +182,8 @@ class RatioEstimator:
         # runs that share the cache fit it once: the others wait for it, then load it
         with output_lock(cache, wait=True) if cache is not None else contextlib.nullcontext():
             if cache is not None and cache.exists():
-                payload = torch.load(cache, map_location=self.device, weights_only=False)
+                fix = "delete it and the classifiers are fitted again"
+                payload = read_saved(cache, fix, map_location=self.device)
                 for n in self.names:
                     self.nets[n].load_state_dict(payload["state"][n])
                 info = dict(payload["info"], ratio_cached=1.0)
@@ -327,7 +329,7 @@ class RatioEstimator:
         """A stopped fit's state, put back into the nets, optimizer and streams (None: none)."""
         if path is None or not path.exists():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = read_saved(path, "delete it and the fit starts over")
         for n, net in self.nets.items():
             net.load_state_dict(saved["nets"][n])
         self.opt.load_state_dict(saved["opt"])  # its state follows the parameters' device
