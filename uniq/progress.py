@@ -13,6 +13,8 @@ missing, not how far a job stopped part-way has come; this reads each training j
 - **started**: a file in its folders or its log, nothing kept yet (a first seed pretraining,
   a ratio fit, or stopped; empty files do not count: ``snakemake --touch`` makes them);
   for these two, its log's last progress (INFO) line: how far the seed under way has come;
+- **unreadable**: a checkpoint or ``pretrain.pt`` that cannot be read (its error shown;
+  the job's run says the same, with the fix);
 - **not started**;
 
 each with the age of its newest file, its log included (a job whose files are all an hour old
