@@ -165,3 +165,47 @@ def test_agent_reach_rolls_out_a_policys_evaluation_episodes(tmp_path):
     assert (base, task) == (eval_seed_base(100_002), TASK_NAV)
     (tmp_path / "eval.json").write_text('{"eval_seed_base": 1234}')
     assert reach.policies(path)[0][1] == 1234
+
+
+def test_blind_rows_finds_the_lidar_columns_of_each_navigation_task():
+    """PointButton1: 12 sensor values, then four 16-bin lidars (buttons, goal, hazards,
+    gremlins); PointGoal1 (the hazards, vases and goal lidars): 3 x 16 after its sensors. A
+    step 3 m beyond every object reads 0 on exactly those columns, not on the sensors."""
+    blind = load("blind_rows")
+    assert blind.lidar_columns("SafetyPointButton1-v0").tolist() == list(range(12, 76))
+    goal = blind.lidar_columns(TASK_NAV)
+    assert len(goal) == 48 and goal[-1] == 59
+    with pytest.raises(SystemExit, match="no lidar"):
+        blind.lidar_columns("SafetyHalfCheetahVelocity-v1")
+    env = make_env(TASK_NAV)
+    env.reset(seed=0)
+    env.unwrapped.task.agent.engine.data.qpos[:2] = [9.0, 9.0]  # far from every object
+    obs, *_ = env.step(np.zeros(2, np.float32))
+    env.close()
+    assert (obs[goal] == 0).all() and (np.delete(obs, goal) != 0).any()
+
+
+def test_blind_rows_counts_rows_episodes_and_labels():
+    """D_MIX: 3 episodes of 4 rows (desirable, undesirable, desirable); rows 1, 2 (episode 0)
+    and 9 (episode 2) have every lidar 0. D_UN: one blind row of 4."""
+    from uniq.data import OfflineData
+
+    blind = load("blind_rows")
+    columns = np.array([2, 3])
+
+    def data(obs_rows, labels):
+        obs = np.ones((len(labels), 4), np.float32)
+        for i in obs_rows:
+            obs[i, columns] = 0
+        n = len(labels)
+        timeouts = (np.arange(n) % 4 == 3).astype(np.float32)
+        z = np.zeros(n, np.float32)
+        return OfflineData(obs, np.zeros((n, 2), np.float32), z, z, obs, z, timeouts, labels)
+
+    mix = data([1, 2, 9], np.repeat([1.0, 0.0, 1.0], 4).astype(np.float32))
+    un = data([0], np.zeros(4, np.float32))
+    s = blind.summary(un, mix, columns)
+    assert s == {
+        "mix_rows": 3, "mix_share": 0.25, "desirable_share": 1.0, "episodes": 2,
+        "desirable_episodes": 2, "mix_episodes": 3, "un_share": 0.25,
+    }  # fmt: skip

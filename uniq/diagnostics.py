@@ -133,22 +133,39 @@ def _standardised(data: OfflineData, norm) -> OfflineData:
     return dataclasses.replace(data, observations=obs, next_observations=nxt)
 
 
-def diagnose(
+@dataclasses.dataclass
+class LoadedRun:
+    """A UNIQ run's networks (a batched job's: every member's) and its data, as it trained."""
+
+    method: Any
+    member: int
+    """The member of ``method`` that is the run's seed (0 when not batched)."""
+    un: OfflineData
+    mix: OfflineData
+    """The data as the networks saw them (standardised when the run standardised them)."""
+    step: int
+    name: str
+    spec: Any
+    """The task."""
+    obs_norm: bool
+    """Whether the networks see standardised observations (``un`` and ``mix`` are so)."""
+
+    def mix_tau(self) -> np.ndarray:
+        """tau(s) (tau(s, a) in the (s, a) form) of every D_MIX row, as the update reads it
+        (the frozen classifiers' table), the run's member's."""
+        tau = self.method._tau["mix"]
+        return (tau if self.method.members is None else tau[self.member])[:, 0].cpu().numpy()
+
+
+def load_run(
     run_dir: str | os.PathLike,
-    max_rows: int = 20_000,
     seed: int = 0,
     spec=None,
     member_seed: int | None = None,
     data_paths: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks.
-
-    ``run_dir``: a run folder (its ``config.yaml`` names the data and, for a batched job, the
-    job's checkpoint folder), or a job still training: a folder with only ``checkpoint.pt``
-    (see :func:`_training_job`; ``member_seed`` picks the seed of a batched job, default its
-    first; ``data_paths``: 'un', 'mix' -> the files it trains on, default the workflow's).
-    ``spec``: the task (default: the registered task named in the run's config).
-    """
+) -> LoadedRun:
+    """A UNIQ run's or training job's networks on its data: ``run_dir``, ``member_seed`` and
+    ``data_paths`` as for :func:`diagnose`; ``seed`` seeds the policy's samples."""
     from uniq import registry
     from uniq.method import build_config
 
@@ -207,7 +224,29 @@ def diagnose(
     )
     method.load_state_dict(ckpt["method"])
     method.actor.eval()
+    return LoadedRun(
+        method, member, un, mix, int(ckpt["step"]), str(run), spec, data.obs_norm is not None
+    )
 
+
+def diagnose(
+    run_dir: str | os.PathLike,
+    max_rows: int = 20_000,
+    seed: int = 0,
+    spec=None,
+    member_seed: int | None = None,
+    data_paths: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks.
+
+    ``run_dir``: a run folder (its ``config.yaml`` names the data and, for a batched job, the
+    job's checkpoint folder), or a job still training: a folder with only ``checkpoint.pt``
+    (see :func:`_training_job`; ``member_seed`` picks the seed of a batched job, default its
+    first; ``data_paths``: 'un', 'mix' -> the files it trains on, default the workflow's).
+    ``spec``: the task (default: the registered task named in the run's config).
+    """
+    loaded = load_run(run_dir, seed, spec, member_seed, data_paths)
+    method, member, un, mix = loaded.method, loaded.member, loaded.un, loaded.mix
     rng = np.random.default_rng(seed)
     groups = {
         "un": np.arange(len(un)),
@@ -222,8 +261,8 @@ def diagnose(
                 ("observations", "actions", "next_observations", "terminals")}  # fmt: skip
         scores[name] = _scores(method, rows, member)
     report: dict[str, Any] = {
-        "run": str(run),
-        "step": ckpt["step"],
+        "run": loaded.name,
+        "step": loaded.step,
         "rows": {},
         "mean": {},
         "auc": {},
