@@ -178,34 +178,57 @@ def test_blind_rows_finds_the_lidar_columns_of_each_navigation_task():
     with pytest.raises(SystemExit, match="no lidar"):
         blind.lidar_columns("SafetyHalfCheetahVelocity-v1")
     env = make_env(TASK_NAV)
-    env.reset(seed=0)
+    near, _ = env.reset(seed=0)
     env.unwrapped.task.agent.engine.data.qpos[:2] = [9.0, 9.0]  # far from every object
-    obs, *_ = env.step(np.zeros(2, np.float32))
+    far, *_ = env.step(np.zeros(2, np.float32))
     env.close()
-    assert (obs[goal] == 0).all() and (np.delete(obs, goal) != 0).any()
+    assert (near[goal] != 0).any() and (far[goal] == 0).all()
 
 
 def test_blind_rows_counts_rows_episodes_and_labels():
-    """D_MIX: 3 episodes of 4 rows (desirable, undesirable, desirable); rows 1, 2 (episode 0)
-    and 9 (episode 2) have every lidar 0. D_UN: one blind row of 4."""
+    """D_MIX: episodes of 4 rows (desirable, undesirable, desirable) and 2 rows (desirable,
+    ended by a terminal, not a timeout); rows 1, 2 (episode 0), 5 (episode 1) and 9 (episode 2)
+    have every lidar 0. D_UN: one blind row of 4."""
     from uniq.data import OfflineData
 
     blind = load("blind_rows")
     columns = np.array([2, 3])
 
-    def data(obs_rows, labels):
-        obs = np.ones((len(labels), 4), np.float32)
-        for i in obs_rows:
-            obs[i, columns] = 0
+    def data(obs_rows, labels, ends):
         n = len(labels)
-        timeouts = (np.arange(n) % 4 == 3).astype(np.float32)
+        obs = np.ones((n, 4), np.float32)
+        obs[np.ix_(obs_rows, columns)] = 0
+        terminals, timeouts = np.zeros(n, np.float32), np.zeros(n, np.float32)
+        timeouts[ends[:-1]], terminals[ends[-1]] = 1, 1
         z = np.zeros(n, np.float32)
-        return OfflineData(obs, np.zeros((n, 2), np.float32), z, z, obs, z, timeouts, labels)
+        return OfflineData(
+            obs, np.zeros((n, 2), np.float32), z, z, obs, terminals, timeouts, labels
+        )
 
-    mix = data([1, 2, 9], np.repeat([1.0, 0.0, 1.0], 4).astype(np.float32))
-    un = data([0], np.zeros(4, np.float32))
+    labels = np.repeat([1.0, 0.0, 1.0, 1.0], [4, 4, 4, 2]).astype(np.float32)
+    mix = data([1, 2, 5, 9], labels, [3, 7, 11, 13])
+    un = data([0], np.zeros(4, np.float32), [1, 3])
+    assert blind.episode_ids(mix).tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 2
     s = blind.summary(un, mix, columns)
     assert s == {
-        "mix_rows": 3, "mix_share": 0.25, "desirable_share": 1.0, "episodes": 2,
-        "desirable_episodes": 2, "mix_episodes": 3, "un_share": 0.25,
+        "mix_rows": 4, "mix_share": 4 / 14, "desirable_share": 0.75, "episodes": 3,
+        "desirable_episodes": 2, "mix_episodes": 4, "mix_desirable_episodes": 3, "un_rows": 1,
     }  # fmt: skip
+
+
+def test_blind_rows_inverse_square_factor_is_the_trainings():
+    """Rows at the floor for s and s' both get W = 0: the cap; the most undesirable-looking
+    get W = -R (1 + gamma): 1 / (R (1 + gamma))^2."""
+    from types import SimpleNamespace
+
+    blind = load("blind_rows")
+    cfg = SimpleNamespace(actor_batch=10, reward_factor=5.0, gamma=0.99, inv_w2_clip=100.0)
+    method = SimpleNamespace(cfg=cfg, ratio_q=(0.1, 0.9))
+    tau = np.stack([np.linspace(0.05, 1.0, 10)] * 2, 1).astype(np.float32)
+    tau[:2] = 0.05  # two rows at the floor: the 10th percentile
+    rows, factor = blind.inverse_square_factor(tau, method, 50, np.random.default_rng(0))
+    assert rows.shape == factor.shape == (500,)
+    at_floor = rows < 2
+    assert at_floor.any() and (factor[at_floor] == 100.0).all()
+    top = tau[rows, 0] == 1.0
+    assert top.any() and np.allclose(factor[top], 1 / (5 * 1.99) ** 2)  # at each batch's top

@@ -256,6 +256,17 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert report["auc"]["tau"]["desirable>mix_undesirable"] > 0.8, format_report(report)
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
 
+    # the table diagnose and analysis/blind_rows.py read: member 1's classifiers, s and s'
+    from uniq.diagnostics import load_run
+
+    loaded = load_run(tmp_path / "runs/seed1", spec=spec)
+    m, rows = loaded.method, {k: torch.as_tensor(getattr(loaded.mix, k)) for k in
+                              ("observations", "next_observations", "actions")}  # fmt: skip
+    with torch.no_grad():
+        want = [m.occupancy_ratio(m._features(rows, nxt).expand(2, -1, -1))[1] for nxt in (0, 1)]
+    assert loaded.member == 1
+    assert np.allclose(loaded.mix_tau(), torch.stack(want, -1).numpy())
+
 
 def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path, caplog):
     """A batched job's folder holds only checkpoint.pt while it trains: diagnose reads the

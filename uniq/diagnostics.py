@@ -151,10 +151,10 @@ class LoadedRun:
     """Whether the networks see standardised observations (``un`` and ``mix`` are so)."""
 
     def mix_tau(self) -> np.ndarray:
-        """tau(s) (tau(s, a) in the (s, a) form) of every D_MIX row, as the update reads it
-        (the frozen classifiers' table), the run's member's."""
+        """tau of every D_MIX row as the update reads it (the frozen classifiers' table), the
+        run's member's: ``[N, 2]`` (tau(s), tau(s')), or ``[N, 1]`` (tau(s, a)) in that form."""
         tau = self.method._tau["mix"]
-        return (tau if self.method.members is None else tau[self.member])[:, 0].cpu().numpy()
+        return (tau if self.method.members is None else tau[self.member]).cpu().numpy()
 
 
 def load_run(
