@@ -14,9 +14,10 @@ its data and reports:
   ratio_prob_max``) for s and for s' both;
 - the factor clip(1/W^2, 0, inv_w2_clip) the recipe's actor weight gives them, W = w(s) +
   gamma w(s') with each column's percentiles taken in its batch: measured on ``--batches``
-  uniform 512-row actor batches drawn as training draws them, on those rows against all rows
-  (the weight's other factor, the normalised exp(advantage), is the critic's: see
-  ``uniq-bench diagnose``).
+  uniform 512-row actor batches drawn as training draws them, on those rows against all rows;
+- the share of the actor's whole weight (that factor times the normalised exp(advantage),
+  capped; uniq.diagnostics.actor_weight_shares) on those rows, over ``--weight-batches``
+  batches, against their share of D_MIX.
 
     uv run python analysis/blind_rows.py \\
         results/paper_data/runs/SafetyPointButton1-v0/default/uniq/seed0_1_2_3_4 --member 0
@@ -31,7 +32,7 @@ import torch
 
 from envs.tasks import make_env, resolve_task
 from uniq.data import OfflineData
-from uniq.diagnostics import load_run
+from uniq.diagnostics import actor_weight_shares, load_run
 from uniq.weights import inverse_square_weight, transition_weight
 
 
@@ -105,6 +106,9 @@ def main() -> None:
     parser.add_argument("run", help="a UNIQ run folder, or a training job's checkpoint folder")
     parser.add_argument("--member", type=int, help="a training job's seed (default: its first)")
     parser.add_argument("--batches", type=int, default=2000, help="actor batches drawn")
+    parser.add_argument(
+        "--weight-batches", type=int, default=500, help="actor batches for the whole weight"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the batches")
     args = parser.parse_args()
     run = load_run(args.run, member_seed=args.member)
@@ -141,6 +145,15 @@ def main() -> None:
         f"{factor[mine].mean():.1f}, at the cap {np.mean(factor[mine] >= cap):.0%} "
         f"({mine.sum()} draws); on all rows mean {factor.mean():.1f}, at the cap "
         f"{np.mean(factor >= cap):.0%}."
+    )
+    rng = np.random.default_rng(args.seed + 1)
+    got = actor_weight_shares(
+        run.method, run.mix, run.member, rng, {"blind": rows}, args.weight_batches
+    )
+    print(
+        f"The actor's weight over {args.weight_batches} batches: {got['blind']:.2%} of its mass on "
+        f"those rows ({rows.mean():.2%} of D_MIX); {got['effective_rows']:.1f} effective rows "
+        f"of {cfg.actor_batch} a batch."
     )
 
 

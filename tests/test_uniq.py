@@ -267,6 +267,14 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert loaded.member == 1
     assert np.allclose(loaded.mix_tau(), torch.stack(want, -1).numpy())
 
+    from uniq.diagnostics import actor_weight_shares
+
+    good = loaded.mix.is_desirable > 0.5
+    masks = {"all": np.ones(len(good), bool), "good": good, "bad": ~good}
+    got = actor_weight_shares(m, loaded.mix, 1, np.random.default_rng(0), masks, batches=3)
+    assert got["all"] == pytest.approx(1) and got["good"] + got["bad"] == pytest.approx(1)
+    assert 0 < got["good"] < 1 and 1 <= got["effective_rows"] <= m.cfg.actor_batch
+
 
 def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path, caplog):
     """A batched job's folder holds only checkpoint.pt while it trains: diagnose reads the

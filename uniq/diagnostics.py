@@ -94,11 +94,17 @@ def _scores(
 
 
 @torch.no_grad()
-def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
-    """Share of the actor's weight on desirable D_MIX rows, and its effective sample size."""
+def actor_weight_shares(
+    method, mix: OfflineData, member: int, rng, masks: dict[str, np.ndarray], batches: int = 20
+) -> dict[str, float]:
+    """The actor's weights as in training (uniform D_MIX batches of ``actor_batch`` rows, the
+    configured ``actor_weight`` form), over ``batches`` batches: the share of their mass on
+    the rows of each mask of D_MIX (``masks``: name -> [N] booleans) and on average the
+    effective rows per batch, (sum w)^2 / sum w^2 (``effective_rows``)."""
     cfg, K = method.cfg, method.members
-    desirable = torch.as_tensor(mix.is_desirable > 0.5)
-    share, ess = [], []
+    masks = {name: torch.as_tensor(mask) for name, mask in masks.items()}
+    shares: dict[str, list[float]] = {name: [] for name in masks}
+    ess = []
     for _ in range(batches):
         idx = torch.as_tensor(rng.integers(0, len(mix), cfg.actor_batch))
         s, a = (torch.as_tensor(getattr(mix, k)[idx.numpy()]) for k in ("observations", "actions"))
@@ -114,13 +120,22 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20
             b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
         w = method.actor_weights(_advantage(method, s, a), method._weights(b_mix, b_un)[1])
         w = w if K is None else w[member]
-        share.append(float(w[desirable[idx]].sum() / w.sum()))
+        for name, mask in masks.items():
+            shares[name].append(float(w[mask[idx]].sum() / w.sum()))
         ess.append(float(w.sum() ** 2 / w.square().sum()))
+    return {**{name: float(np.mean(v)) for name, v in shares.items()},
+            "effective_rows": float(np.mean(ess))}  # fmt: skip
+
+
+def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
+    """Share of the actor's weight on desirable D_MIX rows, and its effective sample size."""
+    desirable = mix.is_desirable > 0.5
+    got = actor_weight_shares(method, mix, member, rng, {"desirable": desirable}, batches)
     return {
-        "desirable_share": float(np.mean(share)),
-        "desirable_share_of_rows": float(desirable.float().mean()),
-        "effective_rows": float(np.mean(ess)),
-        "batch_rows": cfg.actor_batch,
+        "desirable_share": got["desirable"],
+        "desirable_share_of_rows": float(desirable.mean()),
+        "effective_rows": got["effective_rows"],
+        "batch_rows": method.cfg.actor_batch,
     }
 
 
