@@ -71,6 +71,9 @@ def episode_ids(data: OfflineData) -> np.ndarray:
 
 
 def summary(un: OfflineData, mix: OfflineData, columns: np.ndarray) -> dict:
+    """D_MIX's blind rows: their number and share, the desirable share of them, the episodes
+    holding them (and how many of those are desirable), D_MIX's episodes (and desirable ones);
+    D_UN's blind rows."""
     rows, episode = blind(mix, columns), episode_ids(mix)
     desirable = mix.is_desirable > 0.5
     holding = np.unique(episode[rows])
@@ -113,7 +116,10 @@ def main() -> None:
     args = parser.parse_args()
     run = load_run(args.run, member_seed=args.member)
     if run.obs_norm:  # the rows are standardised as the networks saw them
-        raise SystemExit(f"{args.run}: a run on standardised observations (navigation has none)")
+        raise SystemExit(
+            f"{args.run}: its networks see standardised observations, whose lidars do not read "
+            "0; navigation runs do not standardise (obs_norm: false)"
+        )
     if run.method.ratio is None:
         raise SystemExit(f"{args.run}: a run without occupancy correction has no tau")
     columns = lidar_columns(run.spec)
