@@ -65,9 +65,10 @@ def blind(data: OfflineData, columns: np.ndarray) -> np.ndarray:
 
 
 def episode_ids(data: OfflineData) -> np.ndarray:
-    """Each row's episode (0, 1, ...): an episode ends at a terminal or timeout row."""
-    ends = (data.terminals > 0) | (data.timeouts > 0)
-    return np.concatenate([[0], np.cumsum(ends[:-1])])
+    """Each row's episode (0, 1, ...), as OfflineData delimits them."""
+    ids = np.zeros(len(data), np.int64)
+    ids[data.episode_starts()[1:]] = 1
+    return np.cumsum(ids)
 
 
 def summary(un: OfflineData, mix: OfflineData, columns: np.ndarray) -> dict:
@@ -77,7 +78,7 @@ def summary(un: OfflineData, mix: OfflineData, columns: np.ndarray) -> dict:
     rows, episode = blind(mix, columns), episode_ids(mix)
     desirable = mix.is_desirable > 0.5
     holding = np.unique(episode[rows])
-    first = desirable[np.searchsorted(episode, np.arange(episode[-1] + 1))]  # each episode's label
+    first = desirable[mix.episode_starts()]  # each episode's label
     return {
         "mix_rows": int(rows.sum()),
         "mix_share": float(rows.mean()),

@@ -208,7 +208,7 @@ def time_left(
         if j.hours_left is not None:
             training.append(j.hours_left * threads)
         elif j.state != "done":
-            priced.append(whole * j.share_left if j.state == "training" or j.seeds_done else whole)
+            priced.append(whole * j.share_left)  # all of it for a job without updates yet
     priced += [seconds.get(b, 0.0) / 3600 for b in evals]
     bench_root = Path(root) / "logs" / config["profile"] / "benchmarks"
     priced += [
