@@ -42,6 +42,7 @@ from scipy.stats import rankdata
 from uniq.checkpoint import NAME as CHECKPOINT
 from uniq.checkpoint import read_saved
 from uniq.data import OfflineData
+from uniq.job import dataset_checksum
 from uniq.sources import make_sources
 
 GROUPS = ("un", "mix_desirable", "mix_undesirable")
@@ -213,8 +214,7 @@ def load_run(
     mix = OfflineData.load(config["data"]["mix"]["path"], spec)
     for name, data in (("un", un), ("mix", mix)):
         want = config["data"][name].get("checksum")
-        # as uniq.job records it: the file's stored sum (OfflineData.load has checked it)
-        if want and want != (data.attrs.get("checksum") or data.checksum()):
+        if want and want != dataset_checksum(data):
             fix = (
                 "regenerate the profile's data (profiles/continue.sh)"
                 if (run / "config.yaml").is_file()

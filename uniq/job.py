@@ -64,7 +64,7 @@ class Job:
 
     @cached_property
     def checksums(self) -> dict[str, str]:
-        return {name: _checksum(d) for name, d in self.data.items()}
+        return {name: dataset_checksum(d) for name, d in self.data.items()}
 
     @property
     def method_config(self) -> dict[str, Any]:
@@ -223,7 +223,9 @@ def coerce_overrides(config_cls: type, overrides: dict[str, Any]) -> dict[str, A
     return out
 
 
-def _checksum(data: OfflineData) -> str:
+def dataset_checksum(data: OfflineData) -> str:
+    """The checksum a run records for its data: the file's stored sum (OfflineData.load has
+    checked it), else computed."""
     return str(data.attrs.get("checksum") or data.checksum())
 
 
