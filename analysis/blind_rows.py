@@ -16,7 +16,7 @@ its data and reports:
   gamma w(s') with each column's percentiles taken in its batch: measured on ``--batches``
   uniform 512-row actor batches drawn as training draws them, on those rows against all rows;
 - the share of the actor's whole weight (that factor times the normalised exp(advantage),
-  capped; uniq.diagnostics.actor_weight_shares) on those rows, over ``--weight-batches``
+  capped; uniq.diagnostics.actor_weighted_means) on those rows, over ``--weight-batches``
   batches, against their share of D_MIX.
 
     uv run python analysis/blind_rows.py \\
@@ -32,7 +32,7 @@ import torch
 
 from envs.tasks import make_env, resolve_task
 from uniq.data import OfflineData
-from uniq.diagnostics import actor_weight_shares, load_run
+from uniq.diagnostics import actor_weighted_means, load_run
 from uniq.weights import inverse_square_weight, transition_weight
 
 
@@ -154,7 +154,7 @@ def main() -> None:
         f"{np.mean(factor >= cap):.0%}."
     )
     rng = np.random.default_rng(args.seed + 1)
-    got = actor_weight_shares(
+    got = actor_weighted_means(
         run.method, run.mix, run.member, rng, {"blind": rows}, args.weight_batches
     )
     print(

@@ -159,7 +159,11 @@ def chain_datasets(tmp_path, seed: int = 0):
                 rows.append((s, a, s2))
                 s = s2
         s, a, s2 = (np.array(c, dtype=np.float32)[:, None] for c in zip(*rows, strict=True))
-        return offline(s, a, s2, T, desirable)
+        data = offline(s, a, s2, T, desirable)
+        # for diagnose's reward and cost under the actor's weight (training reads neither):
+        # reward for progress to the left, cost for entering the right end
+        data.rewards, data.costs = (s - s2)[:, 0], (s2[:, 0] > 0.5).astype(np.float32)
+        return data
 
     un = episodes(10, 0.5, 0.0)
     mix = OfflineData.concatenate([episodes(10, -0.5, 1.0), episodes(10, 0.5, 0.0)])
@@ -218,6 +222,8 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     weight = report["actor_weight"]
     assert weight["desirable_share_of_rows"] == 0.5
     assert weight["desirable_share"] > 0.8, format_report(report)
+    assert weight["reward"] > weight["reward_of_rows"] > 0, format_report(report)
+    assert weight["cost"] < weight["cost_of_rows"], format_report(report)
     assert 1 <= weight["effective_rows"] <= weight["batch_rows"]
 
 
@@ -267,12 +273,14 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert loaded.member == 1
     assert np.allclose(loaded.mix_tau(), torch.stack(want, -1).numpy())
 
-    from uniq.diagnostics import actor_weight_shares
+    from uniq.diagnostics import actor_weighted_means
 
     good = loaded.mix.is_desirable > 0.5
-    masks = {"all": np.ones(len(good), bool), "good": good, "bad": ~good}
-    got = actor_weight_shares(m, loaded.mix, 1, np.random.default_rng(0), masks, batches=3)
+    columns = {"all": np.ones(len(good), bool), "good": good, "bad": ~good,
+               "three": np.full(len(good), 3.0), "label": 2 * loaded.mix.is_desirable}  # fmt: skip
+    got = actor_weighted_means(m, loaded.mix, 1, np.random.default_rng(0), columns, batches=3)
     assert got["all"] == pytest.approx(1) and got["good"] + got["bad"] == pytest.approx(1)
+    assert got["three"] == pytest.approx(3) and got["label"] == pytest.approx(2 * got["good"])
     assert 0 < got["good"] < 1 and 1 <= got["effective_rows"] <= m.cfg.actor_batch
 
 

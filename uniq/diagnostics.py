@@ -10,8 +10,11 @@ groups of transitions: D_UN, the desirable part of D_MIX and its undesirable par
   undesirable demonstrations go);
 - the advantage Q_target(s, a) - V(s) that weights the actor (should favour desirable rows);
 - the actor's weights themselves, as in training (uniform D_MIX batches, the configured
-  ``actor_weight`` form): the share of their mass on desirable rows and their effective
-  sample size per batch, (sum w)^2 / sum w^2: the rows the policy actually learns from.
+  ``actor_weight`` form): the share of their mass on desirable rows, the environment's reward
+  and cost per row under them beside D_MIX's own (what the policy is pulled toward: a
+  navigation policy whose weight sits on rows moving away from the goal earns less reward per
+  step than the data), and their effective sample size per batch, (sum w)^2 / sum w^2: the
+  rows the policy actually learns from.
 
 Each as a mean per group and as AUC(desirable D_MIX vs the other group): the probability that
 a random desirable row scores higher (reward, advantage) or lower (tau) than a random row of
@@ -95,16 +98,17 @@ def _scores(
 
 
 @torch.no_grad()
-def actor_weight_shares(
-    method, mix: OfflineData, member: int, rng, masks: dict[str, np.ndarray], batches: int = 20
+def actor_weighted_means(
+    method, mix: OfflineData, member: int, rng, columns: dict[str, np.ndarray], batches: int = 20
 ) -> dict[str, float]:
     """The actor's weights as in training (uniform D_MIX batches of ``actor_batch`` rows, the
-    configured ``actor_weight`` form), over ``batches`` batches: the share of their mass on
-    the rows of each mask of D_MIX (``masks``: name -> [N] booleans) and on average the
-    effective rows per batch, (sum w)^2 / sum w^2 (``effective_rows``)."""
+    configured ``actor_weight`` form), over ``batches`` batches: the mean under them of each
+    column of D_MIX (``columns``: name -> [N] values; a mask gives the share of their mass on
+    its rows), averaged over the batches, and on average the effective rows per batch,
+    (sum w)^2 / sum w^2 (``effective_rows``)."""
     cfg, K = method.cfg, method.members
-    masks = {name: torch.as_tensor(mask) for name, mask in masks.items()}
-    shares: dict[str, list[float]] = {name: [] for name in masks}
+    columns = {name: torch.as_tensor(np.asarray(c, np.float64)) for name, c in columns.items()}
+    means: dict[str, list[float]] = {name: [] for name in columns}
     ess = []
     for _ in range(batches):
         idx = torch.as_tensor(rng.integers(0, len(mix), cfg.actor_batch))
@@ -120,21 +124,29 @@ def actor_weight_shares(
             b_mix = {k: v.expand(K, *v.shape) for k, v in b_mix.items()}
             b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
         w = method.actor_weights(_advantage(method, s, a), method._weights(b_mix, b_un)[1])
-        w = w if K is None else w[member]
-        for name, mask in masks.items():
-            shares[name].append(float(w[mask[idx]].sum() / w.sum()))
+        w = (w if K is None else w[member]).double()
+        for name, column in columns.items():
+            means[name].append(float((w * column[idx]).sum() / w.sum()))
         ess.append(float(w.sum() ** 2 / w.square().sum()))
-    return {**{name: float(np.mean(v)) for name, v in shares.items()},
+    return {**{name: float(np.mean(v)) for name, v in means.items()},
             "effective_rows": float(np.mean(ess))}  # fmt: skip
 
 
 def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
-    """Share of the actor's weight on desirable D_MIX rows, and its effective sample size."""
+    """What the actor learns from: the share of its weight on desirable D_MIX rows, the
+    reward and cost per row under its weight (beside D_MIX's own means: a weight that favours
+    rows moving away from the goal gives a lower reward than the data's), and its effective
+    sample size."""
     desirable = mix.is_desirable > 0.5
-    got = actor_weight_shares(method, mix, member, rng, {"desirable": desirable}, batches)
+    columns = {"desirable": desirable, "reward": mix.rewards, "cost": mix.costs}
+    got = actor_weighted_means(method, mix, member, rng, columns, batches)
     return {
         "desirable_share": got["desirable"],
         "desirable_share_of_rows": float(desirable.mean()),
+        "reward": got["reward"],
+        "reward_of_rows": float(mix.rewards.mean()),
+        "cost": got["cost"],
+        "cost_of_rows": float(mix.costs.mean()),
         "effective_rows": got["effective_rows"],
         "batch_rows": method.cfg.actor_batch,
     }
@@ -358,7 +370,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         "Actor weight as in training: "
         f"{w['desirable_share']:.1%} on desirable D_MIX rows (their share of D_MIX: "
-        f"{w['desirable_share_of_rows']:.1%}); effective rows {w['effective_rows']:.1f} of "
+        f"{w['desirable_share_of_rows']:.1%}); per row under it, reward {w['reward']:.4g} "
+        f"(D_MIX {w['reward_of_rows']:.4g}) and cost {w['cost']:.4g} (D_MIX "
+        f"{w['cost_of_rows']:.4g}); effective rows {w['effective_rows']:.1f} of "
         f"{w['batch_rows']} per batch."
     )
     return "\n".join(lines) + "\n"
