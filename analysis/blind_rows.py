@@ -158,8 +158,9 @@ def main() -> None:
         run.method, run.mix, run.member, rng, {"blind": rows}, args.weight_batches
     )
     print(
-        f"The actor's weight over {args.weight_batches} batches: {got['blind']:.2%} of its mass on "
-        f"those rows ({rows.mean():.2%} of D_MIX); {got['effective_rows']:.1f} effective rows "
+        f"The actor's weight over {args.weight_batches} batches: {got['blind']:.2%} ± "
+        f"{got['blind_se']:.2%} (a standard error) of its mass on those rows ({rows.mean():.2%} "
+        f"of D_MIX); {got['effective_rows']:.1f} effective rows "
         f"of {cfg.actor_batch} a batch."
     )
 

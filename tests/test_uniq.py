@@ -211,7 +211,7 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     train(
         "uniq", spec, un, mix, 0, CHAIN_STEPS, tmp_path / "run", CHAIN, device="cpu", progress=False
     )
-    report = diagnose(tmp_path / "run", spec=spec)
+    report = diagnose(tmp_path / "run", spec=spec, weight_batches=40)
     # Undesirable rows drift right, desirable ones left: the ratio tells them apart, and the
     # critic learned a lower implicit reward on D_UN's and the undesirable D_MIX rows.
     assert report["auc"]["tau"]["desirable>mix_undesirable"] > 0.8, format_report(report)
@@ -222,6 +222,7 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     weight = report["actor_weight"]
     assert weight["desirable_share_of_rows"] == 0.5
     assert weight["desirable_share"] > 0.8, format_report(report)
+    assert weight["batches"] == 40 and 0 < weight["reward_se"] < weight["reward"]
     assert weight["reward"] > weight["reward_of_rows"] > 0, format_report(report)
     assert weight["cost"] < weight["cost_of_rows"], format_report(report)
     assert 1 <= weight["effective_rows"] <= weight["batch_rows"]
@@ -281,6 +282,10 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     got = actor_weighted_means(m, loaded.mix, 1, np.random.default_rng(0), columns, batches=3)
     assert got["all"] == pytest.approx(1) and got["good"] + got["bad"] == pytest.approx(1)
     assert got["three"] == pytest.approx(3) and got["label"] == pytest.approx(2 * got["good"])
+    assert got["three_se"] == pytest.approx(0) and got["label_se"] == pytest.approx(
+        2 * got["good_se"]
+    )
+    assert got["good_se"] > 0
     assert 0 < got["good"] < 1 and 1 <= got["effective_rows"] <= m.cfg.actor_batch
 
 

@@ -504,6 +504,7 @@ def _args_diagnose(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--rows", type=int, default=20_000, help="rows sampled per group")
     p.add_argument("--seed", type=int, default=0, help="seed of the row samples")
+    p.add_argument("--batches", type=int, default=100, help="actor batches for the actor's weights")
     p.add_argument("--member", type=int, help="a training job's seed to read (default: its first)")
     p.add_argument("--un", help="a training job's D_UN file (default: the workflow's)")
     p.add_argument("--mix", help="a training job's D_MIX file (default: the workflow's)")
@@ -517,7 +518,10 @@ def _diagnose(args: argparse.Namespace) -> int:
         if (args.un is None) != (args.mix is None):
             raise ValueError("give both --un and --mix, or neither")
         paths = {"un": args.un, "mix": args.mix} if args.un else None
-        report = diagnose(args.run, args.rows, args.seed, member_seed=args.member, data_paths=paths)
+        report = diagnose(
+            args.run, args.rows, args.seed, member_seed=args.member, data_paths=paths,
+            weight_batches=args.batches,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         logging.getLogger("uniq.diagnostics").error("%s", e)
         return 2

@@ -104,8 +104,9 @@ def actor_weighted_means(
     """The actor's weights as in training (uniform D_MIX batches of ``actor_batch`` rows, the
     configured ``actor_weight`` form), over ``batches`` batches: the mean under them of each
     column of D_MIX (``columns``: name -> [N] values; a mask gives the share of their mass on
-    its rows), averaged over the batches, and on average the effective rows per batch,
-    (sum w)^2 / sum w^2 (``effective_rows``)."""
+    its rows), averaged over the batches, with its standard error over them (``NAME_se``;
+    a batch's weight sits on a few rows, so the means are noisy), and on average the effective
+    rows per batch, (sum w)^2 / sum w^2 (``effective_rows``)."""
     cfg, K = method.cfg, method.members
     columns = {name: torch.as_tensor(np.asarray(c, np.float64)) for name, c in columns.items()}
     means: dict[str, list[float]] = {name: [] for name in columns}
@@ -128,11 +129,14 @@ def actor_weighted_means(
         for name, column in columns.items():
             means[name].append(float((w * column[idx]).sum() / w.sum()))
         ess.append(float(w.sum() ** 2 / w.square().sum()))
-    return {**{name: float(np.mean(v)) for name, v in means.items()},
-            "effective_rows": float(np.mean(ess))}  # fmt: skip
+    out = {"effective_rows": float(np.mean(ess))}
+    for name, v in means.items():
+        out[name] = float(np.mean(v))
+        out[f"{name}_se"] = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
+    return out
 
 
-def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20) -> dict:
+def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int) -> dict:
     """What the actor learns from: the share of its weight on desirable D_MIX rows, the
     reward and cost per row under its weight (beside D_MIX's own means: a weight that favours
     rows moving away from the goal gives a lower reward than the data's), and its effective
@@ -142,13 +146,14 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int = 20
     got = actor_weighted_means(method, mix, member, rng, columns, batches)
     return {
         "desirable_share": got["desirable"],
+        "desirable_share_se": got["desirable_se"],
         "desirable_share_of_rows": float(desirable.mean()),
-        "reward": got["reward"],
+        **{k: got[k] for k in ("reward", "reward_se", "cost", "cost_se")},
         "reward_of_rows": float(mix.rewards.mean()),
-        "cost": got["cost"],
         "cost_of_rows": float(mix.costs.mean()),
         "effective_rows": got["effective_rows"],
         "batch_rows": method.cfg.actor_batch,
+        "batches": batches,
     }
 
 
@@ -263,8 +268,10 @@ def diagnose(
     spec=None,
     member_seed: int | None = None,
     data_paths: dict[str, str] | None = None,
+    weight_batches: int = 100,
 ) -> dict[str, Any]:
-    """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks.
+    """Per-group means and AUCs (see the module docstring) of a UNIQ run's networks, and the
+    actor's weights over ``weight_batches`` training batches.
 
     ``run_dir``: a run folder (its ``config.yaml`` names the data and, for a batched job, the
     job's checkpoint folder), or a job still training: a folder with only ``checkpoint.pt``
@@ -293,7 +300,7 @@ def diagnose(
         "rows": {},
         "mean": {},
         "auc": {},
-        "actor_weight": _actor_weights(method, mix, member, rng),
+        "actor_weight": _actor_weights(method, mix, member, rng, weight_batches),
     }
     for name in GROUPS:
         report["rows"][name] = int(len(next(iter(scores[name].values()))))
@@ -368,12 +375,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("AUC: P(a desirable row has lower tau / higher reward or advantage); 0.5 = none.")
     w = report["actor_weight"]
     lines.append(
-        "Actor weight as in training: "
-        f"{w['desirable_share']:.1%} on desirable D_MIX rows (their share of D_MIX: "
-        f"{w['desirable_share_of_rows']:.1%}); per row under it, reward {w['reward']:.4g} "
-        f"(D_MIX {w['reward_of_rows']:.4g}) and cost {w['cost']:.4g} (D_MIX "
-        f"{w['cost_of_rows']:.4g}); effective rows {w['effective_rows']:.1f} of "
-        f"{w['batch_rows']} per batch."
+        f"Actor weight as in training, over {w['batches']} batches (± a standard error): "
+        f"{w['desirable_share']:.1%} ± {w['desirable_share_se']:.1%} on desirable D_MIX rows "
+        f"(their share of D_MIX: {w['desirable_share_of_rows']:.1%}); per row under it, reward "
+        f"{w['reward']:.3g} ± {w['reward_se']:.2g} (D_MIX {w['reward_of_rows']:.3g}) and cost "
+        f"{w['cost']:.3g} ± {w['cost_se']:.2g} (D_MIX {w['cost_of_rows']:.3g}); effective rows "
+        f"{w['effective_rows']:.1f} of {w['batch_rows']} per batch."
     )
     return "\n".join(lines) + "\n"
 
