@@ -218,14 +218,19 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     assert report["auc"]["tau"]["desirable>un"] > 0.8, format_report(report)
     assert report["mean"]["reward"]["un"] < report["mean"]["reward"]["mix_desirable"]
     assert report["auc"]["reward"]["desirable>un"] > 0.6, format_report(report)
-    # The actor learns mostly from desirable rows (half of D_MIX here).
+    # The actor learns mostly from desirable rows (half of D_MIX here), which move left (the
+    # reward) and stay out of the right end (the cost); so does each factor of its weight.
     weight = report["actor_weight"]
-    assert weight["desirable_share_of_rows"] == 0.5
-    assert weight["desirable_share"] > 0.8, format_report(report)
-    assert weight["batches"] == 40 and 0 < weight["reward_se"] < weight["reward"]
-    assert weight["reward"] > weight["reward_of_rows"] > 0, format_report(report)
-    assert weight["cost"] < weight["cost_of_rows"], format_report(report)
-    assert 1 <= weight["effective_rows"] <= weight["batch_rows"]
+    assert weight["batches"] == 40 and weight["data"]["desirable"] == 0.5
+    assert weight["data"]["reward"] > 0 and 0 < weight["data"]["negative_reward"] < 0.5
+    for factor in ("whole", "occupancy", "advantage"):
+        w = weight[factor]
+        assert w["desirable"] > 0.6, (factor, format_report(report))
+        assert w["reward"] > weight["data"]["reward"], (factor, format_report(report))
+        assert w["cost"] < weight["data"]["cost"], (factor, format_report(report))
+        assert w["negative_reward"] < weight["data"]["negative_reward"], factor
+        assert 0 < w["reward_se"] < w["reward"] and 1 <= w["effective_rows"] <= 64
+    assert "| 1/W^2 factor alone |" in format_report(report)
 
 
 @pytest.mark.parametrize("value_form", ["policy", "expectile"])

@@ -11,10 +11,11 @@ groups of transitions: D_UN, the desirable part of D_MIX and its undesirable par
 - the advantage Q_target(s, a) - V(s) that weights the actor (should favour desirable rows);
 - the actor's weights themselves, as in training (uniform D_MIX batches, the configured
   ``actor_weight`` form): the share of their mass on desirable rows, the environment's reward
-  and cost per row under them beside D_MIX's own (what the policy is pulled toward: a
-  navigation policy whose weight sits on rows moving away from the goal earns less reward per
-  step than the data), and their effective sample size per batch, (sum w)^2 / sum w^2: the
-  rows the policy actually learns from.
+  and cost per row under them and their share on rows of negative reward, beside D_MIX's own
+  (what the policy is pulled toward: on a navigation task a reward below 0 is a step away from
+  the goal), and their effective sample size per batch, (sum w)^2 / sum w^2: the rows the
+  policy actually learns from. For the recipe's weight, each of its two factors alone too
+  (the 1/W^2 occupancy factor, the advantage factor): which one pulls where.
 
 Each as a mean per group and as AUC(desirable D_MIX vs the other group): the probability that
 a random desirable row scores higher (reward, advantage) or lower (tau) than a random row of
@@ -97,16 +98,29 @@ def _scores(
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items() if v}
 
 
+FACTORS = {
+    "whole": "whole weight",
+    "occupancy": "1/W^2 factor alone",
+    "advantage": "advantage factor alone",
+}
+"""The actor's weight and, for the recipe's form, each of its two factors on its own: the
+1/W^2 factor with the advantage set to 0, and the advantage factor with 1/W^2 set to 1."""
+
+
 @torch.no_grad()
 def actor_weighted_means(
-    method, mix: OfflineData, member: int, rng, columns: dict[str, np.ndarray], batches: int = 20
-) -> dict[str, float]:
+    method, mix: OfflineData, member: int, rng, columns: dict[str, np.ndarray], batches: int = 20,
+    factor: str = "whole",
+) -> dict[str, float]:  # fmt: skip
     """The actor's weights as in training (uniform D_MIX batches of ``actor_batch`` rows, the
-    configured ``actor_weight`` form), over ``batches`` batches: the mean under them of each
-    column of D_MIX (``columns``: name -> [N] values; a mask gives the share of their mass on
-    its rows), averaged over the batches, with its standard error over them (``NAME_se``;
-    a batch's weight sits on a few rows, so the means are noisy), and on average the effective
-    rows per batch, (sum w)^2 / sum w^2 (``effective_rows``)."""
+    configured ``actor_weight`` form; ``factor``: one of :data:`FACTORS`), over ``batches``
+    batches: the mean under them of each column of D_MIX (``columns``: name -> [N] values; a
+    mask gives the share of their mass on its rows), averaged over the batches, with its
+    standard error over them (``NAME_se``; a batch's weight sits on a few rows, so the means
+    are noisy), and on average the effective rows per batch, (sum w)^2 / sum w^2
+    (``effective_rows``)."""
+    if factor not in FACTORS:
+        raise ValueError(f"factor {factor!r}: one of {', '.join(FACTORS)}")
     cfg, K = method.cfg, method.members
     columns = {name: torch.as_tensor(np.asarray(c, np.float64)) for name, c in columns.items()}
     means: dict[str, list[float]] = {name: [] for name in columns}
@@ -124,7 +138,9 @@ def actor_weighted_means(
             s, a = s.expand(K, *s.shape), a.expand(K, *a.shape)
             b_mix = {k: v.expand(K, *v.shape) for k, v in b_mix.items()}
             b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
-        w = method.actor_weights(_advantage(method, s, a), method._weights(b_mix, b_un)[1])
+        A = torch.zeros(s.shape[:-1]) if factor == "occupancy" else _advantage(method, s, a)
+        W = None if factor == "advantage" else method._weights(b_mix, b_un)[1]
+        w = method.actor_weights(A, W)
         w = (w if K is None else w[member]).double()
         for name, column in columns.items():
             means[name].append(float((w * column[idx]).sum() / w.sum()))
@@ -137,24 +153,24 @@ def actor_weighted_means(
 
 
 def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int) -> dict:
-    """What the actor learns from: the share of its weight on desirable D_MIX rows, the
-    reward and cost per row under its weight (beside D_MIX's own means: a weight that favours
-    rows moving away from the goal gives a lower reward than the data's), and its effective
-    sample size."""
-    desirable = mix.is_desirable > 0.5
-    columns = {"desirable": desirable, "reward": mix.rewards, "cost": mix.costs}
-    got = actor_weighted_means(method, mix, member, rng, columns, batches)
-    return {
-        "desirable_share": got["desirable"],
-        "desirable_share_se": got["desirable_se"],
-        "desirable_share_of_rows": float(desirable.mean()),
-        **{k: got[k] for k in ("reward", "reward_se", "cost", "cost_se")},
-        "reward_of_rows": float(mix.rewards.mean()),
-        "cost_of_rows": float(mix.costs.mean()),
-        "effective_rows": got["effective_rows"],
-        "batch_rows": method.cfg.actor_batch,
-        "batches": batches,
+    """What the actor learns from, under its whole weight and (for the recipe's form, whose
+    weight has the 1/W^2 factor) under each factor alone: the share of the weight on
+    desirable D_MIX rows, the environment's reward and cost per row, the share on rows of
+    negative reward (on navigation tasks: moving away from the goal) and the effective rows
+    per batch; ``data``: D_MIX's own (uniform weight)."""
+    columns = {
+        "desirable": mix.is_desirable > 0.5,
+        "reward": mix.rewards,
+        "cost": mix.costs,
+        "negative_reward": mix.rewards < 0,
     }
+    cfg = method.cfg
+    factors = FACTORS if cfg.occupancy_correction and cfg.actor_weight == "recipe" else ["whole"]
+    out: dict[str, Any] = {"batch_rows": cfg.actor_batch, "batches": batches}
+    out["data"] = {k: float(np.mean(c)) for k, c in columns.items()}
+    for factor in factors:
+        out[factor] = actor_weighted_means(method, mix, member, rng, columns, batches, factor)
+    return out
 
 
 def _standardised(data: OfflineData, norm) -> OfflineData:
@@ -374,14 +390,26 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("AUC: P(a desirable row has lower tau / higher reward or advantage); 0.5 = none.")
     w = report["actor_weight"]
-    lines.append(
-        f"Actor weight as in training, over {w['batches']} batches (± a standard error): "
-        f"{w['desirable_share']:.1%} ± {w['desirable_share_se']:.1%} on desirable D_MIX rows "
-        f"(their share of D_MIX: {w['desirable_share_of_rows']:.1%}); per row under it, reward "
-        f"{w['reward']:.3g} ± {w['reward_se']:.2g} (D_MIX {w['reward_of_rows']:.3g}) and cost "
-        f"{w['cost']:.3g} ± {w['cost_se']:.2g} (D_MIX {w['cost_of_rows']:.3g}); effective rows "
-        f"{w['effective_rows']:.1f} of {w['batch_rows']} per batch."
-    )
+    lines += [
+        "",
+        f"The actor's weights as in training, over {w['batches']} batches of {w['batch_rows']} "
+        "D_MIX rows (mean ± a standard error over the batches):",
+        "",
+        "| weight | on desirable rows | reward per row | cost per row | on rows of reward < 0 "
+        "| effective rows a batch |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| none (D_MIX) | {w['data']['desirable']:.1%} | {w['data']['reward']:.3g} | "
+        f"{w['data']['cost']:.3g} | {w['data']['negative_reward']:.1%} | {w['batch_rows']} |",
+    ]
+    for factor, name in FACTORS.items():
+        if factor in w:
+            f = w[factor]
+            lines.append(
+                f"| {name} | {f['desirable']:.1%} ± {f['desirable_se']:.1%} | "
+                f"{f['reward']:.3g} ± {f['reward_se']:.2g} | {f['cost']:.3g} ± "
+                f"{f['cost_se']:.2g} | {f['negative_reward']:.1%} ± "
+                f"{f['negative_reward_se']:.1%} | {f['effective_rows']:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
