@@ -5,8 +5,8 @@ A task's spec is the single source of its dimensions, episode length, cost thres
 and demonstrator budgets. Adding a task is one entry in ``TASKS``.
 
 Cost threshold: Safety-Gym's customary per-episode limit is 25; DSRL evaluates at
-thresholds 20/40/80. We use 25 for every task by default; config files may override it
-(``tasks.<name>.cost_limit``) and every table caption states the value used.
+thresholds 20/40/80. We use 25 for every task (``TaskSpec.cost_limit``; the config has no
+override) and every table caption states the value used.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class TaskSpec:
     ``ppo`` (envs/ppo.py, navigation tasks: OmniSafe's benchmark trains them on-policy)."""
 
     def with_overrides(self, **overrides) -> TaskSpec:
-        """A copy with some fields replaced (config files override e.g. ``cost_limit``)."""
+        """A copy with some fields replaced (tests shorten episodes: ``max_episode_steps``)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown TaskSpec field(s) {sorted(unknown)} for task {self.name}")
