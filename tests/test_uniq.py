@@ -223,6 +223,8 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
     weight = report["actor_weight"]
     assert weight["batches"] == 40 and weight["data"]["desirable"] == 0.5
     assert weight["data"]["reward"] > 0 and 0 < weight["data"]["negative_reward"] < 0.5
+    assert weight["desirable_rows"]["desirable"] == 1 and weight["desirable_rows"]["cost"] == 0
+    assert weight["desirable_rows"]["reward"] > weight["data"]["reward"]
     for factor in ("whole", "occupancy", "advantage"):
         w = weight[factor]
         assert w["desirable"] > 0.6, (factor, format_report(report))

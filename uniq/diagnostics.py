@@ -157,7 +157,8 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int) -> 
     weight has the 1/W^2 factor) under each factor alone: the share of the weight on
     desirable D_MIX rows, the environment's reward and cost per row, the share on rows of
     negative reward (on navigation tasks: moving away from the goal) and the effective rows
-    per batch; ``data``: D_MIX's own (uniform weight)."""
+    per batch; ``data``: D_MIX's own (uniform weight); ``desirable_rows``: its desirable rows'
+    own (what BC-safe, the oracle, imitates)."""
     columns = {
         "desirable": mix.is_desirable > 0.5,
         "reward": mix.rewards,
@@ -168,6 +169,9 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int) -> 
     factors = FACTORS if cfg.occupancy_correction and cfg.actor_weight == "recipe" else ["whole"]
     out: dict[str, Any] = {"batch_rows": cfg.actor_batch, "batches": batches}
     out["data"] = {k: float(np.mean(c)) for k, c in columns.items()}
+    good = columns["desirable"]
+    out["desirable_rows"] = {k: float(np.mean(c[good])) if good.any() else np.nan
+                             for k, c in columns.items()}  # fmt: skip
     for factor in factors:
         out[factor] = actor_weighted_means(method, mix, member, rng, columns, batches, factor)
     return out
@@ -400,6 +404,8 @@ def format_report(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|",
         f"| none (D_MIX) | {w['data']['desirable']:.1%} | {w['data']['reward']:.3g} | "
         f"{w['data']['cost']:.3g} | {w['data']['negative_reward']:.1%} | {w['batch_rows']} |",
+        f"| none, desirable rows only (BC-safe's) | 100% | {w['desirable_rows']['reward']:.3g} | "
+        f"{w['desirable_rows']['cost']:.3g} | {w['desirable_rows']['negative_reward']:.1%} | |",
     ]
     for factor, name in FACTORS.items():
         if factor in w:
