@@ -156,7 +156,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed + 1)
     got = actor_weighted_means(
         run.method, run.mix, run.member, rng, {"blind": rows}, args.weight_batches
-    )
+    )["whole"]
     print(
         f"The actor's weight over {args.weight_batches} batches: {got['blind']:.2%} ± "
         f"{got['blind_se']:.2%} (a standard error) of its mass on those rows ({rows.mean():.2%} "

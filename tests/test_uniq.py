@@ -232,6 +232,7 @@ def test_diagnose_finds_the_separation_uniq_learned_on_the_chain(tmp_path):
         assert w["cost"] < weight["data"]["cost"], (factor, format_report(report))
         assert w["negative_reward"] < weight["data"]["negative_reward"], factor
         assert 0 < w["reward_se"] < w["reward"] and 1 <= w["effective_rows"] <= 64
+        assert 0 <= w["at_cap"] < 1
     assert "| 1/W^2 factor alone |" in format_report(report)
 
 
@@ -281,19 +282,44 @@ def test_diagnose_reads_a_seed_of_a_batched_job(tmp_path):
     assert loaded.member == 1
     assert np.allclose(loaded.mix_tau(), torch.stack(want, -1).numpy())
 
-    from uniq.diagnostics import actor_weighted_means
+    from uniq.diagnostics import FACTORS, _advantage, actor_weighted_means
+    from uniq.weights import actor_weights, inverse_square_weight, transition_weight
 
     good = loaded.mix.is_desirable > 0.5
     columns = {"all": np.ones(len(good), bool), "good": good, "bad": ~good,
                "three": np.full(len(good), 3.0), "label": 2 * loaded.mix.is_desirable}  # fmt: skip
-    got = actor_weighted_means(m, loaded.mix, 1, np.random.default_rng(0), columns, batches=3)
-    assert got["all"] == pytest.approx(1) and got["good"] + got["bad"] == pytest.approx(1)
-    assert got["three"] == pytest.approx(3) and got["label"] == pytest.approx(2 * got["good"])
-    assert got["three_se"] == pytest.approx(0) and got["label_se"] == pytest.approx(
-        2 * got["good_se"]
-    )
-    assert got["good_se"] > 0
-    assert 0 < got["good"] < 1 and 1 <= got["effective_rows"] <= m.cfg.actor_batch
+    rng = np.random.default_rng(0)
+    torch.manual_seed(7)  # V(s) in the advantage takes a policy sample
+    got = actor_weighted_means(m, loaded.mix, 1, rng, columns, batches=3, factors=tuple(FACTORS))
+    whole = got["whole"]
+    assert whole["all"] == pytest.approx(1) and whole["good"] + whole["bad"] == pytest.approx(1)
+    assert whole["three"] == pytest.approx(3) and whole["three_se"] == pytest.approx(0)
+    assert 0 < whole["good"] < 1 and 1 <= whole["effective_rows"] <= m.cfg.actor_batch
+
+    # by hand, on the same three batches: member 1's advantage and its own tau's W
+    cfg, tau, label, rng = m.cfg, loaded.mix_tau(), columns["label"], np.random.default_rng(0)
+    means = {factor: [] for factor in FACTORS}
+    torch.manual_seed(7)
+    for _ in range(3):
+        idx = rng.integers(0, len(tau), cfg.actor_batch)
+        s, a = (torch.as_tensor(getattr(loaded.mix, k)[idx]) for k in ("observations", "actions"))
+        with torch.no_grad():
+            A = _advantage(m, s.expand(2, *s.shape), a.expand(2, *a.shape))[1]
+        W = transition_weight(
+            torch.as_tensor(tau[idx]), cfg.actor_batch, m.ratio_q, cfg.reward_factor, cfg.gamma
+        )
+        by_hand = {
+            "whole": actor_weights(A, W, cfg),
+            "occupancy": inverse_square_weight(W, cfg.inv_w2_clip).clamp(max=cfg.weight_clip),
+            "advantage": actor_weights(A, None, cfg),
+        }
+        for factor, w in by_hand.items():
+            w = w.double()
+            means[factor].append(float((w * torch.as_tensor(label[idx])).sum() / w.sum()))
+    for factor, v in means.items():
+        assert got[factor]["label"] == pytest.approx(np.mean(v)), factor
+        assert got[factor]["label_se"] == pytest.approx(np.std(v, ddof=1) / np.sqrt(3)), factor
+    assert len({got[factor]["label"] for factor in FACTORS}) == 3  # three different weights
 
 
 def test_diagnose_reads_a_job_still_training_from_its_checkpoint(tmp_path, caplog):

@@ -387,12 +387,16 @@ class UNIQ(Method):
             tau_mix, tau_un, cfg.batch_mix, cfg.actor_batch, self.ratio_q, R, cfg.gamma
         )
 
-    def actor_weights(self, A: torch.Tensor, W_act: torch.Tensor) -> torch.Tensor:
+    @property
+    def weighs_by_occupancy(self) -> bool:
+        """Whether the actor's weight has the 1/W^2 factor: the recipe's form with occupancy
+        correction."""
+        return self.cfg.occupancy_correction and self.cfg.actor_weight == "recipe"
+
+    def actor_weights(self, A: torch.Tensor, W_act: torch.Tensor | None) -> torch.Tensor:
         """The actor's weights (:func:`uniq.weights.actor_weights`) with the 1/W^2 factor
-        where the config has one: the recipe's form with occupancy correction."""
-        cfg = self.cfg
-        use_w = cfg.occupancy_correction and cfg.actor_weight == "recipe"
-        return actor_weights(A, W_act if use_w else None, cfg)
+        where the config has one (:attr:`weighs_by_occupancy`; ``W_act`` None: without)."""
+        return actor_weights(A, W_act if self.weighs_by_occupancy else None, self.cfg)
 
     # ------------------------------------------------------------------ update
     def update(self, batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

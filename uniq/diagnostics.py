@@ -12,8 +12,8 @@ groups of transitions: D_UN, the desirable part of D_MIX and its undesirable par
 - the actor's weights themselves, as in training (uniform D_MIX batches, the configured
   ``actor_weight`` form): the share of their mass on desirable rows, the environment's reward
   and cost per row under them and their share on rows of negative reward, beside D_MIX's own
-  (what the policy is pulled toward: on a navigation task a reward below 0 is a step away from
-  the goal), and their effective sample size per batch, (sum w)^2 / sum w^2: the rows the
+  (which rows a batch's weight favours: on a navigation task a reward below 0 is a step away
+  from the goal), and their effective sample size per batch, (sum w)^2 / sum w^2: the rows the
   policy actually learns from. For the recipe's weight, each of its two factors alone too
   (the 1/W^2 occupancy factor, the advantage factor): which one pulls where.
 
@@ -104,27 +104,33 @@ FACTORS = {
     "advantage": "advantage factor alone",
 }
 """The actor's weight and, for the recipe's form, each of its two factors on its own: the
-1/W^2 factor with the advantage set to 0, and the advantage factor with 1/W^2 set to 1."""
+1/W^2 factor with the advantage set to 0, and the advantage factor with 1/W^2 set to 1. Each
+is capped at ``weight_clip`` as in training, so the whole weight is not their product where the
+cap binds (``at_cap``: the share of a batch's rows at the cap)."""
 
 
 @torch.no_grad()
 def actor_weighted_means(
     method, mix: OfflineData, member: int, rng, columns: dict[str, np.ndarray], batches: int = 20,
-    factor: str = "whole",
-) -> dict[str, float]:  # fmt: skip
+    factors: tuple[str, ...] = ("whole",),
+) -> dict[str, dict[str, float]]:  # fmt: skip
     """The actor's weights as in training (uniform D_MIX batches of ``actor_batch`` rows, the
-    configured ``actor_weight`` form; ``factor``: one of :data:`FACTORS`), over ``batches``
-    batches: the mean under them of each column of D_MIX (``columns``: name -> [N] values; a
-    mask gives the share of their mass on its rows), averaged over the batches, with its
-    standard error over them (``NAME_se``; a batch's weight sits on a few rows, so the means
-    are noisy), and on average the effective rows per batch, (sum w)^2 / sum w^2
-    (``effective_rows``)."""
-    if factor not in FACTORS:
-        raise ValueError(f"factor {factor!r}: one of {', '.join(FACTORS)}")
+    configured ``actor_weight`` form), or one of its factors (``factors``: keys of
+    :data:`FACTORS`, each measured on the same batches), over ``batches`` batches: for each
+    factor, the mean under the weight of each column of D_MIX (``columns``: name -> [N]
+    values; a mask gives the share of the weight's mass on its rows), each batch's weighted
+    mean averaged over the batches, with its standard error over them (``NAME_se``; a batch's
+    weight sits on a few rows, so the means are noisy); on average the effective rows per
+    batch, (sum w)^2 / sum w^2 (``effective_rows``), and the share of rows at the cap
+    ``weight_clip`` (``at_cap``)."""
+    unknown = set(factors) - set(FACTORS)
+    if unknown:
+        raise ValueError(f"factors {sorted(unknown)}: each one of {', '.join(FACTORS)}")
     cfg, K = method.cfg, method.members
     columns = {name: torch.as_tensor(np.asarray(c, np.float64)) for name, c in columns.items()}
-    means: dict[str, list[float]] = {name: [] for name in columns}
-    ess = []
+    per_batch: dict[str, dict[str, list[float]]] = {
+        f: {name: [] for name in [*columns, "effective_rows", "at_cap"]} for f in factors
+    }
     for _ in range(batches):
         idx = torch.as_tensor(rng.integers(0, len(mix), cfg.actor_batch))
         s, a = (torch.as_tensor(getattr(mix, k)[idx.numpy()]) for k in ("observations", "actions"))
@@ -138,17 +144,24 @@ def actor_weighted_means(
             s, a = s.expand(K, *s.shape), a.expand(K, *a.shape)
             b_mix = {k: v.expand(K, *v.shape) for k, v in b_mix.items()}
             b_un = {k: v.expand(K, *v.shape) for k, v in b_un.items()}
-        A = torch.zeros(s.shape[:-1]) if factor == "occupancy" else _advantage(method, s, a)
-        W = None if factor == "advantage" else method._weights(b_mix, b_un)[1]
-        w = method.actor_weights(A, W)
-        w = (w if K is None else w[member]).double()
-        for name, column in columns.items():
-            means[name].append(float((w * column[idx]).sum() / w.sum()))
-        ess.append(float(w.sum() ** 2 / w.square().sum()))
-    out = {"effective_rows": float(np.mean(ess))}
-    for name, v in means.items():
-        out[name] = float(np.mean(v))
-        out[f"{name}_se"] = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else np.nan
+        A, W = _advantage(method, s, a), method._weights(b_mix, b_un)[1]
+        parts = {"whole": (A, W), "occupancy": (torch.zeros_like(A), W), "advantage": (A, None)}
+        for factor in factors:
+            w = method.actor_weights(*parts[factor])
+            w = (w if K is None else w[member]).double()
+            got = per_batch[factor]
+            for name, column in columns.items():
+                got[name].append(float((w * column[idx]).sum() / w.sum()))
+            got["effective_rows"].append(float(w.sum() ** 2 / w.square().sum()))
+            got["at_cap"].append(float((w >= cfg.weight_clip).double().mean()))
+    out: dict[str, dict[str, float]] = {}
+    for factor, got in per_batch.items():
+        out[factor] = {}
+        for name, v in got.items():
+            out[factor][name] = float(np.mean(v))
+            if name in columns:
+                se = np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
+                out[factor][f"{name}_se"] = float(se)
     return out
 
 
@@ -156,24 +169,22 @@ def _actor_weights(method, mix: OfflineData, member: int, rng, batches: int) -> 
     """What the actor learns from, under its whole weight and (for the recipe's form, whose
     weight has the 1/W^2 factor) under each factor alone: the share of the weight on
     desirable D_MIX rows, the environment's reward and cost per row, the share on rows of
-    negative reward (on navigation tasks: moving away from the goal) and the effective rows
-    per batch; ``data``: D_MIX's own (uniform weight); ``desirable_rows``: its desirable rows'
-    own (what BC-safe, the oracle, imitates)."""
+    negative reward (on navigation tasks: a step away from the goal), the effective rows and
+    the share of rows at the cap per batch; ``data``: D_MIX's own (uniform weight);
+    ``desirable_rows``: its desirable rows' own (what BC-safe, the oracle, imitates)."""
     columns = {
         "desirable": mix.is_desirable > 0.5,
         "reward": mix.rewards,
         "cost": mix.costs,
         "negative_reward": mix.rewards < 0,
     }
-    cfg = method.cfg
-    factors = FACTORS if cfg.occupancy_correction and cfg.actor_weight == "recipe" else ["whole"]
-    out: dict[str, Any] = {"batch_rows": cfg.actor_batch, "batches": batches}
+    factors = tuple(FACTORS) if method.weighs_by_occupancy else ("whole",)
+    out: dict[str, Any] = {"batch_rows": method.cfg.actor_batch, "batches": batches}
     out["data"] = {k: float(np.mean(c)) for k, c in columns.items()}
     good = columns["desirable"]
     out["desirable_rows"] = {k: float(np.mean(c[good])) if good.any() else np.nan
                              for k, c in columns.items()}  # fmt: skip
-    for factor in factors:
-        out[factor] = actor_weighted_means(method, mix, member, rng, columns, batches, factor)
+    out.update(actor_weighted_means(method, mix, member, rng, columns, batches, factors))
     return out
 
 
@@ -400,12 +411,13 @@ def format_report(report: dict[str, Any]) -> str:
         "D_MIX rows (mean ± a standard error over the batches):",
         "",
         "| weight | on desirable rows | reward per row | cost per row | on rows of reward < 0 "
-        "| effective rows a batch |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| effective rows a batch | rows at the cap |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         f"| none (D_MIX) | {w['data']['desirable']:.1%} | {w['data']['reward']:.3g} | "
-        f"{w['data']['cost']:.3g} | {w['data']['negative_reward']:.1%} | {w['batch_rows']} |",
-        f"| none, desirable rows only (BC-safe's) | 100% | {w['desirable_rows']['reward']:.3g} | "
-        f"{w['desirable_rows']['cost']:.3g} | {w['desirable_rows']['negative_reward']:.1%} | |",
+        f"{w['data']['cost']:.3g} | {w['data']['negative_reward']:.1%} | {w['batch_rows']} | |",
+        f"| none, desirable rows only (BC-safe's) | {w['desirable_rows']['desirable']:.0%} | "
+        f"{w['desirable_rows']['reward']:.3g} | {w['desirable_rows']['cost']:.3g} | "
+        f"{w['desirable_rows']['negative_reward']:.1%} | | |",
     ]
     for factor, name in FACTORS.items():
         if factor in w:
@@ -414,7 +426,8 @@ def format_report(report: dict[str, Any]) -> str:
                 f"| {name} | {f['desirable']:.1%} ± {f['desirable_se']:.1%} | "
                 f"{f['reward']:.3g} ± {f['reward_se']:.2g} | {f['cost']:.3g} ± "
                 f"{f['cost_se']:.2g} | {f['negative_reward']:.1%} ± "
-                f"{f['negative_reward_se']:.1%} | {f['effective_rows']:.1f} |"
+                f"{f['negative_reward_se']:.1%} | {f['effective_rows']:.1f} | "
+                f"{f['at_cap']:.1%} |"
             )
     return "\n".join(lines) + "\n"
 
