@@ -195,6 +195,24 @@ def stop_a_cached_fit_part_way(tmp_path, monkeypatch, train_once) -> tuple[float
     return wall, cpu
 
 
+def test_a_resumed_job_logs_its_pretraining_again(tmp_path, data, caplog):
+    """Snakemake starts a resumed job's log afresh: the resume restates what pretraining
+    gave each seed (SafeDICE's alpha, UNIQ's classifier gaps), from the checkpoint."""
+    un, mix = data
+
+    def pretrain_lines(steps: int) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "uniq.train"):
+            train("uniq", SPEC, un, mix, [0, 1], steps, tmp_path / "s{seed}", TINY,
+                  checkpoint_every=10, **FAST)  # fmt: skip
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain (")]
+
+    first = pretrain_lines(10)
+    assert [line.split(")")[0] for line in first] == ["pretrain (seed 0", "pretrain (seed 1"]
+    again = pretrain_lines(20)  # resumes at step 10
+    assert again == [line.replace(")", " from the checkpoint)", 1) for line in first]
+
+
 FIT_KW = dict(TINY, ratio_check_every=5, ratio_gap_mix=2.0, ratio_gap_un=2.0)
 
 

@@ -211,6 +211,8 @@ def train(
             logs = RunLogs(outs, seeds, dev, label, curve.enabled, resumed.logs)
             log.info(resume_line(label, checkpoint.path, step, resumed.wall_time_s,
                                  resumed.cpu_time_s))  # fmt: skip
+            # a resumed job's log is new (Snakemake rewrites it): say what pretraining gave
+            _log_pretrain(seeds, pretrain_logs, " from the checkpoint")
             clock = _Clock(resumed.wall_time_s, resumed.cpu_time_s, step)
 
         # -- loop: sample, update, log, evaluate, checkpoint
@@ -371,10 +373,17 @@ def pretrain(
         method.adopt(plains)
         seed_everything(job_seed(seeds), method.device)
     logs = [{k: _scalar(v) for k, v in p.items()} for p in logs]
+    _log_pretrain(seeds, logs)
+    return logs, (earlier_s, earlier_cpu)
+
+
+def _log_pretrain(seeds: list[int], logs: list[dict], where: str = "") -> None:
+    """One line per seed of what its pretraining logged (SafeDICE's alpha, the classifiers'
+    losses...)."""
     for s, p in zip(seeds, logs, strict=True):
         if p:
-            log.info("pretrain (seed %d): %s", s, ", ".join(f"{k}={v:.4g}" for k, v in p.items()))
-    return logs, (earlier_s, earlier_cpu)
+            values = ", ".join(f"{k}={v:.4g}" for k, v in p.items())
+            log.info("pretrain (seed %d%s): %s", s, where, values)
 
 
 def _batches(method: Method) -> dict[str, tuple[str, int]]:
