@@ -49,6 +49,14 @@ Batched over seeds (``members=K``): alpha and the reward statistics are per memb
 
 Published: 2x256 MLPs, batch 512, lr 1e-4 (nu, classifier), 1e-5 (actor), gamma 0.99,
 100k classifier steps, gradient penalties (10, 1e-6).
+
+Small departures from the authors' code (jys5609/SafeDICE, algorithms/utils.py), kept because
+the suite's networks are shared by every method: PyTorch's default layer init with output
+biases (theirs: he_normal, zero biases, no output bias on the classifier and nu; nu's output
+bias does not enter its loss); the actor's mean is not clipped to [-7, 7], dataset actions are
+clamped to 1 - 1e-5 before atanh (theirs: float32 eps) and the tanh correction is the exact
+log(1 - tanh(u)^2) (theirs: log(1 - a^2 + eps)); evaluation takes the deterministic action
+tanh(mean), as for every method here (their Safety-Gym runs default to sampled actions).
 """
 
 from __future__ import annotations
