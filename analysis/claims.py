@@ -6,17 +6,8 @@ last-k tables beside them (``last<k>/summary.csv``) and writes ``results/<profil
 Every claim is a set of comparisons "A is better than B" on one metric (normalized return or
 normalized cost, lower cost being better), each the probability of improvement P(A better than
 B) with its 95% stratified-bootstrap CI (rliable, ``uniq.stats``; runs of the two methods
-resampled within each task, over the tasks the claim names). One rule gives every verdict:
-
-- **holds**: every comparison's CI lies above 0.5;
-- **does not hold**: some comparison's CI lies below 0.5;
-- **unresolved at this budget**: otherwise.
-
-The |D_UN| claim compares each method at the largest |D_UN| with itself at the smallest, and
-"most for UNIQ" is UNIQ's cost drop against each other method's (bootstrap CI of the
-difference of the drops, above or below 0). "Occupancy correction helps" asks for one metric
-better and the other not worse: it holds when one CI lies above 0.5 and the other does not lie
-below; it does not hold when one lies below and the other does not lie above.
+resampled within each task, over the tasks the claim names; with several tasks, also on each
+task alone). One rule gives every verdict; ``RULE`` states it, and every report prints it.
 
     uv run python analysis/claims.py [--results results/quick] [--last-k 3]
     uv run python analysis/claims.py --results results/quick results/paper_data \\
@@ -27,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +32,25 @@ from uniq.stats import probability_of_improvement, score_arrays  # noqa: E402
 REF = "uniq"
 METRIC = {"return": "return_normalized", "cost": "cost_normalized"}
 HOLDS, FAILS, OPEN = "holds", "does not hold", "unresolved at this budget"
+MIXED = "holds on average, not on every task"
+RULE = f"""Verdicts. Each claim is a set of comparisons "A is better than B", each the probability of
+improvement P(A better than B) over the claim's tasks (the mean over tasks of a per-task
+Mann-Whitney probability) with its 95% stratified-bootstrap CI, and, with several tasks, the
+same on each task alone.
+
+- **{HOLDS}**: every comparison's CI lies above 0.5 and no task's CI lies below 0.5;
+- **{MIXED}**: every comparison's CI lies above 0.5, but on some task one lies below 0.5;
+- **{FAILS}**: some comparison's CI lies below 0.5;
+- **{OPEN}**: otherwise.
+
+The |D_UN| claim compares each method at the largest |D_UN| with itself at the smallest, and
+"most for UNIQ" sets UNIQ's drop in normalized cost against each other method's without hidden
+labels (bootstrap CI of the difference of the drops, over the tasks where both ran both sizes):
+a CI below 0 makes it fail, one not above 0 leaves it open. "Occupancy correction helps" asks
+for one metric better and the other not worse: it holds when one CI lies above 0.5 and the
+other does not lie below; it does not hold when one lies below and the other does not lie
+above. No correction for multiple comparisons: with k comparisons at 95%, a claim that fails
+on one of them is weaker evidence than one that fails on all."""
 
 
 def read(results: Path, experiment: str, scoring: str) -> pd.DataFrame | None:
@@ -57,9 +68,22 @@ def compare(df: pd.DataFrame, a: str, b: str, metric: str, reps: int) -> dict:
         if not df["algo"].eq(m).any():
             raise NoRuns(f"not tested (no {m} run)")
     sub = df[df["algo"].isin([a, b])]
-    poi = probability_of_improvement(score_arrays(sub), reference=a, reps=reps)
+    scores = score_arrays(sub)
+    if not scores.tasks:
+        raise NoRuns(f"not tested (no task with runs of both {a} and {b})")
+    c = dict(a=a, b=b, metric=metric, tasks=scores.tasks, dropped=scores.dropped_tasks)
+    c |= _poi(scores, a, b, metric, reps)
+    if len(scores.tasks) > 1:
+        c["per_task"] = {
+            t: _poi(score_arrays(sub[sub["task"] == t]), a, b, metric, reps) for t in scores.tasks
+        }
+    return c
+
+
+def _poi(scores, a: str, b: str, metric: str, reps: int) -> dict:
+    poi = probability_of_improvement(scores, reference=a, reps=reps)
     row = poi[(poi["baseline"] == b) & (poi["metric"] == METRIC[metric])].iloc[0]
-    return dict(a=a, b=b, metric=metric, p=row["poi"], lo=row["ci_low"], hi=row["ci_high"])
+    return dict(p=row["poi"], lo=row["ci_low"], hi=row["ci_high"])
 
 
 def rule(comparisons: list[dict]) -> str:
@@ -67,7 +91,10 @@ def rule(comparisons: list[dict]) -> str:
         return "not tested (no method to compare with)"
     if any(c["hi"] < 0.5 for c in comparisons):
         return FAILS
-    return HOLDS if all(c["lo"] > 0.5 for c in comparisons) else OPEN
+    if not all(c["lo"] > 0.5 for c in comparisons):
+        return OPEN
+    per_task = [t for c in comparisons for t in c.get("per_task", {}).values()]
+    return MIXED if any(t["hi"] < 0.5 for t in per_task) else HOLDS
 
 
 def baselines(df: pd.DataFrame) -> list[str]:
@@ -89,9 +116,20 @@ def means(df: pd.DataFrame, methods: list[str]) -> list[str]:
     return lines
 
 
+def _ci(c: dict) -> str:
+    return f"{c['p']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+
+
 def fmt(c: dict) -> str:
     better = "higher" if c["metric"] == "return" else "lower"
-    return f"P({c['a']} {c['metric']} {better} than {c['b']}) = {c['p']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+    line = f"P({c['a']} {c['metric']} {better} than {c['b']}) = {_ci(c)}"
+    if "per_task" in c:
+        line += f" over {len(c['tasks'])} tasks; " + ", ".join(
+            f"{t.removeprefix('Safety')} {_ci(p)}" for t, p in c["per_task"].items()
+        )
+    if c.get("dropped"):
+        line += f" (left out: {', '.join(c['dropped'])}, where one of the two has no run)"
+    return line
 
 
 def claim_lowest_cost(main: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
@@ -115,23 +153,31 @@ def claim_safer_than_bc_safe(main: pd.DataFrame, reps: int) -> tuple[str, list[s
     return rule(cs), means(main, [REF, "bc-safe"]) + [fmt(c) for c in cs]
 
 
-def _drop(df: pd.DataFrame, algo: str, small: int, large: int, rs, reps: int) -> np.ndarray:
-    """Bootstrap samples of algo's mean normalized cost at ``small`` minus at ``large``."""
+def _both_sizes(df: pd.DataFrame, algo: str, small: int, large: int) -> set[str]:
+    """The tasks on which ``algo`` ran at both sizes."""
+    ran = df[df["algo"] == algo].groupby("task")["n_un"].apply(set)
+    return {t for t, sizes in ran.items() if {small, large} <= sizes}
+
+
+def _drop(
+    df: pd.DataFrame, algo: str, small: int, large: int, tasks: list[str], rs, reps: int
+) -> np.ndarray:
+    """Bootstrap samples of algo's mean over ``tasks`` of its normalized cost at ``small``
+    minus at ``large`` (runs resampled within each task and size)."""
     out = np.zeros(reps)
-    for _, t in df[df["algo"] == algo].groupby("task"):  # stratified by task
+    for task in tasks:
+        t = df[(df["algo"] == algo) & (df["task"] == task)]
         lo = t[t["n_un"] == small]["cost_normalized"].to_numpy()
         hi = t[t["n_un"] == large]["cost_normalized"].to_numpy()
         out += lo[rs.randint(0, len(lo), (reps, len(lo)))].mean(1)
         out -= hi[rs.randint(0, len(hi), (reps, len(hi)))].mean(1)
-    return out / df["task"].nunique()
+    return out / len(tasks)
 
 
-def claim_undesirable_size(sweep: pd.DataFrame | None, reps: int) -> tuple[str, list[str]]:
-    if sweep is None:
-        return "not tested (no undesirable_size experiment)", []
+def claim_undesirable_size(sweep: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
     sweep = sweep.assign(task=sweep["env"])  # one task per env: the sizes are compared, not pooled
     small, large = sweep["n_un"].min(), sweep["n_un"].max()
-    lines, cs = [], []
+    lines, cs = [f"tasks: {_names(dict.fromkeys(sweep['env']))}"], []
     for algo in dict.fromkeys(sweep["algo"]):
         costs = sweep[sweep["algo"] == algo].groupby("n_un")["cost_mean"].mean()
         lines.append(
@@ -142,28 +188,35 @@ def claim_undesirable_size(sweep: pd.DataFrame | None, reps: int) -> tuple[str, 
         )
         c = compare(at.dropna(subset=["algo"]), "large", "small", "cost", reps)
         cs.append(c | dict(a=f"{algo} at {large}", b=f"{algo} at {small}"))
-    rs = np.random.RandomState(0)
-    ref = _drop(sweep, REF, small, large, rs, reps)
     diffs = []
-    for other in (m for m in dict.fromkeys(sweep["algo"]) if m != REF):
-        d = ref - _drop(sweep, other, small, large, rs, reps)
+    for other in baselines(sweep):
+        shared = sorted(
+            _both_sizes(sweep, REF, small, large) & _both_sizes(sweep, other, small, large)
+        )
+        if not shared:
+            lines.append(f"{other}: no task where both it and UNIQ ran at {small} and {large}")
+            continue
+        rs = np.random.RandomState(
+            zlib.crc32(other.encode())
+        )  # a stream per pair: no CI moves with the method list
+        d = _drop(sweep, REF, small, large, shared, rs, reps)
+        d -= _drop(sweep, other, small, large, shared, rs, reps)
         lo, hi = np.percentile(d, [2.5, 97.5])
         diffs.append((lo, hi))
         lines.append(
-            f"UNIQ's drop in normalized cost from {small} to {large} minus {other}'s: "
+            f"UNIQ's drop in normalized cost from {small} to {large} minus {other}'s "
+            f"(over {', '.join(t.removeprefix('Safety') for t in shared)}): "
             f"{d.mean():.2f} [{lo:.2f}, {hi:.2f}]"
         )
     verdict = rule([c for c in cs if c["a"].startswith(f"{REF} ")])
-    if verdict == HOLDS and any(hi < 0 for _, hi in diffs):
+    if verdict in (HOLDS, MIXED) and any(hi < 0 for _, hi in diffs):
         verdict = FAILS
-    elif verdict == HOLDS and not all(lo > 0 for lo, _ in diffs):
+    elif verdict in (HOLDS, MIXED) and not (diffs and all(lo > 0 for lo, _ in diffs)):
         verdict = OPEN
     return verdict, lines + [fmt(c) for c in cs]
 
 
-def claim_occupancy(ablation: pd.DataFrame | None, reps: int) -> tuple[str, list[str]]:
-    if ablation is None:
-        return "not tested (no occupancy_ablation experiment)", []
+def claim_occupancy(ablation: pd.DataFrame, reps: int) -> tuple[str, list[str]]:
     ret, cost = (compare(ablation, REF, "uniq-nocorr", m, reps) for m in ("return", "cost"))
     if (ret["lo"] > 0.5 and cost["hi"] >= 0.5) or (cost["lo"] > 0.5 and ret["hi"] >= 0.5):
         verdict = HOLDS
@@ -184,17 +237,41 @@ CLAIMS = [  # (claim, the experiment it reads, its test)
 ]
 
 
-def read_all(
-    results: Path, scoring: str, tasks: list[str] | None
-) -> dict[str, pd.DataFrame | None]:
-    """Each experiment's table under ``results`` for ``scoring``, restricted to ``tasks``."""
+def _names(tasks) -> str:
+    return ", ".join(t.removeprefix("Safety") for t in tasks)
+
+
+def read_all(results: Path, scoring: str, tasks: list[str] | None) -> dict[str, pd.DataFrame | str]:
+    """Each experiment's table under ``results`` for ``scoring``, restricted to ``tasks``; for an
+    experiment with no runs there, why (the verdict it gets)."""
     out = {}
     for exp in dict.fromkeys(e for _, e, _ in CLAIMS):
         df = read(results, exp, scoring)
-        out[exp] = df if df is None or not tasks else df[df["env"].isin(tasks)]
-        if out[exp] is not None and out[exp].empty:
-            out[exp] = None
+        if df is None:
+            out[exp] = f"not tested (no {exp} experiment)"
+        elif tasks and not df["env"].isin(tasks).any():
+            out[exp] = (
+                f"not tested (no {exp} runs on {_names(tasks)}; its tasks: {_names(dict.fromkeys(df['env']))})"
+            )
+        else:
+            out[exp] = df[df["env"].isin(tasks)] if tasks else df
     return out
+
+
+def share_tasks(tables: list[dict[str, pd.DataFrame | str]]) -> None:
+    """Restrict each experiment, in place, to the tasks every profile ran it on (where every
+    profile has it), so a verdict that differs reflects the profile, not a different task set."""
+    for exp, first in tables[0].items():
+        dfs = [t[exp] for t in tables]
+        if not all(isinstance(df, pd.DataFrame) for df in dfs):
+            continue
+        shared = set(first["env"]).intersection(*(df["env"] for df in dfs))
+        for t in tables:
+            t[exp] = (
+                t[exp][t[exp]["env"].isin(shared)]
+                if shared
+                else f"not tested (the profiles' {exp} runs share no task)"
+            )
 
 
 def main_tasks(results: Path) -> list[str]:
@@ -214,9 +291,12 @@ def check_tasks(results: Path, tasks: list[str]) -> None:
         )
 
 
-def verdicts(tables: dict[str, pd.DataFrame | None], reps: int) -> dict[str, tuple[str, list[str]]]:
+def verdicts(tables: dict[str, pd.DataFrame | str], reps: int) -> dict[str, tuple[str, list[str]]]:
     out = {}
     for name, exp, test in CLAIMS:
+        if isinstance(tables[exp], str):
+            out[name] = (tables[exp], [])
+            continue
         try:
             out[name] = test(tables[exp], reps)
         except NoRuns as missing:
@@ -225,7 +305,7 @@ def verdicts(tables: dict[str, pd.DataFrame | None], reps: int) -> dict[str, tup
 
 
 def _scope(tasks: list[str] | None) -> str:
-    return "" if not tasks else " on " + ", ".join(t.removeprefix("Safety") for t in tasks)
+    return "" if not tasks else " on " + _names(tasks)
 
 
 def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None) -> str:
@@ -238,22 +318,23 @@ def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None
     found = {}
     for scoring in scorings:
         tables = read_all(results, scoring, tasks)
-        if tables["main"] is not None:
+        if not isinstance(tables["main"], str):
             found[scoring] = verdicts(tables, reps)
     if not found:
         raise SystemExit(f"{results}/main/summary.csv not found: run the profile's workflow first")
     out = [
         f"# The paper's claims on {results}{_scope(tasks)}",
         "",
-        "Written by `uv run python analysis/claims.py` (its docstring gives the verdict rule); "
-        "P(...) are rliable probabilities of improvement with 95% stratified-bootstrap CIs, on "
-        "normalized scores; the per-task means are in raw units (return / cost).",
+        "Written by `uv run python analysis/claims.py`; P(...) are rliable probabilities of "
+        "improvement with 95% stratified-bootstrap CIs, on normalized scores; the per-task "
+        "means are in raw units (return / cost).",
         "",
         "| claim | " + " | ".join(f"scored by {scorings[s]}" for s in found) + " |",
         "|---|" + "---|" * len(found),
     ]
     for name, _, _ in CLAIMS:
         out.append(f"| {name} | " + " | ".join(f"**{found[s][name][0]}**" for s in found) + " |")
+    out += ["", RULE]
     for s, found_s in found.items():
         out += ["", f"## Scored by {scorings[s]}"]
         for name, (verdict, lines) in found_s.items():
@@ -264,33 +345,39 @@ def report(results: Path, last_k: int, reps: int, tasks: list[str] | None = None
 def beside(profiles: list[Path], reps: int, tasks: list[str] | None = None) -> str:
     """Each claim's verdict on each profile's results, side by side (final policies), then the
     numbers behind each, on the same tasks for every profile (``tasks``, which each profile's
-    main comparison must have; by default the tasks all of them have), so a verdict that
-    changes reflects the profile, not a different task set."""
-    if tasks:
-        for results in profiles:
+    main comparison must have; by default the tasks all of them have; each experiment then on
+    the tasks every profile ran it on: :func:`share_tasks`)."""
+    for results in profiles:
+        if tasks:
             check_tasks(results, tasks)
-    else:
-        first, *others = (main_tasks(r) for r in profiles)
-        tasks = [t for t in first if all(t in other for other in others)]
-        if not tasks:
-            raise SystemExit("the profiles' main comparisons share no task: nothing to set beside")
-    found = {results: verdicts(read_all(results, "final", tasks), reps) for results in profiles}
+        else:
+            main_tasks(results)  # names a profile not run yet
+    tables = [read_all(results, "final", tasks) for results in profiles]
+    share_tasks(tables)
+    if isinstance(tables[0]["main"], str):
+        raise SystemExit("the profiles' main comparisons share no task: nothing to set beside")
+    shared_main = list(dict.fromkeys(tables[0]["main"]["env"]))
+    found = {results: verdicts(t, reps) for results, t in zip(profiles, tables, strict=True)}
     names = [str(r) for r in profiles]
     out = [
-        f"# The paper's claims, profile beside profile{_scope(tasks)}",
+        f"# The paper's claims, profile beside profile{_scope(tasks or shared_main)}",
         "",
         "Written by `uv run python analysis/claims.py --results "
         + " ".join(map(str, profiles))
-        + " --tasks "
-        + " ".join(tasks)
-        + "`; final policies; the verdict rule is in its docstring; P(...) are rliable "
-        "probabilities of improvement with 95% stratified-bootstrap CIs.",
+        + (" --tasks " + " ".join(tasks) if tasks else "")
+        + "`; final policies; P(...) are rliable probabilities of improvement with 95% "
+        "stratified-bootstrap CIs. Each experiment is read on the tasks every profile ran it "
+        "on. Normalized returns rest on each profile's own demonstrator rollouts (R_min, "
+        "R_max), so they are not comparable across profiles; the verdicts are: a probability "
+        "of improvement ranks runs within one task and profile, and the cost's normalizer is "
+        "the task's cost limit in every profile.",
         "",
         "| claim | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for name, _, _ in CLAIMS:
         out.append(f"| {name} | " + " | ".join(f"**{found[r][name][0]}**" for r in profiles) + " |")
+    out += ["", RULE]
     for name, _, _ in CLAIMS:
         out += ["", f"## {name}"]
         for results in profiles:

@@ -103,7 +103,7 @@ def test_profiles_beside_each_other_on_the_tasks_they_share(tmp_path):
     assert f"{lowest} **does not hold** | **holds** |" in text
     assert "CarGoal1" not in text and "HalfCheetah" not in text
     # without --tasks: the tasks both profiles have (PointButton1 only), not each one's own
-    assert claims.beside(profiles, 300) == text
+    assert claims.beside(profiles, 300).split("| claim |")[1] == text.split("| claim |")[1]
     # a task one profile lacks is named, not silently dropped from that profile
     with pytest.raises(SystemExit, match="has no runs of SafetyCarGoal1-v0"):
         claims.beside(profiles, 300, [BUTTON, NAV])
@@ -119,3 +119,61 @@ def test_a_misspelled_task_and_a_missing_arm_are_named(tmp_path):
     text = claims.report(tmp_path, 3, 200)
     assert "| Occupancy correction helps | **not tested (no uniq-nocorr run)** |" in text
     assert "| UNIQ is safer than BC-safe | **not tested (no bc-safe run)** |" in text
+
+
+def test_a_pooled_win_that_loses_on_one_task_is_not_called_holds():
+    goal2, push = "SafetyPointGoal2-v0", "SafetyPointPush1-v0"
+    df = frame(*(runs(t, "uniq", 0.5, c) for t, c in ((NAV, 0.2), (goal2, 0.2), (BUTTON, 2.0))),
+               *(runs(t, "bc-mix", 0.5, 1.0) for t in (NAV, goal2, BUTTON)))  # fmt: skip
+    verdict, lines = claims.claim_lowest_cost(df, 500)
+    assert verdict == claims.MIXED  # pooled P = 2/3 with a CI above 0.5, PointButton1's P = 0
+    assert any(
+        "over 3 tasks" in line and "PointButton1-v0 0.00 [0.00, 0.00]" in line for line in lines
+    )
+    cheaper_everywhere = frame(*(runs(t, "uniq", 0.5, 0.2) for t in (NAV, goal2, push)),
+                               *(runs(t, "bc-mix", 0.5, 1.0) for t in (NAV, goal2, push)))  # fmt: skip
+    assert claims.claim_lowest_cost(cheaper_everywhere, 500)[0] == claims.HOLDS
+
+
+def test_methods_with_no_task_in_common_are_not_tested():
+    df = frame(runs(NAV, "uniq", 0.5, 0.2), runs(BUTTON, "bc-mix", 0.5, 1.0))
+    with pytest.raises(claims.NoRuns, match="no task with runs of both uniq and bc-mix"):
+        claims.claim_lowest_cost(df, 500)
+
+
+def test_the_drop_is_set_beside_another_methods_on_the_tasks_both_ran():
+    # UNIQ's cost drops by 1.0 on both tasks; DWBC ran only HalfCheetah, where it drops by 1.5.
+    # Over the task both ran, UNIQ's drop is the smaller: "most for UNIQ" fails (averaging
+    # DWBC's drop over both tasks, as if it were 0 on the one it lacks, would call it holding).
+    sweep = frame(*(runs(t, "uniq", 0.5, c, n_un=n, variant=f"un{n}")
+                    for t in (VEL, NAV) for n, c in ((5, 2.0), (20, 1.0))),
+                  *(runs(VEL, "dwbc", 0.5, c, n_un=n, variant=f"un{n}")
+                    for n, c in ((5, 2.0), (20, 0.5))))  # fmt: skip
+    verdict, lines = claims.claim_undesirable_size(sweep, 500)
+    assert verdict == claims.FAILS
+    assert any("minus dwbc's (over HalfCheetahVelocity-v1): -0.4" in line for line in lines)
+
+
+def test_profiles_beside_each_other_read_each_experiment_on_the_tasks_both_ran(tmp_path):
+    main = frame(runs(BUTTON, "uniq", 0.5, 0.2), runs(BUTTON, "bc-mix", 0.9, 2.0))
+    # quick sweeps two tasks, where UNIQ's drop differs; the paper profile sweeps one of them
+    quick_sweep = frame(*(runs(t, a, 0.5, c, n_un=n, variant=f"un{n}")
+                          for t, costs in ((VEL, {"uniq": (2.0, 0.2), "dwbc": (2.0, 1.8)}),
+                                           (NAV, {"uniq": (0.2, 2.0), "dwbc": (2.0, 1.8)}))
+                          for a, cs in costs.items() for n, c in zip((5, 20), cs, strict=True)))  # fmt: skip
+    paper_sweep = quick_sweep[quick_sweep["env"] == VEL]
+    for name, sweep in (("quick", quick_sweep), ("paper_data", paper_sweep)):
+        for exp, df in (("main", main), ("undesirable_size", sweep)):
+            (tmp_path / name / exp).mkdir(parents=True)
+            df.to_csv(tmp_path / name / exp / "summary.csv", index=False)
+    profiles = [tmp_path / "quick", tmp_path / "paper_data"]
+    text = claims.beside(profiles, 300)
+    row = "| A larger D_UN lowers cost, most for UNIQ | **holds** | **holds** |"
+    assert (
+        row in text
+    )  # both on HalfCheetah alone: quick's CarGoal1, where UNIQ's cost rises, left out
+    assert "tasks: HalfCheetahVelocity-v1" in text and "CarGoal1" not in text
+    # a --tasks the sweep never ran on: named as such, not as a missing experiment
+    text = claims.beside(profiles, 300, [BUTTON])
+    assert "not tested (no undesirable_size runs on PointButton1-v0; its tasks:" in text
+    assert "Verdicts." in text  # the rule is printed, not only in a docstring
