@@ -313,6 +313,23 @@ def test_mixed_dataset_checksums_are_refused(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing partial written
 
 
+def test_runs_of_different_lengths_are_refused(tmp_path):
+    paths = make_experiment(tmp_path, {("uniq", "EnvA"): (0.5, 0.5)})
+    stale = json.loads(paths[0].read_text()) | {"steps": 500}  # left from an older config
+    paths[0].write_text(json.dumps(stale))
+    with pytest.raises(stats.StatsError, match="different numbers of updates") as err:
+        stats.aggregate(paths, "main", tmp_path / "o", reps=REPS)
+    assert f"500: 1 run(s), e.g. {paths[0]}" in str(err.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_score_that_is_not_a_number_is_refused(tmp_path):
+    path = make_eval(tmp_path, "uniq", "EnvA", 0, float("nan"), 0.5)  # evaluated without references
+    with pytest.raises(stats.StatsError, match="non-finite return_mean, return_normalized") as err:
+        stats.load_evals([path])
+    assert str(path) in str(err.value)
+
+
 def test_missing_field_names_file_and_field(tmp_path):
     bad = make_eval(tmp_path, "uniq", "EnvA", 0, 0.5, 0.5, drop=("cost_normalized",))
     with pytest.raises(stats.StatsError, match="cost_normalized") as err:
@@ -410,6 +427,9 @@ def test_last_k_scoring_refuses_missing_short_or_stale_curves(tmp_path):
         stats.load_evals([a], scoring=last3)
     _curve(a, [(250, 0.5, 0.0), (500, float("nan"), 0.0), (1000, 0.9, 0.0)])
     with pytest.raises(stats.StatsError, match="non-finite .*return_normalized"):
+        stats.load_evals([a], scoring=last3)
+    a.with_name("curve.csv").write_text("")  # a curve file left empty
+    with pytest.raises(stats.StatsError, match="curve.csv: empty"):
         stats.load_evals([a], scoring=last3)
     with pytest.raises(stats.StatsError, match="k must be >= 1"):
         stats.Scoring("last-k", 0)

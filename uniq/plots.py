@@ -288,7 +288,7 @@ def plot_aggregate(
     tasks = meta["aggregate_tasks"]
     cap = (
         f"Aggregate performance over {_runs(meta, runs, tasks, names=True)}: "
-        "interquartile mean (IQM), median and mean of "
+        "interquartile mean (IQM) of all runs, median of the tasks' mean scores, and mean of "
         "normalized return (left, higher is better) and normalized cost (right, lower is better; "
         "dashed line: the cost limit). Bars: 95% stratified-bootstrap CIs over runs "
         f"({meta['reps']} resamples); ticks: point estimates."

@@ -5,7 +5,8 @@ Scores. Every run (one ``eval.json``) gives a normalized return
 rollouts) and a normalized cost ``c = C / kappa`` (kappa = the task's cost limit). A *task* is
 one (env, variant) pair; per method the scores form an array of shape (runs x tasks).
 
-Aggregates (rliable, Agarwal et al. 2021): IQM, mean and median over all runs and tasks, with
+Aggregates (rliable, Agarwal et al. 2021): the IQM and the mean of all runs and tasks and the
+median of the tasks' mean scores (with one or two tasks the same as the mean), with
 stratified-bootstrap 95% percentile CIs (runs resampled within each task). Probability of
 improvement ``P(X > Y) = 1/M sum_m P(X_m > Y_m)`` (Mann-Whitney per task, :func:`poi`); for cost, lower is
 better, so ``P(UNIQ better on cost) = P(-c_UNIQ > -c_baseline)`` (both arrays negated).
@@ -84,6 +85,7 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
     "wall_time_s": _NUM,
     "git_commit": (str, type(None)),
 }
+SCORE_FIELDS = ("return_mean", "cost_mean", "return_normalized", "cost_normalized")
 # Optional fields (absent for external rules): field -> default.
 OPTIONAL_FIELDS = {
     "return_std": math.nan,
@@ -202,6 +204,12 @@ def _read_eval(path: Path) -> dict:
         if isinstance(value, bool) or not isinstance(value, types):
             want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise StatsError(f"{path}: field {key!r} = {value!r} should be {want}")
+    bad = [k for k in SCORE_FIELDS if not math.isfinite(rec[k])]
+    if bad:
+        raise StatsError(
+            f"{path}: non-finite {', '.join(bad)} (an evaluation without --reference has no "
+            "normalized scores); re-run `uniq-bench evaluate` with --reference"
+        )
     return rec
 
 
@@ -222,9 +230,6 @@ def _row(path: Path, rec: dict) -> dict:
     return row
 
 
-CURVE_SCORE_COLUMNS = ("return_mean", "cost_mean", "return_normalized", "cost_normalized")
-
-
 def _score_last_k(row: dict, k: int) -> dict:
     """``row`` with its scores replaced by the mean of the run's last ``k`` curve evaluations
     (the eval.json figures kept as ``final_*``)."""
@@ -234,8 +239,11 @@ def _score_last_k(row: dict, k: int) -> dict:
             f"{path}: no curve beside {row['path']}, which last-k scoring reads; train with "
             "--eval-every (config train.eval_every > 0), or score with --scoring final"
         )
-    curve = pd.read_csv(path)
-    missing = [c for c in (*CURVE_SCORE_COLUMNS, "step", "episodes") if c not in curve]
+    try:
+        curve = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise StatsError(f"{path}: empty (no curve evaluation); re-run the training") from None
+    missing = [c for c in (*SCORE_FIELDS, "step", "episodes") if c not in curve]
     if missing:
         raise StatsError(f"{path}: missing column(s) {', '.join(missing)}; re-run the training")
     if len(curve) < k:
@@ -249,7 +257,7 @@ def _score_last_k(row: dict, k: int) -> dict:
             f"{row['steps']} steps (a stale or partial curve); re-run the training"
         )
     last = curve.tail(k)
-    bad = [c for c in CURVE_SCORE_COLUMNS if not np.isfinite(last[c].to_numpy(float)).all()]
+    bad = [c for c in SCORE_FIELDS if not np.isfinite(last[c].to_numpy(float)).all()]
     if bad:
         raise StatsError(
             f"{path}: non-finite {', '.join(bad)} in the last {k} rows (a curve evaluated "
@@ -257,7 +265,7 @@ def _score_last_k(row: dict, k: int) -> dict:
             "--reference, or score with --scoring final"
         )
     out = dict(row)
-    for col in CURVE_SCORE_COLUMNS:
+    for col in SCORE_FIELDS:
         out[f"final_{col}"] = row[col]
         out[col] = float(last[col].mean())
     out["episodes"] = int(last["episodes"].iloc[-1])  # per evaluation: the caption says k x
@@ -287,6 +295,7 @@ def load_evals(
     df["scoring"] = scoring.name
     _check_duplicates(df)
     _check_checksums(df)
+    _check_steps(df)
     if experiment in SWEEPS:
         df["x"] = _sweep_x(df, experiment)
     df["task"] = _task_labels(df, experiment)
@@ -330,6 +339,23 @@ def _check_checksums(df: pd.DataFrame) -> None:
                 + "\n".join(lines)
                 + "\nre-run the stale runs on the current dataset, or pass only the eval.json "
                 "files of one dataset version"
+            )
+
+
+def _check_steps(df: pd.DataFrame) -> None:
+    """One method's runs of one task trained equally long: a run left from an older config
+    (a copied or touched result) would otherwise be pooled with the current ones."""
+    for (algo, env, variant), grp in df.groupby(["algo", "env", "variant"]):
+        lengths = grp.groupby("steps")["path"].apply(list)
+        if len(lengths) > 1:
+            raise StatsError(
+                f"runs of algo={algo} env={env} variant={variant} trained for different numbers "
+                "of updates:\n"
+                + "\n".join(
+                    f"  {n}: {len(ps)} run(s), e.g. {', '.join(ps[:2])}"
+                    for n, ps in lengths.items()
+                )
+                + "\nre-run the stale runs with the current config, or pass only one length's eval.json files"
             )
 
 
@@ -448,7 +474,7 @@ def _interval(
 
 
 def _statistics(scores: np.ndarray) -> np.ndarray:
-    """[IQM, median, mean] of all runs and tasks (one bootstrap serves all three)."""
+    """[IQM of all runs and tasks, median of the tasks' means, mean] (one bootstrap serves all three)."""
     from rliable import metrics as rm
 
     return np.array(
