@@ -3,7 +3,7 @@ uninterrupted one would (same device, thread count and torch).
 
 ``checkpoint.pt`` holds the run's identity (what must match to resume it: algorithm, task,
 seeds, config, dataset checksums, observation standardisation; the step count may grow),
-the step, the method's state (networks and optimizers), every random stream
+how its learning curve is evaluated (which must match too: the curve.csv goes on), the step, the method's state (networks and optimizers), every random stream
 (:func:`uniq.seeding.rng_state`), each seed's pretraining log, the wall and CPU seconds so
 far (what the job's time counts over its pieces: :mod:`uniq.jobtimes`), the logs written so
 far (:meth:`uniq.runlog.RunLogs.state`) and where it was written (``host``: device, threads,
@@ -71,11 +71,13 @@ class Resume:
 
 
 class Checkpoint:
-    """``folder/checkpoint.pt`` of the job whose identity is ``identity``; ``host`` (set once
-    the device is resolved, before any save or restore): where this piece runs."""
+    """``folder/checkpoint.pt`` of the job whose identity is ``identity``; ``curve``: how its
+    learning curve is evaluated (``every`` updates, on ``episodes`` episodes; every 0: none),
+    which may not change while a curve.csv is being written; ``host`` (set once the device
+    is resolved, before any save or restore): where this piece runs."""
 
-    def __init__(self, folder: Path, identity: dict[str, Any]):
-        self.path, self.identity = Path(folder) / NAME, identity
+    def __init__(self, folder: Path, identity: dict[str, Any], curve: dict[str, int]):
+        self.path, self.identity, self.curve = Path(folder) / NAME, identity, curve
         self.host: dict[str, Any] = {}
 
     def load(self, steps: int) -> dict[str, Any] | None:
@@ -85,6 +87,7 @@ class Checkpoint:
             return None
         state = _upgrade(read_saved(self.path, START_OVER))
         _same_job(self.path, state, self.identity)
+        _same_curve(self.path, state, self.curve)
         if state["step"] > steps:
             raise ConfigError(
                 f"{self.path} is at step {state['step']} > --steps {steps}; delete it to retrain "
@@ -114,6 +117,7 @@ class Checkpoint:
         logs.metrics.flush()  # never checkpoint past a non-finite loss
         state = {
             "identity": self.identity,
+            "curve_settings": self.curve,
             "host": self.host,
             "step": step,
             "method": method.state_dict(),
@@ -171,6 +175,28 @@ def _same_job(path: Path, saved: dict[str, Any], identity: dict[str, Any]) -> No
             f"{path} was written by a different run (differs in: {', '.join(diff)}). "
             "Delete it to start over, or choose another --out."
         )
+
+
+def _same_curve(path: Path, saved: dict[str, Any], curve: dict[str, int]) -> None:
+    """A resumed run appends to its curve.csv: refuse a change of how the curve is evaluated
+    (at the run's last step nothing would be appended, and config.yaml would name the new
+    settings over the old curve). A checkpoint written before the settings were kept is
+    refused only when curves are asked for and it has none past their first point."""
+    old = saved.get("curve_settings")
+    if old is None:
+        written = any(saved.get("curve") or [])
+        if not curve["every"] or written or saved["step"] < curve["every"]:
+            return
+        old = {"every": 0, "episodes": curve["episodes"]}
+    if old == curve or old["every"] == curve["every"] == 0:
+        return
+    raise ConfigError(
+        f"{path} was trained with its learning curve evaluated every {old['every']} updates on "
+        f"{old['episodes']} episodes (every 0: no curve); the config asks every {curve['every']} "
+        f"on {curve['episodes']}, and its curve.csv cannot change on resume. Set "
+        "train.eval_every and train.eval_episodes back, or delete it and the job starts over "
+        "from the beginning."
+    )
 
 
 MOVES = ("device", "threads", "torch")

@@ -169,7 +169,7 @@ def train(
     job = Job(method_cls, cfg, label, spec, seeds, steps, outs, job_dir, paths, data, obs_norm,
               variant, loop)  # fmt: skip
     _remove_stale_temps({*outs, job_dir})
-    checkpoint = Checkpoint(job_dir, job.identity)
+    checkpoint = Checkpoint(job_dir, job.identity, {"every": eval_every, "episodes": eval_episodes})
     saved = checkpoint.load(steps)
     store = PretrainStore(job_dir, job.identity)
     if saved is None:
