@@ -53,7 +53,8 @@ T-step run updates the discriminator every
 steps: a short run keeps at least the official 5000 discriminator steps (T = 10k: every 2
 steps; T < 10k: every step), a run of 500k steps or more keeps the published interval (the
 paper profile's 1M steps: 10k discriminator steps). Outside the training loop (no
-``total_steps``) the published 100 holds.
+``total_steps``) the published 100 holds. A run resumed for more steps than it was started
+with keeps the interval it trained with (its checkpoint and pretraining log name it).
 
 Published (Xu et al.): two 128-unit input branches (s, a) and log pi, output clipped to
 [0.1, 0.9], log pi clipped to [-20, 10] and scaled to [0, 1], discriminator updated every
@@ -200,6 +201,7 @@ class DWBC(Method):
         )
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr)
         self.step = 0
+        self._trained_every: int | None = None  # the interval a resumed run trained with
 
     @classmethod
     def check_split(cls, cfg: DWBCConfig, undesirable_share: float) -> None:
@@ -218,8 +220,10 @@ class DWBC(Method):
 
     @property
     def disc_every(self) -> int:
-        """The discriminator interval in use: the config's, else scaled with ``total_steps``."""
-        return self.cfg.disc_update_every or disc_interval(self.total_steps)
+        """The discriminator interval in use: the config's, else the one a resumed run trained
+        with (a run resumed for more steps keeps it, as its logged pretraining says), else
+        scaled with ``total_steps``."""
+        return self.cfg.disc_update_every or self._trained_every or disc_interval(self.total_steps)
 
     def pretrain(self) -> dict[str, float]:
         # Nothing to pretrain: record the interval, which the resolved config leaves as None.
@@ -273,7 +277,8 @@ class DWBC(Method):
         }
 
     def extra_state(self) -> dict:
-        return {"step": self.step}
+        return {"step": self.step, "disc_every": self.disc_every}
 
     def load_extra_state(self, state: dict) -> None:
         self.step = state.get("step", 0)
+        self._trained_every = state.get("disc_every")  # None: saved before it was kept

@@ -175,6 +175,26 @@ def test_dwbc_discriminator_interval_scales_with_run_length():
         DWBC(build_config(DWBC.Config, {"disc_update_every": 0}), SPEC, data, "cpu", 0)
 
 
+def test_dwbc_resumed_for_more_steps_keeps_the_interval_it_trained_with():
+    data = make_data()
+    cfg = build_config(DWBC.Config, {"hidden": 16, "disc_hidden": 16, "batch_size": 32})
+    short = DWBC(cfg, SPEC, data, "cpu", 0)
+    short.total_steps = 10_000  # every 2, as its pretraining log says
+    run_updates(short, 4)
+    longer = DWBC(cfg, SPEC, data, "cpu", 0)
+    longer.total_steps = 100_000  # alone it would step every 20
+    longer.load_state_dict(short.state_dict())
+    assert longer.disc_every == 2
+    run_updates(longer, 6)
+    assert disc_steps(longer) == 5  # updates 0, 2, 4, 6, 8
+    old = short.state_dict()
+    del old["__extra__"]["disc_every"]  # a checkpoint from before the interval was kept
+    again = DWBC(cfg, SPEC, data, "cpu", 0)
+    again.total_steps = 100_000
+    again.load_state_dict(old)
+    assert again.disc_every == 20
+
+
 def test_dwbc_check_split_needs_eta_above_half_the_undesirable_share():
     ok = build_config(DWBC.Config, {"eta": 0.41})
     DWBC.check_split(ok, 0.8)  # the paper's default split: s = 1600 / 2000
