@@ -29,7 +29,7 @@ import numpy as np
 from envs import fastpath
 from envs.rollout import ActFn, Rollouts, policy_act_fn, random_act_fn, rollout
 from envs.tasks import TaskSpec, resolve_task
-from uniq.atomic import atomic_write_text, git_commit
+from uniq.atomic import atomic_write_text, file_sha256, git_commit
 from uniq.data import OfflineData
 
 __all__ = [
@@ -233,6 +233,8 @@ def evaluate_policy_file(
     metrics = evaluate_policy(act_fn, spec, episodes, seed, reference, num_envs, progress)
     record = {k: meta[k] for k in META_FIELDS if k in meta}
     record.update(env=spec.name, **metrics)
+    if meta["algo"] != "random":  # aggregate checks it against the policy.pt beside eval.json
+        record["policy_sha256"] = file_sha256(policy_path)
     record["eval_seed_base"] = eval_seed_base(seed)
     record["eval_wall_time_s"] = round(time.perf_counter() - started, 3)
     # The evaluation's envs (and their workers) ran with this process's fast-path setting.

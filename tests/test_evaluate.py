@@ -18,6 +18,7 @@ from envs.evaluate import (
     rollout,
 )
 from envs.tasks import get_task
+from uniq.atomic import file_sha256
 from uniq.cli import main
 from uniq.data import OfflineData
 from uniq.nets import TanhGaussianPolicy, save_policy
@@ -200,6 +201,7 @@ def test_eval_json_has_every_contract_field(tmp_path):
     assert written["cost_limit"] == spec.cost_limit
     assert written["return_normalized"] == pytest.approx((written["return_mean"] + 100) / 150)
     assert written["eval_seed_base"] == eval_seed_base(3) == 10_003_000
+    assert written["policy_sha256"] == file_sha256(tmp_path / "policy.pt")
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temp files left
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from uniq import stats
+from uniq.atomic import file_sha256
 from uniq.cli import main
 
 REPS = 200
@@ -321,6 +322,19 @@ def test_runs_of_different_lengths_are_refused(tmp_path):
         stats.aggregate(paths, "main", tmp_path / "o", reps=REPS)
     assert f"500: 1 run(s), e.g. {paths[0]}" in str(err.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_evaluation_of_another_policy_than_the_one_beside_it_is_refused(tmp_path):
+    path = make_eval(tmp_path, "uniq", "EnvA", 0, 0.5, 0.5)
+    policy = path.with_name("policy.pt")
+    policy.write_bytes(b"the policy evaluated")
+    path.write_text(
+        json.dumps(json.loads(path.read_text()) | {"policy_sha256": file_sha256(policy)})
+    )
+    stats.load_evals([path])
+    policy.write_bytes(b"trained again since")
+    with pytest.raises(stats.StatsError, match="evaluated another policy than the .*policy.pt"):
+        stats.load_evals([path])
 
 
 def test_a_score_that_is_not_a_number_is_refused(tmp_path):

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uniq.atomic import atomic_write_text
+from uniq.atomic import atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,22 @@ def _read_eval(path: Path) -> dict:
             f"{path}: non-finite {', '.join(bad)} (an evaluation without --reference has no "
             "normalized scores); re-run `uniq-bench evaluate` with --reference"
         )
+    _check_policy(path, rec)
     return rec
+
+
+def _check_policy(path: Path, rec: dict) -> None:
+    """An eval.json that names its policy's hash must sit beside that policy.pt (a policy
+    retrained after its evaluation leaves a stale eval.json that a copy or a touch keeps)."""
+    policy = path.with_name("policy.pt")
+    want = rec.get("policy_sha256")
+    if want is None or not policy.is_file() or file_sha256(policy) == want:
+        return
+    raise StatsError(
+        f"{path} evaluated another policy than the {policy} beside it (sha256 differs: the "
+        "policy was trained again after this evaluation); evaluate it again (`uniq-bench "
+        f"evaluate --policy {policy} --out {path} ...`, or delete {path} and rerun the workflow)"
+    )
 
 
 def _row(path: Path, rec: dict) -> dict:
