@@ -170,6 +170,10 @@ BAD_CONFIGS = {
         lambda c: c["algorithms"].update({"gail": {}}),
         ["'gail'", "valid algorithms", "uniq", "safedice", "dwbc"],
     ),
+    "unknown aggregate reference": (
+        lambda c: c["aggregate"].update({"reference": "uniqq"}),
+        ["aggregate.reference", "'uniqq'", "bc-mix"],
+    ),
     "unknown alias method": (
         lambda c: c["algorithms"].update({"x": {"method": "uniqq"}}),
         ["algorithms.x.method", "'uniqq'", "uniq"],
@@ -254,6 +258,11 @@ SCHEMA_ERRORS = {
     "dsrl threshold outside [0, 1]": (
         lambda c: c["tasks"]["SafetyPointGoal1-v0"].update({"dsrl_return_threshold": 1.5}),
         "1.5",
+    ),
+    "an experiment's seeds empty": (lambda c: c["experiments"]["main"].update({"seeds": []}), "[]"),
+    "an experiment's seed twice": (
+        lambda c: c["experiments"]["main"].update({"seeds": [0, 0]}),
+        "[0, 0]",
     ),
     "empty display name": (lambda c: c["algorithms"]["uniq"].update({"display": ""}), "display"),
     "display of an experiment": (

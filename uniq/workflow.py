@@ -128,6 +128,13 @@ def check(config: dict) -> None:
             f"config `external_results`: {clash} also in `algorithms`; an external method "
             "needs a name of its own"
         )
+    reference = config.get("aggregate", {}).get("reference", "uniq")
+    names = [*config["algorithms"], *external]
+    if reference not in names:
+        raise WorkflowConfigError(
+            f"config `aggregate.reference`: {reference!r} is none of the config's methods, so "
+            f"no probability of improvement could be drawn; name one of {_choices(names)}"
+        )
     last_k, train = config["aggregate"].get("last_k", 0), config["train"]
     every = train["eval_every"]
     points = -(-train["steps"] // every) if every else 0  # the last step is always evaluated
