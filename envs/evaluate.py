@@ -30,7 +30,7 @@ from envs import fastpath
 from envs.rollout import ActFn, Rollouts, policy_act_fn, random_act_fn, rollout
 from envs.tasks import TaskSpec, resolve_task
 from uniq.atomic import atomic_write_text, file_sha256, git_commit
-from uniq.data import OfflineData
+from uniq.data import DatasetError, OfflineData
 
 __all__ = [
     "ActFn", "Rollouts", "curve_point", "episode_metrics", "eval_seed_base", "evaluate_policy",
@@ -123,13 +123,18 @@ def reference_returns(paths: Sequence[str | os.PathLike]) -> tuple[float, float]
             episode_returns = OfflineData.load(path).episode_returns()
             lows.append(float(episode_returns.min()))
             highs.append(float(episode_returns.max()))
-    return min(lows), max(highs)
+    low, high = min(lows), max(highs)
+    if not high > low:  # refused here, before a training job runs up to its first curve point
+        raise DatasetError(
+            f"{', '.join(map(str, paths))}: reference returns R_min={low} >= R_max={high}, so "
+            "the normalized return (R - R_min) / (R_max - R_min) is undefined; the reference "
+            "rollouts must span a range of returns: regenerate them or pass other --reference files"
+        )
+    return low, high
 
 
 def _h5_attrs(path) -> dict:
     import h5py
-
-    from uniq.data import DatasetError
 
     if not Path(path).exists():
         raise DatasetError(f"{path}: no such reference rollouts file; generate it or fix the path.")

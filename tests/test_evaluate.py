@@ -20,7 +20,7 @@ from envs.evaluate import (
 from envs.tasks import get_task
 from uniq.atomic import file_sha256
 from uniq.cli import main
-from uniq.data import OfflineData
+from uniq.data import DatasetError, OfflineData
 from uniq.nets import TanhGaussianPolicy, save_policy
 
 torch.set_num_threads(1)
@@ -100,6 +100,9 @@ def test_reference_returns_from_attrs_and_from_trajectories(tmp_path):
     assert reference_returns([tmp_path / "a.h5"]) == (-50.0, 100.0)  # attrs win
     assert reference_returns([tmp_path / "b.h5"]) == (-80.0, 40.0)
     assert reference_returns([tmp_path / "a.h5", tmp_path / "b.h5"]) == (-80.0, 100.0)
+    toy_rollouts([7.0, 7.0]).save(tmp_path / "flat.h5")
+    with pytest.raises(DatasetError, match=r"flat.h5: reference returns R_min=7.0 >= R_max=7.0"):
+        reference_returns([tmp_path / "flat.h5"])
 
 
 # ---------------------------------------------------------------------- rollouts
