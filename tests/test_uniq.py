@@ -740,6 +740,26 @@ def test_classifier_cache_serves_every_seed_of_the_same_inputs_and_only_those(tm
     assert len(list((tmp_path / "cache").iterdir())) == 3
 
 
+def test_a_cache_fitted_by_other_code_is_reused_with_a_warning(tmp_path, caplog):
+    spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)
+    cfg = UNIQConfig(hidden=16, ratio_batch=64, ratio_steps=20, ratio_cache_dir=str(tmp_path))
+
+    def load() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "uniq.ratio"):
+            assert UNIQ(cfg, spec, gaussian_sources(), "cpu", 1).pretrain()["ratio_cached"] == 1.0
+        return [r.getMessage() for r in caplog.records]
+
+    UNIQ(cfg, spec, gaussian_sources(), "cpu", 0).pretrain()
+    (cache,) = tmp_path.glob("*.pt")
+    assert load() == []  # the same code: silent
+    payload = torch.load(cache, weights_only=False)
+    payload["code"] = {"commit": "0123abc", "sha256": "an older ratio.py"}
+    torch.save(payload, cache)
+    (line,) = load()
+    assert "fitted by other code" in line and "0123abc" in line and "delete it" in line
+
+
 def test_a_cached_fit_does_not_depend_on_the_seed_that_fits_it(tmp_path):
     """Two caches filled by runs of different seeds hold the same classifiers."""
     spec = TaskSpec("Gauss-v0", "navigation", obs_dim=1, act_dim=1)

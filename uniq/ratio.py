@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from uniq import jobtimes
-from uniq.atomic import atomic_path
+from uniq import jobtimes, nets
+from uniq.atomic import atomic_path, git_commit
 from uniq.checkpoint import read_saved
 from uniq.lock import output_lock
 from uniq.nets import mlp, orthogonal_init_
@@ -71,6 +71,27 @@ def gap_bound(desirable_share: float, p_min: float = 0.05, p_max: float = 0.95) 
     Returns the smaller of the two."""
     f = desirable_share
     return min(f * (p_max - (1 - f) / (2 - f)), f * (1 / (2 - f) - p_min))
+
+
+def fitting_code() -> dict[str, str]:
+    """What fitted a cached pair of classifiers: the commit, and a hash of the code that fits
+    them (this module and uniq/nets.py). The cache key leaves the code out (a commit that
+    touches nothing here must not refit an hour's classifiers), so a load compares it."""
+    h = hashlib.sha256()
+    for module in (__file__, nets.__file__):
+        h.update(Path(module).read_bytes())
+    return {"commit": git_commit(), "sha256": h.hexdigest()}
+
+
+def _warn_if_fitted_by_other_code(cache: Path, payload: dict[str, Any]) -> None:
+    saved = payload.get("code")  # None: a cache written before it was kept
+    if saved is not None and saved["sha256"] != fitting_code()["sha256"]:
+        log.warning(
+            "%s was fitted by other code of uniq/ratio.py or uniq/nets.py (commit %s); it is "
+            "reused as it is: delete it to fit the classifiers with this checkout's code",
+            cache,
+            saved["commit"],
+        )
 
 
 class RatioEstimator:
@@ -184,6 +205,7 @@ class RatioEstimator:
             if cache is not None and cache.exists():
                 fix = "delete it and the classifiers are fitted again"
                 payload = read_saved(cache, fix, map_location=self.device)
+                _warn_if_fitted_by_other_code(cache, payload)
                 for n in self.names:
                     self.nets[n].load_state_dict(payload["state"][n])
                 info = dict(payload["info"], ratio_cached=1.0)
@@ -196,7 +218,7 @@ class RatioEstimator:
                     info = self._fit(data, gen, _partial(cache))
                 state = {n: self.nets[n].state_dict() for n in self.names}
                 with atomic_path(cache) as tmp:
-                    torch.save({"state": state, "info": info}, tmp)
+                    torch.save({"state": state, "info": info, "code": fitting_code()}, tmp)
                 _partial(cache).unlink(missing_ok=True)
                 info = dict(info, ratio_cached=0.0)
             else:
@@ -213,7 +235,8 @@ class RatioEstimator:
         """``ratio_cache_dir``/<sha256 of what determines the classifiers but the seed>.pt.
 
         Keyed by :data:`CLASSIFIER_FIELDS` only, so runs that differ elsewhere (an ablation
-        arm's critic or actor, the run's length) share one pair of classifiers per dataset."""
+        arm's critic or actor, the run's length) share one pair of classifiers per dataset; the
+        code that fitted them is kept in the file and compared on load (:func:`fitting_code`)."""
         cfg = self.cfg
         if cfg.ratio_cache_dir is None:
             return None
