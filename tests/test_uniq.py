@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from envs.tasks import TaskSpec
-from uniq import jobtimes
+from uniq import jobtimes, ratio
 from uniq.algorithm import (
     UNIQ,
     UNIQConfig,
@@ -754,6 +754,8 @@ def test_a_cache_fitted_by_other_code_is_reused_with_a_warning(tmp_path, caplog)
     (cache,) = tmp_path.glob("*.pt")
     assert load() == []  # the same code: silent
     payload = torch.load(cache, weights_only=False)
+    torch.save({k: v for k, v in payload.items() if k != "code"}, cache)
+    assert load() == []  # a cache from before the code was kept (a resumed profile's): silent
     payload["code"] = {"commit": "0123abc", "sha256": "an older ratio.py"}
     torch.save(payload, cache)
     (line,) = load()
@@ -779,7 +781,7 @@ def test_a_cached_fit_does_not_depend_on_the_seed_that_fits_it(tmp_path):
 
 @pytest.mark.parametrize("stop_at", [25, 95])  # in c_mix's fit; in c_un's, c_mix done
 def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
-    tmp_path, monkeypatch, stop_at
+    tmp_path, monkeypatch, caplog, stop_at
 ):
     """A fit can outlast a working session at the paper's sizes: stopped after a check, it
     resumes from its .partial.pt (kept at each check it passes) and ends with the classifiers,
@@ -807,10 +809,15 @@ def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
     assert saved["seconds"][0] > 0  # the fit's time so far, which its resume credits to the job
     for rows in saved["rows"].values():  # the check rows alone, not the permutation they open
         assert rows.untyped_storage().nbytes() == 7 * rows.element_size()
+    assert saved["code"]["sha256"] == ratio.CODE_SHA256
+    # resumed by other code of ratio.py: goes on, with a warning naming the file's commit
+    torch.save(dict(saved, code={"commit": "0123abc", "sha256": "older"}), partial)
     calls.clear()
     stop_at = 0  # count only
     jobtimes.take_credit()
-    b, info_b = pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
+    with caplog.at_level(logging.WARNING, "uniq.ratio"):
+        b, info_b = pretrained(**kw, ratio_cache_dir=str(tmp_path / "b"))
+    assert any(f"{partial} was fitted by other code" in r.getMessage() for r in caplog.records)
     assert jobtimes.take_credit() == tuple(saved["seconds"])
     assert len(calls) == 120 - partial_step_total  # resumed, not refitted from step 1
     assert info_a == info_b and info_a["ratio_steps_c_un"] == 60

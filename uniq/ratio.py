@@ -73,23 +73,31 @@ def gap_bound(desirable_share: float, p_min: float = 0.05, p_max: float = 0.95) 
     return min(f * (p_max - (1 - f) / (2 - f)), f * (1 / (2 - f) - p_min))
 
 
-def fitting_code() -> dict[str, str]:
-    """What fitted a cached pair of classifiers: the commit, and a hash of the code that fits
-    them (this module and uniq/nets.py). The cache key leaves the code out (a commit that
-    touches nothing here must not refit an hour's classifiers), so a load compares it."""
+def _code_sha256() -> str:
     h = hashlib.sha256()
     for module in (__file__, nets.__file__):
         h.update(Path(module).read_bytes())
-    return {"commit": git_commit(), "sha256": h.hexdigest()}
+    return h.hexdigest()
 
 
-def _warn_if_fitted_by_other_code(cache: Path, payload: dict[str, Any]) -> None:
-    saved = payload.get("code")  # None: a cache written before it was kept
-    if saved is not None and saved["sha256"] != fitting_code()["sha256"]:
+CODE_SHA256 = _code_sha256()
+"""The code that fits the classifiers here (this module and uniq/nets.py, as imported). A
+cached fit and a fit's partial state keep it with the commit; the cache key leaves the code
+out (a commit that touches nothing here must not refit an hour's classifiers), so a load
+compares it."""
+
+
+def fitting_code() -> dict[str, str]:
+    return {"commit": git_commit(), "sha256": CODE_SHA256}
+
+
+def _warn_if_fitted_by_other_code(path: Path, saved: dict[str, Any] | None) -> None:
+    """``saved``: the file's :func:`fitting_code` (None: a file written before it was kept)."""
+    if saved is not None and saved["sha256"] != CODE_SHA256:
         log.warning(
             "%s was fitted by other code of uniq/ratio.py or uniq/nets.py (commit %s); it is "
-            "reused as it is: delete it to fit the classifiers with this checkout's code",
-            cache,
+            "used as it is: delete it to fit the classifiers with this checkout's code",
+            path,
             saved["commit"],
         )
 
@@ -205,7 +213,7 @@ class RatioEstimator:
             if cache is not None and cache.exists():
                 fix = "delete it and the classifiers are fitted again"
                 payload = read_saved(cache, fix, map_location=self.device)
-                _warn_if_fitted_by_other_code(cache, payload)
+                _warn_if_fitted_by_other_code(cache, payload.get("code"))
                 for n in self.names:
                     self.nets[n].load_state_dict(payload["state"][n])
                 info = dict(payload["info"], ratio_cached=1.0)
@@ -344,6 +352,7 @@ class RatioEstimator:
             "opt": self.opt.state_dict(), "generator": gen.get_state(),
             "torch": torch.get_rng_state(),  # dropout draws from the global stream
             "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "code": fitting_code(),
         }  # fmt: skip
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -353,6 +362,7 @@ class RatioEstimator:
         if path is None or not path.exists():
             return None
         saved = read_saved(path, "delete it and the fit starts over")
+        _warn_if_fitted_by_other_code(path, saved.get("code"))
         for n, net in self.nets.items():
             net.load_state_dict(saved["nets"][n])
         self.opt.load_state_dict(saved["opt"])  # its state follows the parameters' device
