@@ -85,12 +85,8 @@ def episode_metrics(
     worst = np.sort(costs)[::-1][: math.ceil(0.1 * len(costs))]
     if return_min is None or return_max is None:
         normalized = float("nan")
-    elif return_max <= return_min:
-        raise ValueError(
-            f"reference returns R_min={return_min} >= R_max={return_max}: cannot normalize; "
-            "the reference rollouts must span a range of returns."
-        )
     else:
+        require_span(return_min, return_max)
         normalized = float((returns.mean() - return_min) / (return_max - return_min))
     return {
         "return_mean": float(returns.mean()),
@@ -124,13 +120,20 @@ def reference_returns(paths: Sequence[str | os.PathLike]) -> tuple[float, float]
             lows.append(float(episode_returns.min()))
             highs.append(float(episode_returns.max()))
     low, high = min(lows), max(highs)
-    if not high > low:  # refused here, before a training job runs up to its first curve point
-        raise DatasetError(
-            f"{', '.join(map(str, paths))}: reference returns R_min={low} >= R_max={high}, so "
-            "the normalized return (R - R_min) / (R_max - R_min) is undefined; the reference "
-            "rollouts must span a range of returns: regenerate them or pass other --reference files"
-        )
+    # refused here, before a training job runs up to its first curve point
+    require_span(low, high, ", ".join(map(str, paths)))
     return low, high
+
+
+def require_span(low: float, high: float, source: str = "") -> None:
+    """R_min < R_max, or a :class:`DatasetError` naming ``source`` (the rollouts files): the
+    normalized return (R - R_min) / (R_max - R_min) is undefined without a range."""
+    if not high > low:
+        raise DatasetError(
+            f"{source + ': ' if source else ''}reference returns R_min={low} >= R_max={high}: cannot normalize "
+            "(R - R_min) / (R_max - R_min); the reference rollouts must span a range of "
+            "returns: regenerate them or pass other --reference files"
+        )
 
 
 def _h5_attrs(path) -> dict:
@@ -207,6 +210,7 @@ def evaluate_policy_file(
             "uses_hidden_labels": False,
         }
         act_fn = random_act_fn(spec, eval_seed_base(seed))
+        policy_sha256 = None
     else:
         from uniq.nets import load_policy
 
@@ -215,6 +219,7 @@ def evaluate_policy_file(
                 f"{policy_path}: no such policy file; train one with `uniq-bench train` "
                 "or pass --policy random."
             )
+        policy_sha256 = file_sha256(policy_path)  # of the file as loaded, before the episodes
         try:
             policy, meta = load_policy(policy_path, "cpu")
         except (
@@ -238,8 +243,8 @@ def evaluate_policy_file(
     metrics = evaluate_policy(act_fn, spec, episodes, seed, reference, num_envs, progress)
     record = {k: meta[k] for k in META_FIELDS if k in meta}
     record.update(env=spec.name, **metrics)
-    if meta["algo"] != "random":  # aggregate checks it against the policy.pt beside eval.json
-        record["policy_sha256"] = file_sha256(policy_path)
+    if policy_sha256 is not None:  # aggregate checks it against the policy.pt beside eval.json
+        record["policy_sha256"] = policy_sha256
     record["eval_seed_base"] = eval_seed_base(seed)
     record["eval_wall_time_s"] = round(time.perf_counter() - started, 3)
     # The evaluation's envs (and their workers) ran with this process's fast-path setting.

@@ -338,10 +338,16 @@ def test_an_evaluation_of_another_policy_than_the_one_beside_it_is_refused(tmp_p
 
 
 def test_a_score_that_is_not_a_number_is_refused(tmp_path):
-    path = make_eval(tmp_path, "uniq", "EnvA", 0, float("nan"), 0.5)  # evaluated without references
-    with pytest.raises(stats.StatsError, match="non-finite return_mean, return_normalized") as err:
+    path = make_eval(tmp_path, "uniq", "EnvA", 0, float("nan"), 0.5)
+    with pytest.raises(
+        stats.StatsError, match="non-finite return_mean, return_normalized: a broken"
+    ) as err:
         stats.load_evals([path])
     assert str(path) in str(err.value)
+    rec = json.loads(path.read_text()) | {"return_mean": 50.0}  # evaluated without references
+    path.write_text(json.dumps(rec))
+    with pytest.raises(stats.StatsError, match="non-finite return_normalized .*--reference"):
+        stats.load_evals([path])
 
 
 def test_missing_field_names_file_and_field(tmp_path):

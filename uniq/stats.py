@@ -205,10 +205,15 @@ def _read_eval(path: Path) -> dict:
             want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise StatsError(f"{path}: field {key!r} = {value!r} should be {want}")
     bad = [k for k in SCORE_FIELDS if not math.isfinite(rec[k])]
+    if bad == ["return_normalized"]:
+        raise StatsError(
+            f"{path}: non-finite return_normalized (an evaluation without --reference has "
+            "none); re-run `uniq-bench evaluate` with --reference"
+        )
     if bad:
         raise StatsError(
-            f"{path}: non-finite {', '.join(bad)} (an evaluation without --reference has no "
-            "normalized scores); re-run `uniq-bench evaluate` with --reference"
+            f"{path}: non-finite {', '.join(bad)}: a broken evaluation; re-run `uniq-bench "
+            "evaluate` (or the rule that wrote it)"
         )
     _check_policy(path, rec)
     return rec
