@@ -74,6 +74,10 @@ def test_occupancy_correction_trades_return_for_cost_as_unresolved():
     assert claims.claim_occupancy(ablation(0.5, 0.2), 500)[0] == claims.HOLDS  # lower cost
     assert claims.claim_occupancy(ablation(0.1, 1.0), 500)[0] == claims.FAILS
     assert claims.claim_occupancy(ablation(0.9, 2.0), 500)[0] == claims.OPEN  # a trade-off
+    # better return on both tasks, and cost even pooled, but costlier on HalfCheetah
+    two_tasks = frame(runs(VEL, "uniq", 0.9, 2.0), runs(VEL, "uniq-nocorr", 0.5, 1.0),
+                      runs(NAV, "uniq", 0.9, 0.2), runs(NAV, "uniq-nocorr", 0.5, 1.0))  # fmt: skip
+    assert claims.claim_occupancy(two_tasks, 500)[0] == claims.MIXED
 
 
 def test_report_writes_both_scorings(tmp_path):
@@ -133,6 +137,17 @@ def test_a_pooled_win_that_loses_on_one_task_is_not_called_holds():
     cheaper_everywhere = frame(*(runs(t, "uniq", 0.5, 0.2) for t in (NAV, goal2, push)),
                                *(runs(t, "bc-mix", 0.5, 1.0) for t in (NAV, goal2, push)))  # fmt: skip
     assert claims.claim_lowest_cost(cheaper_everywhere, 500)[0] == claims.HOLDS
+
+
+def test_the_per_task_probabilities_average_to_the_pooled_one_with_unequal_seeds():
+    # bc-mix has 5 runs on one task, 3 on the other: the pooled arrays keep 3 a task, and so
+    # must each task's own P (its 2 extra runs are the ones that would flip it)
+    df = frame(runs(NAV, "uniq", 0.5, 1.0), runs(BUTTON, "uniq", 0.5, 1.0),
+               runs(NAV, "bc-mix", 0.5, 2.0, seeds=3), runs(BUTTON, "bc-mix", 0.5, 2.0, seeds=3),
+               [r | dict(seed=r["seed"] + 3) for r in runs(NAV, "bc-mix", 0.5, 0.1, seeds=2)])  # fmt: skip
+    c = claims.compare(df, "uniq", "bc-mix", "cost", 200)
+    assert np.mean([t["p"] for t in c["per_task"].values()]) == pytest.approx(c["p"])
+    assert c["per_task"][NAV]["p"] == 1.0
 
 
 def test_methods_with_no_task_in_common_are_not_tested():
