@@ -450,23 +450,33 @@ def test_resuming_with_other_curve_settings_is_refused(tmp_path, data, fake_roll
     append nothing (or write an empty curve.csv) under a config.yaml naming the new ones."""
     curve = dict(FAST, eval_every=5, eval_episodes=1, reference_paths=["ref.h5"])
     train("uniq", SPEC, *data, 0, 10, tmp_path / "a", TINY, **curve)
-    with pytest.raises(ConfigError, match="every 5 updates on 1 episodes.*asks every 5 on 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"curve every 5 updates on 1 episode\(s\); the config asks for a learning curve every 5 updates on 3",
+    ):
         train("uniq", SPEC, *data, 0, 10, tmp_path / "a", TINY, **dict(curve, eval_episodes=3))
     train("uniq", SPEC, *data, 0, 20, tmp_path / "a", TINY, **curve)  # same settings: resumes
     train("uniq", SPEC, *data, 0, 10, tmp_path / "b", TINY, **FAST)  # no curve
-    with pytest.raises(ConfigError, match="every 0 updates .*asks every 5 on 1"):
+    with pytest.raises(
+        ConfigError,
+        match="trained with no learning curve; the config asks for a learning curve every 5",
+    ):
         train("uniq", SPEC, *data, 0, 10, tmp_path / "b", TINY, **curve)
     # a checkpoint written before the settings were kept: refused only with no curve in it
     ckpt = tmp_path / "b/checkpoint.pt"
     state = torch.load(ckpt, weights_only=False)
     torch.save({k: v for k, v in state.items() if k != "curve_settings"}, ckpt)
-    with pytest.raises(ConfigError, match="every 0 updates .*asks every 5 on 1"):
+    with pytest.raises(
+        ConfigError,
+        match="trained with no learning curve; the config asks for a learning curve every 5",
+    ):
         train("uniq", SPEC, *data, 0, 10, tmp_path / "b", TINY, **curve)
+    # ... and one with a curve cannot say how it was evaluated: resumed unchecked
     state = torch.load(tmp_path / "a/checkpoint.pt", weights_only=False)
     torch.save(
         {k: v for k, v in state.items() if k != "curve_settings"}, tmp_path / "a/checkpoint.pt"
     )
-    train("uniq", SPEC, *data, 0, 25, tmp_path / "a", TINY, **curve)
+    train("uniq", SPEC, *data, 0, 25, tmp_path / "a", TINY, **dict(curve, eval_episodes=2))
 
 
 def test_a_damaged_checkpoint_or_ratio_cache_is_named_with_the_fix(tmp_path, data):

@@ -180,22 +180,27 @@ def _same_job(path: Path, saved: dict[str, Any], identity: dict[str, Any]) -> No
 def _same_curve(path: Path, saved: dict[str, Any], curve: dict[str, int]) -> None:
     """A resumed run appends to its curve.csv: refuse a change of how the curve is evaluated
     (at the run's last step nothing would be appended, and config.yaml would name the new
-    settings over the old curve). A checkpoint written before the settings were kept is
-    refused only when curves are asked for and it has none past their first point."""
+    settings over the old curve). A checkpoint written before the settings were kept cannot
+    say how its curve was evaluated: it is refused only when curves are asked for and it had
+    none (past their first point), and otherwise resumed unchecked."""
     old = saved.get("curve_settings")
     if old is None:
-        written = any(saved.get("curve") or [])
-        if not curve["every"] or written or saved["step"] < curve["every"]:
+        had_curves = any(saved.get("curve") or [])  # a curve log's state, per seed, or None
+        if not curve["every"] or had_curves or saved["step"] < curve["every"]:
             return
-        old = {"every": 0, "episodes": curve["episodes"]}
+        old = {"every": 0, "episodes": 0}
     if old == curve or old["every"] == curve["every"] == 0:
         return
+
+    def how(c: dict[str, int]) -> str:
+        if not c["every"]:
+            return "no learning curve"
+        return f"a learning curve every {c['every']} updates on {c['episodes']} episode(s)"
+
     raise ConfigError(
-        f"{path} was trained with its learning curve evaluated every {old['every']} updates on "
-        f"{old['episodes']} episodes (every 0: no curve); the config asks every {curve['every']} "
-        f"on {curve['episodes']}, and its curve.csv cannot change on resume. Set "
-        "train.eval_every and train.eval_episodes back, or delete it and the job starts over "
-        "from the beginning."
+        f"{path} was trained with {how(old)}; the config asks for {how(curve)}, and a resumed "
+        "run's curve.csv cannot change. Set train.eval_every and train.eval_episodes back, or "
+        "delete it and the job starts over from the beginning."
     )
 
 

@@ -128,7 +128,7 @@ def check(config: dict) -> None:
             f"config `external_results`: {clash} also in `algorithms`; an external method "
             "needs a name of its own"
         )
-    reference = config.get("aggregate", {}).get("reference", "uniq")
+    reference = config["aggregate"].get("reference", "uniq")
     names = [*config["algorithms"], *external]
     if reference not in names:
         raise WorkflowConfigError(
