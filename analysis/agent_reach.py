@@ -9,8 +9,11 @@ and costs alone do not tell this from caution; the agent's distance from the ori
 
 This rolls policies out with deterministic actions on the evaluation's envs and reports, per
 policy, the mean return and cost, the mean final and largest distance of the agent from the
-origin, and the share of episodes that end beyond :data:`RADIUS` (3 m, twice the placement
-area's half-width: beyond every object). The episodes are those of the policy's record: a
+origin, the share of episodes that end beyond :data:`RADIUS` (3 m, twice the placement
+area's half-width: beyond every object), the share of steps whose lidars all read 0 (blind:
+no object within 3 m), and the policy's mean action on the steps that see an object and on
+the blind ones (a Point robot's action: forward thrust, turn), with its mean magnitude: a
+policy that drives off and, blind, keeps one action goes on in a straight line. The episodes are those of the policy's record: a
 ``policy.pt`` with an ``eval.json`` beside it, that evaluation's episodes (its
 ``eval_seed_base``); without one, the workflow's final evaluation's (``--seed-offset`` +
 run seed); a training job's ``checkpoint.pt``, its members' learning-curve episodes.
@@ -32,7 +35,7 @@ import torch
 
 from envs.evaluate import eval_seed_base
 from envs.rollout import policy_act_fn
-from envs.tasks import make_env, resolve_task
+from envs.tasks import lidar_columns, make_env, resolve_task
 from uniq.nets import TanhGaussianPolicy, load_policy
 
 RADIUS = 3.0
@@ -80,31 +83,47 @@ def policies(path: Path, seed_offset: int = SEED_OFFSET) -> list[tuple[str, int,
 
 
 def reach(policy, task, first_seed: int, episodes: int, radius: float = RADIUS) -> dict:
-    """The episodes' mean return and cost, final and largest distance from the origin, and
-    the share that end farther than ``radius`` from it (episode i reset with first_seed + i;
-    ``task``: a navigation task's name or spec)."""
+    """The episodes' mean return and cost, final and largest distance from the origin, the
+    share that end farther than ``radius`` from it (episode i reset with first_seed + i;
+    ``task``: a navigation task's name or spec), the share of blind steps (every lidar 0),
+    and the mean action and mean |action| per component on the seeing and the blind steps
+    (NaN where there are none)."""
     spec = resolve_task(task)
     if spec.family != "navigation":
         raise SystemExit(
             f"{spec.name} is a {spec.family} task: it has no arena to leave; give the policies "
             "of a navigation task (Safety*Goal*, Safety*Button*)"
         )
+    lidar = lidar_columns(spec)
     env = make_env(spec)  # the evaluation's env: the fast path, the same episode per seed
     act = policy_act_fn(policy)
-    rows = []
+    rows, actions, blind = [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=first_seed + i)
         ret = cost = farthest = 0.0
         done = False
         while not done:
-            obs, r, c, terminated, truncated, _ = env.step(act(obs[None].astype(np.float32))[0])
+            action = act(obs[None].astype(np.float32))[0]
+            actions.append(action)
+            blind.append(not obs[lidar].any())
+            obs, r, c, terminated, truncated, _ = env.step(action)
             ret, cost, done = ret + r, cost + c, terminated or truncated
             x, y = env.unwrapped.task.agent.pos[:2]
             farthest = max(farthest, float(np.hypot(x, y)))
         rows.append((ret, cost, float(np.hypot(x, y)), farthest, np.hypot(x, y) > radius))
     env.close()
     ret, cost, final, farthest, left = np.mean(rows, axis=0)
-    return {"return": ret, "cost": cost, "final": final, "farthest": farthest, "left": left}
+    actions, blind = np.array(actions), np.array(blind)
+    out = {"return": ret, "cost": cost, "final": final, "farthest": farthest, "left": left}
+    out["blind"] = blind.mean()
+    for name, steps in (("seeing", ~blind), ("blind", blind)):
+        a = actions[steps] if steps.any() else np.full((1, actions.shape[1]), np.nan)
+        out[f"action_{name}"], out[f"magnitude_{name}"] = a.mean(0), np.abs(a).mean(0)
+    return out
+
+
+def _vector(x: np.ndarray) -> str:
+    return "(" + ", ".join("n/a" if np.isnan(v) else f"{v:+.2f}" for v in x) + ")"
 
 
 def main() -> None:
@@ -118,19 +137,26 @@ def main() -> None:
     )  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(1)  # one row a step: more threads only contend
-    print("| policy | return | cost | final distance (m) | farthest (m) | left the arena |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| policy | return | cost | final distance (m) | farthest (m) | left the arena "
+        "| blind steps | mean action seeing / blind | mean abs(action) seeing / blind |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for path in args.paths:
         for label, first_seed, policy, task in policies(path, args.seed_offset):
             m = reach(policy, task, first_seed, args.episodes)
             print(
                 f"| {label} | {m['return']:.1f} | {m['cost']:.1f} | {m['final']:.2f} | "
-                f"{m['farthest']:.2f} | {m['left']:.0%} |"
+                f"{m['farthest']:.2f} | {m['left']:.0%} | {m['blind']:.0%} | "
+                f"{_vector(m['action_seeing'])} / {_vector(m['action_blind'])} | "
+                f"{_vector(m['magnitude_seeing'])} / {_vector(m['magnitude_blind'])} |"
             )
     print(
         f"\n{args.episodes} episodes a policy, deterministic actions, the episodes of its "
         f"evaluation (a checkpoint: of its learning curve); left the arena: the episode ended "
-        f"farther than {RADIUS} m from the centre, beyond every object."
+        f"farther than {RADIUS} m from the centre, beyond every object; blind: every lidar "
+        "reads 0 (no object within its range); actions are (forward thrust, turn) on a Point "
+        "robot."
     )
 
 

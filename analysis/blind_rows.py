@@ -30,33 +30,10 @@ import argparse
 import numpy as np
 import torch
 
-from envs.tasks import make_env, resolve_task
+from envs.tasks import lidar_columns
 from uniq.data import OfflineData
 from uniq.diagnostics import actor_weighted_means, load_run
 from uniq.weights import inverse_square_weight, transition_weight
-
-
-def lidar_columns(task) -> np.ndarray:
-    """The observation's lidar columns: the task's observation dict flattened in its order."""
-    spec = resolve_task(task)
-    if spec.family != "navigation":
-        raise SystemExit(f"{spec.name} is a {spec.family} task: it has no lidar")
-    env = make_env(spec)
-    try:
-        layout = env.unwrapped.task.obs_info.obs_space_dict
-    finally:
-        env.close()
-    columns, start = [], 0
-    for name, space in layout.items():
-        size = int(np.prod(space.shape))
-        if name.endswith("_lidar"):
-            columns.extend(range(start, start + size))
-        start += size
-    if start != spec.obs_dim:
-        raise SystemExit(
-            f"{spec.name}: its observation dict holds {start} values, not {spec.obs_dim}"
-        )
-    return np.array(columns)
 
 
 def blind(data: OfflineData, columns: np.ndarray) -> np.ndarray:
@@ -123,7 +100,10 @@ def main() -> None:
         )
     if run.method.ratio is None:
         raise SystemExit(f"{args.run}: a run without occupancy correction has no tau")
-    columns = lidar_columns(run.spec)
+    try:
+        columns = lidar_columns(run.spec)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     s = summary(run.un, run.mix, columns)
     print(
         f"{run.name} (step {run.step}): D_MIX rows with every lidar 0: {s['mix_rows']} "

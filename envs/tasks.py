@@ -151,6 +151,31 @@ def make_env(task: str | TaskSpec, seed: int | None = None, fastpath_on: bool | 
 _SKYBOX = re.compile(r'<texture type="skybox".*?(?:/>|</texture>)', re.DOTALL)
 
 
+def lidar_columns(task: str | TaskSpec) -> np.ndarray:
+    """A navigation task's lidar columns of the flat observation (its observation dict's
+    ``*_lidar`` entries, in the dict's order); a step whose lidars all read 0 sees no object
+    within the lidar's range."""
+    spec = resolve_task(task)
+    if spec.family != "navigation":
+        raise ValueError(f"{spec.name} is a {spec.family} task: it has no lidar")
+    env = make_env(spec)
+    try:
+        layout = env.unwrapped.task.obs_info.obs_space_dict
+    finally:
+        env.close()
+    columns, start = [], 0
+    for name, space in layout.items():
+        size = int(np.prod(space.shape))
+        if name.endswith("_lidar"):
+            columns.extend(range(start, start + size))
+        start += size
+    if start != spec.obs_dim:
+        raise ValueError(
+            f"{spec.name}: its observation dict holds {start} values, not {spec.obs_dim}"
+        )
+    return np.array(columns)
+
+
 class _MujocoWithoutSkybox:
     """Stands in for ``mujoco`` inside ``safety_gymnasium.world``; see below."""
 

@@ -116,6 +116,11 @@ def test_agent_reach_tells_a_policy_that_leaves_the_arena():
     still = reach.reach(constant_policy(0.0), short, 0, 2)
     assert away["left"] == 1.0 and away["final"] > 5.0
     assert still["left"] == 0.0 and still["farthest"] < 1.5 * 2**0.5 and abs(still["return"]) < 0.01
+    # ahead: blind once beyond 3 m of every object, with the same action seeing and blind
+    assert 0.1 < away["blind"] < 1.0 and still["blind"] == 0.0
+    for where in ("seeing", "blind"):
+        assert away[f"action_{where}"] == pytest.approx([np.tanh(3.0), 0.0], abs=1e-5)
+    assert np.isnan(still["action_blind"]).all() and still["magnitude_seeing"][0] == 0.0
     with pytest.raises(SystemExit, match="no arena"):
         reach.reach(constant_policy(0.0), TASK, 0, 1)
 
@@ -167,16 +172,17 @@ def test_agent_reach_rolls_out_a_policys_evaluation_episodes(tmp_path):
     assert reach.policies(path)[0][1] == 1234
 
 
-def test_blind_rows_finds_the_lidar_columns_of_each_navigation_task():
+def test_the_lidar_columns_of_each_navigation_task():
     """PointButton1: 12 sensor values, then four 16-bin lidars (buttons, goal, hazards,
     gremlins); PointGoal1 (the hazards, vases and goal lidars): 3 x 16 after its sensors. A
     step 3 m beyond every object reads 0 on exactly those columns, not on the sensors."""
-    blind = load("blind_rows")
-    assert blind.lidar_columns("SafetyPointButton1-v0").tolist() == list(range(12, 76))
-    goal = blind.lidar_columns(TASK_NAV)
+    from envs.tasks import lidar_columns
+
+    assert lidar_columns("SafetyPointButton1-v0").tolist() == list(range(12, 76))
+    goal = lidar_columns(TASK_NAV)
     assert len(goal) == 48 and goal[-1] == 59
-    with pytest.raises(SystemExit, match="no lidar"):
-        blind.lidar_columns("SafetyHalfCheetahVelocity-v1")
+    with pytest.raises(ValueError, match="no lidar"):
+        lidar_columns("SafetyHalfCheetahVelocity-v1")
     env = make_env(TASK_NAV)
     near, _ = env.reset(seed=0)
     env.unwrapped.task.agent.engine.data.qpos[:2] = [9.0, 9.0]  # far from every object
