@@ -122,8 +122,8 @@ def reach(policy, task, first_seed: int, episodes: int, radius: float = RADIUS) 
     return out
 
 
-def _vector(x: np.ndarray) -> str:
-    return "(" + ", ".join("n/a" if np.isnan(v) else f"{v:+.2f}" for v in x) + ")"
+def _vector(x: np.ndarray, sign: str = "+") -> str:
+    return "(" + ", ".join("n/a" if np.isnan(v) else f"{v:{sign}.2f}" for v in x) + ")"
 
 
 def main() -> None:
@@ -149,7 +149,7 @@ def main() -> None:
                 f"| {label} | {m['return']:.1f} | {m['cost']:.1f} | {m['final']:.2f} | "
                 f"{m['farthest']:.2f} | {m['left']:.0%} | {m['blind']:.0%} | "
                 f"{_vector(m['action_seeing'])} / {_vector(m['action_blind'])} | "
-                f"{_vector(m['magnitude_seeing'])} / {_vector(m['magnitude_blind'])} |"
+                f"{_vector(m['magnitude_seeing'], '')} / {_vector(m['magnitude_blind'], '')} |"
             )
     print(
         f"\n{args.episodes} episodes a policy, deterministic actions, the episodes of its "
