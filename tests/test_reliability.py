@@ -54,8 +54,9 @@ UNIQ_TINY = dict(
     hidden=16, batch_mix=16, batch_un=16, actor_batch=32, ratio_batch=32, ratio_steps=20,
     ratio_eval_every=5,
 )  # fmt: skip
-WALL_FIELDS = ("wall_time_s", "eval_wall_time_s")
-"""eval.json fields that measure time; every other field must repeat bit for bit."""
+WALL_FIELDS = ("wall_time_s", "eval_wall_time_s", "policy_sha256")
+"""eval.json fields that measure time (the policy file's hash covers its training's wall time,
+kept in its meta); every other field must repeat bit for bit."""
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -700,7 +701,7 @@ def pipeline(tmp_path_factory):
 def test_same_seed_gives_the_same_eval_json_and_another_seed_does_not(pipeline):
     root, _, _ = pipeline
     a, b, c = (json.loads((root / n / "eval.json").read_text()) for n in "abc")
-    assert same_record(a, b)  # every field but wall_time_s and eval_wall_time_s
+    assert same_record(a, b)  # every field but the times and the policy file's hash
     assert set(a) - set(without_wall(a)) == set(WALL_FIELDS)
     assert same_params(root / "a/policy.pt", root / "b/policy.pt")
     assert (root / "a/config.yaml").read_text() == (root / "b/config.yaml").read_text()
