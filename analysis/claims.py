@@ -49,8 +49,8 @@ labels (bootstrap CI of the difference of the drops, over the tasks where both r
 a CI below 0 makes it fail, one not above 0 leaves it open. "Occupancy correction helps" asks
 for one metric better and the other not worse: it holds when one CI lies above 0.5 and the
 other does not lie below; it does not hold when one lies below and the other does not lie
-above; a claim that holds becomes "{MIXED}" where one of its comparisons' CIs on a task lies
-below 0.5. No correction for multiple comparisons: with k comparisons and m tasks at 95%, a
+above; and, as every claim, it holds only on average where a CI on one task lies below 0.5.
+No correction for multiple comparisons: with k comparisons and m tasks at 95%, a
 claim that fails, or holds only on average, by one of them is weaker evidence than one that
 does by all; with 5 runs a task the percentile CIs are narrow (1.00 [1.00, 1.00]: every run
 of one method better than every run of the other)."""
@@ -212,9 +212,8 @@ def claim_undesirable_size(sweep: pd.DataFrame, reps: int) -> tuple[str, list[st
         if not shared:
             lines.append(f"{other}: no task where both it and UNIQ ran at {small} and {large}")
             continue
-        rs = np.random.RandomState(
-            zlib.crc32(other.encode())
-        )  # a stream per pair: no CI moves with the method list
+        # a stream per pair: no CI moves with the list of methods
+        rs = np.random.RandomState(zlib.crc32(other.encode()))
         d = _drop(sweep, REF, small, large, shared, rs, reps)
         d -= _drop(sweep, other, small, large, shared, rs, reps)
         lo, hi = np.percentile(d, [2.5, 97.5])
@@ -268,9 +267,8 @@ def read_all(results: Path, scoring: str, tasks: list[str] | None) -> dict[str, 
         if df is None:
             out[exp] = f"not tested (no {exp} experiment)"
         elif tasks and not df["env"].isin(tasks).any():
-            out[exp] = (
-                f"not tested (no {exp} runs on {_names(tasks)}; its tasks: {_names(dict.fromkeys(df['env']))})"
-            )
+            ran = _names(dict.fromkeys(df["env"]))
+            out[exp] = f"not tested (no {exp} runs on {_names(tasks)}; its tasks: {ran})"
         else:
             out[exp] = df[df["env"].isin(tasks)] if tasks else df
     return out
