@@ -129,8 +129,9 @@ def require_span(low: float, high: float, source: str = "") -> None:
     """R_min < R_max, or a :class:`DatasetError` naming ``source`` (the rollouts files): the
     normalized return (R - R_min) / (R_max - R_min) is undefined without a range."""
     if not high > low:
+        where = f"{source}: " if source else ""
         raise DatasetError(
-            f"{source + ': ' if source else ''}reference returns R_min={low} >= R_max={high}: cannot normalize "
+            f"{where}reference returns R_min={low} >= R_max={high}: cannot normalize "
             "(R - R_min) / (R_max - R_min); the reference rollouts must span a range of "
             "returns: regenerate them or pass other --reference files"
         )

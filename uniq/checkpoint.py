@@ -3,7 +3,8 @@ uninterrupted one would (same device, thread count and torch).
 
 ``checkpoint.pt`` holds the run's identity (what must match to resume it: algorithm, task,
 seeds, config, dataset checksums, observation standardisation; the step count may grow),
-how its learning curve is evaluated (which must match too: the curve.csv goes on), the step, the method's state (networks and optimizers), every random stream
+how its learning curve is evaluated (which must match too: the curve.csv goes on), the
+step, the method's state (networks and optimizers), every random stream
 (:func:`uniq.seeding.rng_state`), each seed's pretraining log, the wall and CPU seconds so
 far (what the job's time counts over its pieces: :mod:`uniq.jobtimes`), the logs written so
 far (:meth:`uniq.runlog.RunLogs.state`) and where it was written (``host``: device, threads,
