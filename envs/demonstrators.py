@@ -335,6 +335,11 @@ def train_demonstrator(
                 f"{ckpt_file} was written with other hyper-parameters ({', '.join(changed)}); "
                 "rerun with the same --set values, or delete the checkpoint to start over."
             )
+        if state["step"] > steps:  # (its replay buffer would not fit the shorter run's either)
+            raise RuntimeError(
+                f"{ckpt_file} is at step {state['step']} > --steps {steps}; rerun with --steps "
+                f">= {state['step']}, or delete the checkpoint to train for fewer steps."
+            )
         agent.load_state_dict(state["agent"])
         buffer.load_state_dict(state["buffer"])
         step, episodes, rows, wall_before = (

@@ -181,6 +181,8 @@ def test_train_demonstrator_resumes_from_checkpoint(tmp_path, monkeypatch, caplo
         demo.train_demonstrator(
             _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY, lr=1e-3)
         )
+    with pytest.raises(RuntimeError, match=r"at step 100 > --steps 50; rerun with --steps >= 100"):
+        demo.train_demonstrator(_short_cheetah(), "unsafe", 50, 1, out, "cpu", DemoConfig(**TINY))
     with caplog.at_level(logging.INFO, "envs.demonstrators"):
         stats = demo.train_demonstrator(
             _short_cheetah(), "unsafe", 200, 1, out, "cpu", DemoConfig(**TINY), progress=False
