@@ -28,7 +28,11 @@ mkdir -p "$out"
 
 run() {  # run "$@", its stdout into the file named by $to (none: the terminal), and log it
     echo "$* ${to:+> $to}" | tee -a "$out/commands.txt"
-    if [[ -n ${to:-} ]]; then uv run "$@" > "$to"; else uv run "$@"; fi
+    if [[ -z ${to:-} ]]; then
+        uv run "$@"
+    else  # whole or not at all: a failed reading leaves the earlier file as it was
+        uv run "$@" > "$to.part" && mv "$to.part" "$to"
+    fi
 }
 
 to="" run python analysis/claims.py --results $paper
