@@ -158,22 +158,25 @@ def lidar_columns(task: str | TaskSpec) -> np.ndarray:
     spec = resolve_task(task)
     if spec.family != "navigation":
         raise ValueError(f"{spec.name} is a {spec.family} task: it has no lidar")
-    env = make_env(spec)
+    return np.array(_lidar_columns(spec.name, spec.obs_dim))
+
+
+@functools.cache  # building the env to read its layout takes a while: once per task
+def _lidar_columns(name: str, obs_dim: int) -> tuple[int, ...]:
+    env = make_env(name)
     try:
         layout = env.unwrapped.task.obs_info.obs_space_dict
     finally:
         env.close()
     columns, start = [], 0
-    for name, space in layout.items():
+    for key, space in layout.items():
         size = int(np.prod(space.shape))
-        if name.endswith("_lidar"):
+        if key.endswith("_lidar"):
             columns.extend(range(start, start + size))
         start += size
-    if start != spec.obs_dim:
-        raise ValueError(
-            f"{spec.name}: its observation dict holds {start} values, not {spec.obs_dim}"
-        )
-    return np.array(columns)
+    if start != obs_dim:
+        raise ValueError(f"{name}: its observation dict holds {start} values, not {obs_dim}")
+    return tuple(columns)
 
 
 class _MujocoWithoutSkybox:
