@@ -13,10 +13,11 @@ origin, the share of episodes that end beyond :data:`RADIUS` (3 m, twice the pla
 area's half-width: beyond every object), the share of steps whose lidars all read 0 (blind:
 no object within 3 m), and the policy's mean action on the steps that see an object and on
 the blind ones (a Point robot's action: forward thrust, turn), with its mean magnitude: a
-policy that drives off and, blind, keeps one action goes on in a straight line. The episodes are those of the policy's record: a
-``policy.pt`` with an ``eval.json`` beside it, that evaluation's episodes (its
-``eval_seed_base``); without one, the workflow's final evaluation's (``--seed-offset`` +
-run seed); a training job's ``checkpoint.pt``, its members' learning-curve episodes.
+policy that drives off and, blind, keeps one action goes on in a straight line. The
+episodes are those of the policy's record: a ``policy.pt`` with an ``eval.json`` beside it,
+that evaluation's episodes (its ``eval_seed_base``); without one, the workflow's final
+evaluation's (``--seed-offset`` + run seed); a training job's ``checkpoint.pt``, its
+members' learning-curve episodes.
 
     uv run python analysis/agent_reach.py results/paper_data/runs/SafetyPointButton1-v0/default/uniq/seed*/policy.pt
     # a job still training: its checkpoint's members (policies of the checkpoint's step)
