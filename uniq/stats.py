@@ -347,36 +347,37 @@ def _check_checksums(df: pd.DataFrame) -> None:
                 env,
                 variant,
             )
-        versions = known.groupby("dataset_checksums")["path"].apply(list)
-        if len(versions) > 1:
-            lines = [
-                f"  {chk}: {len(ps)} run(s), e.g. {', '.join(ps[:2])}"
-                for chk, ps in versions.items()
-            ]
-            raise StatsError(
-                f"results for env={env} variant={variant} come from different datasets "
-                "(dataset_checksums differ):\n"
-                + "\n".join(lines)
-                + "\nre-run the stale runs on the current dataset, or pass only the eval.json "
-                "files of one dataset version"
-            )
+        _require_one(
+            known,
+            "dataset_checksums",
+            f"results for env={env} variant={variant} come from different datasets "
+            "(dataset_checksums differ)",
+            "re-run the stale runs on the current dataset, or pass only the eval.json files of "
+            "one dataset version",
+        )
 
 
 def _check_steps(df: pd.DataFrame) -> None:
     """One method's runs of one task trained equally long: a run left from an older config
     (a copied or touched result) would otherwise be pooled with the current ones."""
     for (algo, env, variant), grp in df.groupby(["algo", "env", "variant"]):
-        lengths = grp.groupby("steps")["path"].apply(list)
-        if len(lengths) > 1:
-            raise StatsError(
-                f"runs of algo={algo} env={env} variant={variant} trained for different numbers "
-                "of updates:\n"
-                + "\n".join(
-                    f"  {n}: {len(ps)} run(s), e.g. {', '.join(ps[:2])}"
-                    for n, ps in lengths.items()
-                )
-                + "\nre-run the stale runs with the current config, or pass only one length's eval.json files"
-            )
+        _require_one(
+            grp,
+            "steps",
+            f"runs of algo={algo} env={env} variant={variant} trained for different numbers "
+            "of updates",
+            "re-run the stale runs with the current config, or pass only one length's eval.json "
+            "files",
+        )
+
+
+def _require_one(runs: pd.DataFrame, column: str, problem: str, fix: str) -> None:
+    """Raise naming ``problem``, each value's runs and ``fix`` when ``runs`` hold more than one
+    value of ``column``."""
+    versions = runs.groupby(column)["path"].apply(list)
+    if len(versions) > 1:
+        lines = [f"  {v}: {len(ps)} run(s), e.g. {', '.join(ps[:2])}" for v, ps in versions.items()]
+        raise StatsError(f"{problem}:\n" + "\n".join(lines) + f"\n{fix}")
 
 
 def _sweep_x(df: pd.DataFrame, experiment: str) -> pd.Series:
