@@ -124,7 +124,7 @@ def means(df: pd.DataFrame, methods: list[str]) -> list[str]:
             r = t[t["algo"] == m]
             if len(r):
                 cells.append(f"{m} {r['return_mean'].mean():.4g} / {r['cost_mean'].mean():.3g}")
-        lines.append(f"{task.removeprefix('Safety')}: " + ", ".join(cells))
+        lines.append(f"{_names([task])}: " + ", ".join(cells))
     return lines
 
 
@@ -223,12 +223,18 @@ def claim_undesirable_size(sweep: pd.DataFrame, reps: int) -> tuple[str, list[st
             f"(over {_names(shared)}): "
             f"{d.mean():.2f} [{lo:.2f}, {hi:.2f}]"
         )
-    verdict = rule([c for c in cs if c["a"].startswith(f"{REF} ")])
-    if verdict in (HOLDS, MIXED) and any(hi < 0 for _, hi in diffs):
-        verdict = FAILS
-    elif verdict in (HOLDS, MIXED) and not (diffs and all(lo > 0 for lo, _ in diffs)):
+    lines += [fmt(c) for c in cs]
+    own = [c for c in cs if c["a"].startswith(f"{REF} ")]
+    if not own:
+        return f"not tested (no {REF} runs at both {small} and {large})", lines
+    verdict = rule(own)
+    if verdict == FAILS or any(hi < 0 for _, hi in diffs):
+        return FAILS, lines  # its cost does not drop, or another method's drops more
+    if not diffs:
+        return f"not tested (no other method ran both sizes on a task {REF} ran them on)", lines
+    if verdict in (HOLDS, MIXED) and not all(lo > 0 for lo, _ in diffs):
         verdict = OPEN
-    return verdict, lines + [fmt(c) for c in cs]
+    return verdict, lines
 
 
 def claim_occupancy(ablation: pd.DataFrame, reps: int) -> tuple[str, list[str]]:

@@ -64,6 +64,22 @@ def test_undesirable_size_needs_a_drop_and_the_largest_for_uniq():
     assert claims.claim_undesirable_size(sweep((3.0, 2.0), (3.0, 0.2)), 500)[0] == claims.FAILS
     # UNIQ's cost rises with |D_UN|
     assert claims.claim_undesirable_size(sweep((0.2, 3.0), (2.0, 1.5)), 500)[0] == claims.FAILS
+    # UNIQ's own drop unresolved, DWBC's clearly larger: "most for UNIQ" is refuted all the same
+    noisy = sweep((2.0, 1.9), (3.0, 0.2))
+    noisy.loc[noisy["algo"] == "uniq", "cost_normalized"] += np.tile([-1.0, 1.0, 0.0, 0.5, -0.5], 2)
+    assert claims.claim_undesirable_size(noisy, 500)[0] == claims.FAILS
+
+
+def test_undesirable_size_names_what_is_missing():
+    only_small = frame(runs(VEL, "uniq", 0.5, 2.0, n_un=5, variant="un5"),
+                       *(runs(VEL, "dwbc", 0.5, c, n_un=n, variant=f"un{n}")
+                         for n, c in ((5, 2.0), (20, 1.0))))  # fmt: skip
+    verdict = claims.claim_undesirable_size(only_small, 500)[0]
+    assert verdict == "not tested (no uniq runs at both 5 and 20)"
+    uniq_alone = frame(*(runs(VEL, "uniq", 0.5, c, n_un=n, variant=f"un{n}")
+                         for n, c in ((5, 2.0), (20, 1.0))))  # fmt: skip
+    verdict = claims.claim_undesirable_size(uniq_alone, 500)[0]
+    assert verdict.startswith("not tested (no other method ran both sizes")
 
 
 def test_occupancy_correction_trades_return_for_cost_as_unresolved():
