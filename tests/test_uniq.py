@@ -825,6 +825,10 @@ def test_a_cached_fit_stopped_part_way_resumes_to_the_same_classifiers(
         for k, v in getattr(a, n).state_dict().items():
             assert torch.equal(v, getattr(b, n).state_dict()[k]), (n, k)
     assert not list((tmp_path / "b").glob("*.partial.pt"))
+    # the cache it ended in is not this code's fit alone: every later load says so
+    (cache,) = (tmp_path / "b").glob("*.pt")
+    code = torch.load(cache, weights_only=False)["code"]
+    assert code["sha256"] != ratio.CODE_SHA256 and code["commit"].startswith("0123abc, resumed by")
 
 
 def test_classifier_cache_hit_leaves_the_training_batches_as_a_miss(tmp_path):

@@ -80,19 +80,21 @@ def _code_sha256() -> str:
     return h.hexdigest()
 
 
-CODE_SHA256 = _code_sha256()
-"""The code that fits the classifiers here (this module and uniq/nets.py, as imported). A
-cached fit and a fit's partial state keep it with the commit; the cache key leaves the code
-out (a commit that touches nothing here must not refit an hour's classifiers), so a load
-compares it."""
+CODE = {"commit": git_commit(), "sha256": _code_sha256()}
+"""The code that fits the classifiers here (this module and uniq/nets.py) and its commit, both
+as imported: a commit made during an hours-long fit is not the code that ran it. A cached fit
+and a fit's partial state keep it; the cache key leaves the code out (a commit that touches
+nothing here must not refit an hour's classifiers), so a load compares it."""
+CODE_SHA256 = CODE["sha256"]
 
 
-def fitting_code() -> dict[str, str]:
-    return {"commit": git_commit(), "sha256": CODE_SHA256}
+def _mixed(saved: dict[str, str]) -> dict[str, str]:
+    """The tag of a fit begun by ``saved``'s code and resumed by this one: never this code's."""
+    return {"commit": f"{saved['commit']}, resumed by {CODE['commit']}", "sha256": "mixed"}
 
 
 def _warn_if_fitted_by_other_code(path: Path, saved: dict[str, Any] | None) -> None:
-    """``saved``: the file's :func:`fitting_code` (None: a file written before it was kept)."""
+    """``saved``: the file's :data:`CODE` (None: a file written before it was kept)."""
     if saved is not None and saved["sha256"] != CODE_SHA256:
         log.warning(
             "%s was fitted by other code of uniq/ratio.py or uniq/nets.py (commit %s); it is "
@@ -208,6 +210,7 @@ class RatioEstimator:
         if cache is not None:
             seed = int(cache.stem.rsplit("_", 1)[1][:15], 16)
         gen = torch.Generator(sampling.device).manual_seed(seed)
+        self._code = CODE  # a resumed partial fit of other code makes it _mixed
         # runs that share the cache fit it once: the others wait for it, then load it
         with output_lock(cache, wait=True) if cache is not None else contextlib.nullcontext():
             if cache is not None and cache.exists():
@@ -226,7 +229,7 @@ class RatioEstimator:
                     info = self._fit(data, gen, _partial(cache))
                 state = {n: self.nets[n].state_dict() for n in self.names}
                 with atomic_path(cache) as tmp:
-                    torch.save({"state": state, "info": info, "code": fitting_code()}, tmp)
+                    torch.save({"state": state, "info": info, "code": self._code}, tmp)
                 _partial(cache).unlink(missing_ok=True)
                 info = dict(info, ratio_cached=0.0)
             else:
@@ -244,7 +247,7 @@ class RatioEstimator:
 
         Keyed by :data:`CLASSIFIER_FIELDS` only, so runs that differ elsewhere (an ablation
         arm's critic or actor, the run's length) share one pair of classifiers per dataset; the
-        code that fitted them is kept in the file and compared on load (:func:`fitting_code`)."""
+        code that fitted them is kept in the file and compared on load (:data:`CODE`)."""
         cfg = self.cfg
         if cfg.ratio_cache_dir is None:
             return None
@@ -352,7 +355,7 @@ class RatioEstimator:
             "opt": self.opt.state_dict(), "generator": gen.get_state(),
             "torch": torch.get_rng_state(),  # dropout draws from the global stream
             "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "code": fitting_code(),
+            "code": self._code,
         }  # fmt: skip
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -363,6 +366,8 @@ class RatioEstimator:
             return None
         saved = read_saved(path, "delete it and the fit starts over")
         _warn_if_fitted_by_other_code(path, saved.get("code"))
+        if saved.get("code") is not None and saved["code"]["sha256"] != CODE_SHA256:
+            self._code = _mixed(saved["code"])  # so the cache it ends in warns on every load
         for n, net in self.nets.items():
             net.load_state_dict(saved["nets"][n])
         self.opt.load_state_dict(saved["opt"])  # its state follows the parameters' device
