@@ -157,13 +157,17 @@ def lidar_columns(task: str | TaskSpec) -> np.ndarray:
     within the lidar's range."""
     spec = resolve_task(task)
     if spec.family != "navigation":
-        raise ValueError(f"{spec.name} is a {spec.family} task: it has no lidar")
-    return np.array(_lidar_columns(spec.name, spec.obs_dim))
+        raise ValueError(
+            f"{spec.name} is a {spec.family} task: it has no lidar (nor an arena to leave); "
+            "give a navigation task (Safety*Goal*, Safety*Button*)"
+        )
+    return np.array(_lidar_columns(spec))
 
 
 @functools.cache  # building the env to read its layout takes a while: once per task
-def _lidar_columns(name: str, obs_dim: int) -> tuple[int, ...]:
-    env = make_env(name)
+def _lidar_columns(spec: TaskSpec) -> tuple[int, ...]:
+    name, obs_dim = spec.name, spec.obs_dim
+    env = make_env(spec)
     try:
         layout = env.unwrapped.task.obs_info.obs_space_dict
     finally:

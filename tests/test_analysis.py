@@ -121,7 +121,7 @@ def test_agent_reach_tells_a_policy_that_leaves_the_arena():
     for where in ("seeing", "blind"):
         assert away[f"action_{where}"] == pytest.approx([np.tanh(3.0), 0.0], abs=1e-5)
     assert np.isnan(still["action_blind"]).all() and still["magnitude_seeing"][0] == 0.0
-    with pytest.raises(SystemExit, match="no arena"):
+    with pytest.raises(SystemExit, match="nor an arena to leave"):
         reach.reach(constant_policy(0.0), TASK, 0, 1)
 
 
