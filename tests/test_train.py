@@ -462,6 +462,11 @@ def test_resuming_with_other_curve_settings_is_refused(tmp_path, data, fake_roll
         match="trained with no learning curve; the config asks for a learning curve every 5",
     ):
         train("uniq", SPEC, *data, 0, 10, tmp_path / "b", TINY, **curve)
+    # ... unless no point was due yet: its curve is whole all the same
+    train("uniq", SPEC, *data, 0, 3, tmp_path / "c", TINY, **FAST)
+    train("uniq", SPEC, *data, 0, 10, tmp_path / "c", TINY, **curve)
+    with open(tmp_path / "c/curve.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [5, 10]
     # a checkpoint written before the settings were kept: refused only with no curve in it
     ckpt = tmp_path / "b/checkpoint.pt"
     state = torch.load(ckpt, weights_only=False)

@@ -183,14 +183,19 @@ def _same_curve(path: Path, saved: dict[str, Any], curve: dict[str, int]) -> Non
     (at the run's last step nothing would be appended, and config.yaml would name the new
     settings over the old curve). A checkpoint written before the settings were kept cannot
     say how its curve was evaluated: it is refused only when curves are asked for and it had
-    none (past their first point), and otherwise resumed unchecked."""
+    none, and otherwise resumed unchecked. Either way a change before the first point that
+    either setting puts on the curve is allowed: the curve is whole all the same."""
     old = saved.get("curve_settings")
     if old is None:
         had_curves = any(saved.get("curve") or [])  # a curve log's state, per seed, or None
-        if not curve["every"] or had_curves or saved["step"] < curve["every"]:
+        if not curve["every"] or had_curves:
             return
         old = {"every": 0, "episodes": 0}
-    if old == curve or old["every"] == curve["every"] == 0:
+
+    def points(c: dict[str, int]) -> int:  # points due by the checkpoint's step
+        return saved["step"] // c["every"] if c["every"] else 0
+
+    if old == curve or points(old) == points(curve) == 0:
         return
 
     def how(c: dict[str, int]) -> str:
