@@ -174,6 +174,13 @@ BAD_CONFIGS = {
         lambda c: c["aggregate"].update({"reference": "uniqq"}),
         ["aggregate.reference", "'uniqq'", "bc-mix"],
     ),
+    "aggregate reference in no experiment": (
+        lambda c: (
+            c["aggregate"].update({"reference": "bc-safe"}),
+            c["experiments"]["main"]["algorithms"].remove("bc-safe"),
+        ),
+        ["aggregate.reference", "'bc-safe'", "in no experiment", "experiments.<name>.algorithms"],
+    ),
     "unknown alias method": (
         lambda c: c["algorithms"].update({"x": {"method": "uniqq"}}),
         ["algorithms.x.method", "'uniqq'", "uniq"],

@@ -135,6 +135,18 @@ def check(config: dict) -> None:
             f"config `aggregate.reference`: {reference!r} is none of the config's methods, so "
             f"no probability of improvement could be drawn; name one of {_choices(names)}"
         )
+    compared = [
+        exp
+        for exp, block in config["experiments"].items()
+        if reference in block["algorithms"]
+        or exp in external.get(reference, {}).get("experiments", [])
+    ]
+    if not compared:
+        raise WorkflowConfigError(
+            f"config `aggregate.reference`: {reference!r} is in no experiment's algorithms, so "
+            "no probability of improvement could be drawn; add it to an experiment "
+            f"(`experiments.<name>.algorithms`) or name another of {_choices(names)}"
+        )
     last_k, train = config["aggregate"].get("last_k", 0), config["train"]
     every = train["eval_every"]
     points = -(-train["steps"] // every) if every else 0  # the last step is always evaluated
