@@ -232,9 +232,7 @@ def claim_undesirable_size(sweep: pd.DataFrame, reps: int) -> tuple[str, list[st
         return FAILS, lines  # its cost does not drop, or another method's drops more
     if not diffs:
         return f"not tested (no other method ran both sizes on a task {REF} ran them on)", lines
-    if verdict in (HOLDS, MIXED) and not all(lo > 0 for lo, _ in diffs):
-        verdict = OPEN
-    return verdict, lines
+    return (verdict if all(lo > 0 for lo, _ in diffs) else OPEN), lines
 
 
 def claim_occupancy(ablation: pd.DataFrame, reps: int) -> tuple[str, list[str]]:

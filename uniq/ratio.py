@@ -93,15 +93,18 @@ def _mixed(saved: dict[str, str]) -> dict[str, str]:
     return {"commit": f"{saved['commit']}, resumed by {CODE['commit']}", "sha256": "mixed"}
 
 
-def _warn_if_fitted_by_other_code(path: Path, saved: dict[str, Any] | None) -> None:
-    """``saved``: the file's :data:`CODE` (None: a file written before it was kept)."""
-    if saved is not None and saved["sha256"] != CODE_SHA256:
+def _fitted_by_other_code(path: Path, saved: dict[str, Any] | None) -> bool:
+    """Whether ``saved``, the file's :data:`CODE` (None: a file written before it was kept),
+    is other code's; warns if so."""
+    other = saved is not None and saved["sha256"] != CODE_SHA256
+    if other:
         log.warning(
             "%s was fitted by other code of uniq/ratio.py or uniq/nets.py (commit %s); it is "
             "used as it is: delete it to fit the classifiers with this checkout's code",
             path,
             saved["commit"],
         )
+    return other
 
 
 class RatioEstimator:
@@ -216,7 +219,7 @@ class RatioEstimator:
             if cache is not None and cache.exists():
                 fix = "delete it and the classifiers are fitted again"
                 payload = read_saved(cache, fix, map_location=self.device)
-                _warn_if_fitted_by_other_code(cache, payload.get("code"))
+                _fitted_by_other_code(cache, payload.get("code"))
                 for n in self.names:
                     self.nets[n].load_state_dict(payload["state"][n])
                 info = dict(payload["info"], ratio_cached=1.0)
@@ -365,8 +368,7 @@ class RatioEstimator:
         if path is None or not path.exists():
             return None
         saved = read_saved(path, "delete it and the fit starts over")
-        _warn_if_fitted_by_other_code(path, saved.get("code"))
-        if saved.get("code") is not None and saved["code"]["sha256"] != CODE_SHA256:
+        if _fitted_by_other_code(path, saved.get("code")):
             self._code = _mixed(saved["code"])  # so the cache it ends in warns on every load
         for n, net in self.nets.items():
             net.load_state_dict(saved["nets"][n])
