@@ -9,7 +9,8 @@
 # the two profiles: distance from the arena's centre, blind steps, actions), diagnose_<task>_
 # member<M>.{md,json} (uniq-bench diagnose of each UNIQ seed: ratio, implicit reward and
 # advantage per group, the actor's weights against reward and cost) and commands.txt (each
-# command as run). About 40 CPU-minutes on the 2-core machine it was written on.
+# command as run). About 40 CPU-minutes on the 2-core machine it was written on (the two
+# agent_reach readings run side by side).
 set -euo pipefail
 shopt -s failglob  # a pattern that matches no policy is an error, not a literal path
 cd "$(dirname "$0")/.."
@@ -59,10 +60,15 @@ run() {  # run "$@", its stdout into the file named by $to (none: the terminal),
 to="" run python analysis/claims.py --results $paper
 to="" run python analysis/claims.py --results $quick $paper --tasks "${tasks[@]}" \
     --out $paper/claims_beside_quick.md
+readers=()  # the two profiles' walks side by side: each is one process stepping envs
 for profile in paper_data quick; do
     # shellcheck disable=SC2086  # the paths hold no spaces: split on them
     to=$out/agent_reach_$profile.md run python analysis/agent_reach.py ${policies[$profile]} \
-        --episodes "$episodes"
+        --episodes "$episodes" &
+    readers+=($!)
+done
+for reader in "${readers[@]}"; do
+    wait "$reader"  # a failed reading stops the script here (set -e)
 done
 for task in "${tasks[@]}"; do
     for member in 0 1 2 3 4; do
