@@ -9,8 +9,8 @@
 # the two profiles: distance from the arena's centre, blind steps, actions), diagnose_<task>_
 # member<M>.{md,json} (uniq-bench diagnose of each UNIQ seed: ratio, implicit reward and
 # advantage per group, the actor's weights against reward and cost) and commands.txt (each
-# command as run). About 40 CPU-minutes on the 2-core machine it was written on (the two
-# agent_reach readings run side by side).
+# command as run). 23 minutes on an idle 2-core machine (2026-12-07; the two agent_reach
+# readings run side by side, 4 minutes, then 10 diagnoses of 1-4 minutes each).
 set -euo pipefail
 shopt -s failglob  # a pattern that matches no policy is an error, not a literal path
 cd "$(dirname "$0")/.."
