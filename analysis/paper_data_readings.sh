@@ -8,9 +8,11 @@
 # results/paper_data/readings/: agent_reach_{paper_data,quick}.md (every navigation policy of
 # the two profiles: distance from the arena's centre, blind steps, actions), diagnose_<task>_
 # member<M>.{md,json} (uniq-bench diagnose of each UNIQ seed: ratio, implicit reward and
-# advantage per group, the actor's weights against reward and cost) and commands.txt (each
-# command as run). 23 minutes on an idle 2-core machine (2026-12-07; the two agent_reach
-# readings run side by side, 4 minutes, then 10 diagnoses of 1-4 minutes each).
+# advantage per group, the actor's weights against reward and cost), blind_rows_
+# SafetyPointButton1-v0_member0.md (analysis/blind_rows.py: the rows where the agent sees
+# nothing, and the weight seed 0's actor gives them) and commands.txt (each command as run).
+# About 26 minutes on an idle 2-core machine (2026-12-07: the two agent_reach readings side by
+# side, 4 minutes; 10 diagnoses of 1-4 minutes each; blind_rows 2.5 minutes, run after).
 set -euo pipefail
 shopt -s failglob  # a pattern that matches no policy is an error, not a literal path
 cd "$(dirname "$0")/.."
@@ -78,4 +80,6 @@ for task in "${tasks[@]}"; do
             --rows 5000 --batches 200 --out "$name.json"
     done
 done
+to=$out/blind_rows_SafetyPointButton1-v0_member0.md run python analysis/blind_rows.py \
+    $paper/runs/SafetyPointButton1-v0/default/uniq/seed0
 mv "$out/commands.txt.tmp" "$out/commands.txt"
